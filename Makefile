@@ -1,0 +1,41 @@
+# cadet_d2: `make demo` and `make test` do all set-up on a fresh machine.
+PYTHON_SYS ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.cadet-setup
+DATA ?= datasets/synth
+DEMO_OUT ?= output/demo
+
+.PHONY: setup demo data test versions clean
+
+setup: $(STAMP) versions
+
+$(STAMP): requirements.txt setup.py tools/install_detectron2.sh
+	@test -x $(PY) || $(PYTHON_SYS) -m venv $(VENV)
+	$(PY) -m pip install -q -r requirements.txt 2>&1 | grep -v "is ignored" || true
+	$(PY) -c "import torch, timm, fvcore, pycocotools, cv2" 
+	PYTHON=$(PY) bash tools/install_detectron2.sh
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | grep -v "is ignored" || true
+	$(PY) -c "import cadet_d2, detectron2"
+	@touch $(STAMP)
+
+versions:
+	@$(PY) -c "import sys, torch, torchvision, detectron2, timm, numpy, cv2, cadet_d2; \
+	print('python', sys.version.split()[0], '| torch', torch.__version__, '| torchvision', torchvision.__version__, \
+	'| detectron2', detectron2.__version__, '| timm', timm.__version__, '| numpy', numpy.__version__, \
+	'| opencv', cv2.__version__, '| cadet_d2', cadet_d2.__version__)"
+
+data: setup
+	$(PY) tools/make_synthetic.py --out $(DATA)
+
+demo: data
+	$(PY) tools/train_net.py --config-file configs/demo.yaml OUTPUT_DIR $(DEMO_OUT)
+	$(PY) tools/show_metrics.py $(DEMO_OUT)/metrics.json
+
+# pytest's exit code 5 (no test collected) fails too.
+test: setup
+	@$(PY) -m pytest -q tests; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
+
+clean:
+	rm -rf $(VENV) output

@@ -1,0 +1,187 @@
+"""cadet_d2's config keys: ``add_cadet_config(cfg)`` declares every one, with its default.
+
+Use it like any Detectron2 project config::
+
+    cfg = get_cfg()
+    add_cadet_config(cfg)
+    cfg.merge_from_file("configs/demo.yaml")
+
+Every key outside Detectron2's own set lives under ``CADET`` (plus ``SOLVER.ACCUM_STEPS``).
+"""
+from __future__ import annotations
+
+from detectron2.config import CfgNode as CN
+
+# The modalities a data file can hold and the file channels each takes by default.
+MODALITY_CHANNELS = {"rgb": [0, 1, 2], "thermal": [3], "event": [4]}
+MIT_SIZES = ("b0", "b1", "b2", "b4", "b5")
+
+
+def add_cadet_config(cfg: CN) -> CN:
+    """Add the ``CADET`` keys (and Detectron2 defaults that suit 5-channel MiT detectors)."""
+    _C = cfg
+    _C.CADET = CN()
+
+    # ---- data ---------------------------------------------------------------------------
+    _C.CADET.DATA = CN()
+    # Name prefix of the registered datasets: <NAME>_train, <NAME>_test, <NAME>_<test set>.
+    _C.CADET.DATA.NAME = "synth"
+    # Data root: images/*.npy and labels/*.txt (YOLO), optional classes.txt and test sets.
+    _C.CADET.DATA.ROOT = "datasets/synth"
+    # Extra test sets: sub-folders of ROOT with the same layout, registered as <NAME>_<folder>.
+    _C.CADET.DATA.TEST_SETS = ["daytest1", "nighttest1"]
+    # Fraction of ROOT's images held out as <NAME>_test, and the seed of that split.
+    _C.CADET.DATA.TEST_FRACTION = 0.2
+    _C.CADET.DATA.SPLIT_SEED = 42
+    # Class names; empty = read ROOT/classes.txt, or one class "object" when absent.
+    _C.CADET.DATA.CLASSES = []
+    # Images with no label file: "skip" (dropped, counted) or "negative" (kept, no boxes).
+    _C.CADET.DATA.UNLABELED = "skip"
+    # A bad image header or label line: "raise" (stop, naming file and line) or "skip"
+    # (drop that image, count it and log the reason).
+    _C.CADET.DATA.ON_ERROR = "raise"
+    # Training only: samples that fail to load are skipped and logged up to this many; one
+    # more stops the run with the list. 0 = the first failure stops the run.
+    _C.CADET.DATA.MAX_LOAD_FAILURES = 0
+
+    # ---- input ---------------------------------------------------------------------------
+    _C.CADET.INPUT = CN()
+    # Modalities fed to the model, in this order (any non-empty subset of rgb/thermal/event).
+    _C.CADET.INPUT.MODALITIES = ["rgb", "thermal", "event"]
+    # Channels each image file must have (H x W x FILE_CHANNELS, uint8).
+    _C.CADET.INPUT.FILE_CHANNELS = 5
+    # Which file channels hold each modality.
+    _C.CADET.INPUT.LAYOUT = CN({k: list(v) for k, v in MODALITY_CHANNELS.items()})
+    # Photometric jitter, training only, applied to the RGB channels only (0 = off):
+    # brightness/contrast/saturation factors drawn from [1 - x, 1 + x].
+    _C.CADET.INPUT.BRIGHTNESS = 0.0
+    _C.CADET.INPUT.CONTRAST = 0.0
+    _C.CADET.INPUT.SATURATION = 0.0
+
+    # ---- backbone ------------------------------------------------------------------------
+    _C.CADET.BACKBONE = CN()
+    # MiT size: b0, b1, b2, b4 or b5 (SegFormer's Mix Transformer encoders).
+    _C.CADET.BACKBONE.SIZE = "b0"
+    # Backbone outputs given to the FPN (strides 4, 8, 16, 32).
+    _C.CADET.BACKBONE.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
+    # Stochastic depth rate of the MiT blocks.
+    _C.CADET.BACKBONE.DROP_PATH_RATE = 0.1
+    # Local file of ImageNet MiT weights (SegFormer mit_bX.pth or Hugging Face SegformerModel
+    # format); empty = random initialisation. Never downloaded.
+    _C.CADET.BACKBONE.PRETRAINED = ""
+    # MiT stages (1-4) whose blocks use activation checkpointing in training.
+    _C.CADET.BACKBONE.CHECKPOINT_STAGES = []
+
+    # ---- fusion (dual-stream backbone) ------------------------------------------------------
+    _C.CADET.FUSION = CN()
+    # Fusion module used at STAGES (a FUSION_REGISTRY name).
+    _C.CADET.FUSION.NAME = "frm_ffm"
+    # Stages (1-4) that use NAME; the other stages use DEFAULT.
+    _C.CADET.FUSION.STAGES = [1, 2, 3, 4]
+    # Fusion module of the stages not in STAGES (the CMX baseline unless set).
+    _C.CADET.FUSION.DEFAULT = "frm_ffm"
+    # Python modules or .py files imported before building, so that their
+    # @FUSION_REGISTRY.register() modules can be named in NAME / DEFAULT.
+    _C.CADET.FUSION.IMPORTS = []
+
+    _C.CADET.FUSION.FRM_FFM = CN()
+    # Reduction ratio r of FRM's channel and spatial MLPs (1 in CMX).
+    _C.CADET.FUSION.FRM_FFM.REDUCTION = 1
+    # Weights of the channel-wise and spatial-wise rectification.
+    _C.CADET.FUSION.FRM_FFM.LAMBDA_C = 0.5
+    _C.CADET.FUSION.FRM_FFM.LAMBDA_S = 0.5
+    # Rectified features continue in the two streams (CMX); False = streams stay untouched.
+    _C.CADET.FUSION.FRM_FFM.FEEDBACK = True
+
+    _C.CADET.FUSION.CSSA = CN()
+    # Channel switching threshold tau in [0, 1]: channels with ECA weight < tau are switched.
+    _C.CADET.FUSION.CSSA.THRESHOLD = 0.5
+    # Also rescale the kept channels by their ECA weight (plain ECA does; CSSA's default: no).
+    _C.CADET.FUSION.CSSA.RESCALE = False
+
+    _C.CADET.FUSION.GAFF = CN()
+    # SE reduction ratio r (4 or 8 in the study).
+    _C.CADET.FUSION.GAFF.SE_REDUCTION = 4
+    # One inter-modality guidance conv shared by both directions (True) or one each (False).
+    _C.CADET.FUSION.GAFF.INTER_SHARED = False
+    # Kernel size of the guidance conv (1 or 3).
+    _C.CADET.FUSION.GAFF.INTER_KERNEL = 1
+    # Merge: conv 2C->C (False) or conv 2C->C, ReLU, conv C->C (True).
+    _C.CADET.FUSION.GAFF.MERGE_BOTTLENECK = False
+
+    # ---- solver ---------------------------------------------------------------------------
+    _C.CADET.SOLVER = CN()
+    # "SGD" (Detectron2's default, momentum SOLVER.MOMENTUM) or "ADAMW".
+    _C.CADET.SOLVER.OPTIMIZER = "SGD"
+
+    # ---- test -----------------------------------------------------------------------------
+    _C.CADET.TEST = CN()
+    # Write metrics to OUTPUT_DIR/<this file> (one entry per test set).
+    _C.CADET.TEST.METRICS_FILE = "metrics.json"
+    return cfg
+
+
+def modality_slices(cfg: CN) -> dict[str, slice]:
+    """Where each modality of ``CADET.INPUT.MODALITIES`` sits in the model's input channels.
+
+    E.g. ["rgb", "thermal", "event"] -> {"rgb": 0:3, "thermal": 3:4, "event": 4:5}.
+    """
+    out, start = {}, 0
+    for name in cfg.CADET.INPUT.MODALITIES:
+        n = len(cfg.CADET.INPUT.LAYOUT[name])
+        out[name] = slice(start, start + n)
+        start += n
+    return out
+
+
+def file_channel_indices(cfg: CN) -> list[int]:
+    """File channels read for the model input, in model order."""
+    return [c for name in cfg.CADET.INPUT.MODALITIES for c in cfg.CADET.INPUT.LAYOUT[name]]
+
+
+def _check_choice(key: str, value, allowed) -> None:
+    if value not in allowed:
+        raise ValueError(f"{key} = {value!r} is not allowed; choose from {list(allowed)}")
+
+
+def validate_cadet_config(cfg: CN) -> None:
+    """Stop before training on a config that cannot work, saying what is allowed."""
+    from .data.datasets import ON_ERROR_POLICIES, UNLABELED_POLICIES
+
+    mods = list(cfg.CADET.INPUT.MODALITIES)
+    layout = cfg.CADET.INPUT.LAYOUT
+    if not mods:
+        raise ValueError(f"CADET.INPUT.MODALITIES is empty; choose a subset of {list(layout.keys())}")
+    for m in mods:
+        _check_choice("CADET.INPUT.MODALITIES entry", m, list(layout.keys()))
+    if len(set(mods)) != len(mods):
+        raise ValueError(f"CADET.INPUT.MODALITIES has duplicates: {mods}")
+    n_file = cfg.CADET.INPUT.FILE_CHANNELS
+    for m in mods:
+        bad = [c for c in layout[m] if not 0 <= c < n_file]
+        if bad:
+            raise ValueError(f"CADET.INPUT.LAYOUT.{m} = {list(layout[m])} has channels outside 0..{n_file - 1}")
+    n_in = len(file_channel_indices(cfg))
+    for key in ("PIXEL_MEAN", "PIXEL_STD"):
+        n = len(cfg.MODEL[key])
+        if n != n_in:
+            raise ValueError(
+                f"MODEL.{key} has {n} entries but the input has {n_in} channels "
+                f"(CADET.INPUT.MODALITIES = {mods}); give one value per channel"
+            )
+    _check_choice("CADET.BACKBONE.SIZE", cfg.CADET.BACKBONE.SIZE, MIT_SIZES)
+    _check_choice("CADET.DATA.UNLABELED", cfg.CADET.DATA.UNLABELED, UNLABELED_POLICIES)
+    _check_choice("CADET.DATA.ON_ERROR", cfg.CADET.DATA.ON_ERROR, ON_ERROR_POLICIES)
+    _check_choice("CADET.SOLVER.OPTIMIZER", cfg.CADET.SOLVER.OPTIMIZER.upper(), ("SGD", "ADAMW"))
+    for key in ("FUSION.STAGES", "BACKBONE.CHECKPOINT_STAGES"):
+        node, leaf = key.split(".")
+        for s in cfg.CADET[node][leaf]:
+            if s not in (1, 2, 3, 4):
+                raise ValueError(f"CADET.{key} entry {s!r} is not a stage; stages are 1, 2, 3, 4")
+    tau = cfg.CADET.FUSION.CSSA.THRESHOLD
+    if not 0.0 <= tau <= 1.0:
+        raise ValueError(f"CADET.FUSION.CSSA.THRESHOLD = {tau} must lie in [0, 1]")
+    if not 0.0 < cfg.CADET.DATA.TEST_FRACTION < 1.0:
+        raise ValueError(f"CADET.DATA.TEST_FRACTION = {cfg.CADET.DATA.TEST_FRACTION} must lie in (0, 1)")
+    if cfg.SOLVER.AMP.ENABLED and not cfg.MODEL.DEVICE.startswith("cuda"):
+        raise ValueError("SOLVER.AMP.ENABLED needs MODEL.DEVICE cuda (Detectron2's AMPTrainer is CUDA-only)")

@@ -1,0 +1,11 @@
+"""The one exception type for bad input data."""
+from __future__ import annotations
+
+
+class DataError(ValueError):
+    """A data file is unusable. The message names the file (and line) and what is wrong."""
+
+    def __init__(self, path: str, problem: str, line: int | None = None):
+        self.path, self.problem, self.line = path, problem, line
+        where = f"{path}:{line}" if line is not None else path
+        super().__init__(f"{where}: {problem}")

@@ -1,0 +1,59 @@
+"""Building the config of a run: defaults + cadet keys + YAML + command-line overrides."""
+from __future__ import annotations
+
+import argparse
+
+from detectron2.config import CfgNode, get_cfg
+from detectron2.engine import default_setup
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+
+from ..config import add_cadet_config, validate_cadet_config
+from ..data.datasets import register_from_config
+
+
+def _merge(cfg: CfgNode, what: str, merge) -> None:
+    try:
+        merge()
+    except (KeyError, AssertionError) as e:
+        # yacs: KeyError "Non-existent config key: X" (file) or AssertionError
+        # "Non-existent key: X" (list). Say where it came from and what is close.
+        msg = str(e).strip("'\"")
+        if "Non-existent" not in msg:
+            raise ValueError(f"{what}: {msg}") from None
+        key = msg.split(":")[-1].strip()
+        raise KeyError(f"{what}: unknown config key {key!r}{_suggest(cfg, key)}") from None
+
+
+def _suggest(cfg: CfgNode, key: str) -> str:
+    import difflib
+
+    def flat(node, prefix=""):
+        for k, v in node.items():
+            yield from flat(v, f"{prefix}{k}.") if isinstance(v, CfgNode) else [f"{prefix}{k}"]
+
+    close = difflib.get_close_matches(key, list(flat(cfg)), n=3, cutoff=0.6)
+    return f"; did you mean {' or '.join(close)}?" if close else ""
+
+
+def load_config(config_file: str = "", opts: list | None = None) -> CfgNode:
+    """Defaults, then ``config_file`` (with ``_BASE_`` inheritance), then ``opts``; validated."""
+    cfg = get_cfg()
+    add_cadet_config(cfg)
+    if config_file:
+        _merge(cfg, config_file, lambda: cfg.merge_from_file(config_file))
+    if opts:
+        _merge(cfg, "command line", lambda: cfg.merge_from_list(list(opts)))
+    validate_cadet_config(cfg)
+    return cfg
+
+
+def setup(args: argparse.Namespace) -> CfgNode:
+    """Config for a ``tools/`` script run, with Detectron2's logging/output set-up and the
+    data sets of ``CADET.DATA`` registered."""
+    cfg = load_config(args.config_file, args.opts)
+    cfg.freeze()
+    default_setup(cfg, args)
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="cadet_d2", abbrev_name="cadet")
+    register_from_config(cfg)
+    return cfg

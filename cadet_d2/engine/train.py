@@ -1,0 +1,27 @@
+"""The body of ``tools/train_net.py``: train, resume, or evaluate a checkpoint."""
+from __future__ import annotations
+
+import argparse
+
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.engine import default_argument_parser, launch
+
+from .setup import setup
+from .trainer import CadetTrainer
+
+
+def main(args: argparse.Namespace):
+    cfg = setup(args)
+    if args.eval_only:
+        model = CadetTrainer.build_model(cfg)
+        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        return CadetTrainer.test(cfg, model)
+    trainer = CadetTrainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()
+
+
+def cli(argv: list[str] | None = None) -> None:
+    args = default_argument_parser().parse_args(argv)
+    launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+           dist_url=args.dist_url, args=(args,))

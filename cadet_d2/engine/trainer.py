@@ -1,0 +1,60 @@
+"""``CadetTrainer``: Detectron2's DefaultTrainer with the multimodal mapper and COCO evaluation."""
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+from detectron2.data import build_detection_test_loader, build_detection_train_loader
+from detectron2.engine import DefaultTrainer
+from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
+from detectron2.utils import comm
+
+from ..data.mapper import MultiModalDatasetMapper
+from ..evaluation import box_metrics, build_coco_evaluator, format_table, write_metrics
+
+logger = logging.getLogger("cadet_d2")
+
+
+class CadetTrainer(DefaultTrainer):
+    """DefaultTrainer (hooks, checkpointer, AMP, DDP) for cadet_d2 models and data."""
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        return build_detection_train_loader(cfg, mapper=MultiModalDatasetMapper(cfg, True))
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name: str):
+        return build_detection_test_loader(cfg, dataset_name, mapper=MultiModalDatasetMapper(cfg, False))
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name: str, output_folder: str | None = None):
+        return build_coco_evaluator(cfg, dataset_name, output_folder)
+
+    @classmethod
+    def build_optimizer(cls, cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
+        """SGD as in Detectron2, or AdamW (``CADET.SOLVER.OPTIMIZER``), with its param groups."""
+        if cfg.CADET.SOLVER.OPTIMIZER.upper() == "SGD":
+            return super().build_optimizer(cfg, model)
+        params = get_default_optimizer_params(
+            model,
+            base_lr=cfg.SOLVER.BASE_LR,
+            weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM,
+            bias_lr_factor=cfg.SOLVER.BIAS_LR_FACTOR,
+            weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS,
+        )
+        return maybe_add_gradient_clipping(cfg, torch.optim.AdamW)(
+            params, lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY
+        )
+
+    @classmethod
+    def test(cls, cfg, model, evaluators=None) -> dict:
+        """Evaluate on every ``DATASETS.TEST`` set; log the table, write ``CADET.TEST.METRICS_FILE``."""
+        results = super().test(cfg, model, evaluators)
+        if comm.is_main_process() and results:
+            metrics = box_metrics(results)
+            logger.info("[cadet] COCO box metrics:\n" + format_table(metrics))
+            path = os.path.join(cfg.OUTPUT_DIR, cfg.CADET.TEST.METRICS_FILE)
+            write_metrics(path, metrics, weights=cfg.MODEL.WEIGHTS)
+            logger.info(f"[cadet] metrics written to {path}")
+        return results

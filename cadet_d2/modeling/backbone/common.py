@@ -1,0 +1,45 @@
+"""Pieces shared by the single- and dual-stream backbones."""
+from __future__ import annotations
+
+from detectron2.modeling.backbone import FPN
+from detectron2.modeling.backbone.fpn import LastLevelMaxPool
+from torch import nn
+
+from .mit import MiT
+
+OUT_NAMES = ("res2", "res3", "res4", "res5")  # stages 1-4, strides 4, 8, 16, 32
+
+
+def build_stream(cfg, in_chans: int) -> MiT:
+    """One MiT stream of ``CADET.BACKBONE.SIZE`` for ``in_chans`` input channels.
+
+    Loads ``CADET.BACKBONE.PRETRAINED`` when set (first patch embedding adapted to
+    ``in_chans``) and turns on activation checkpointing for ``CHECKPOINT_STAGES``.
+    """
+    b = cfg.CADET.BACKBONE
+    stream = MiT(b.SIZE, in_chans, drop_path_rate=b.DROP_PATH_RATE)
+    if b.PRETRAINED:
+        from .pretrained import load_pretrained_mit
+
+        load_pretrained_mit(stream, b.PRETRAINED)
+    stream.set_grad_checkpointing(list(b.CHECKPOINT_STAGES))
+    return stream
+
+
+def check_out_features(out_features) -> list[str]:
+    bad = [f for f in out_features if f not in OUT_NAMES]
+    if bad or not out_features:
+        raise ValueError(f"CADET.BACKBONE.OUT_FEATURES {list(out_features)}: choose from {list(OUT_NAMES)}")
+    return list(out_features)
+
+
+def wrap_fpn(cfg, bottom_up: nn.Module) -> FPN:
+    """Detectron2's FPN (with a max-pool P6) on top of a MiT backbone, from ``MODEL.FPN``."""
+    return FPN(
+        bottom_up=bottom_up,
+        in_features=cfg.MODEL.FPN.IN_FEATURES,
+        out_channels=cfg.MODEL.FPN.OUT_CHANNELS,
+        norm=cfg.MODEL.FPN.NORM,
+        top_block=LastLevelMaxPool(),
+        fuse_type=cfg.MODEL.FPN.FUSE_TYPE,
+    )

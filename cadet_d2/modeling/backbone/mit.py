@@ -1,0 +1,90 @@
+"""SegFormer's Mix Transformer (MiT) encoders b0-b5, any number of input channels.
+
+Built on timm's ``PyramidVisionTransformerV2`` with MLP ratio 4 at every stage, which has MiT's
+structure (overlapping patch embeddings 7x7/4 then 3x3/2, efficient self-attention with
+spatial reduction 8/4/2/1, Mix-FFN with a depth-wise 3x3 conv) and parameter counts
+(b0 3.32M, b1 13.15M, b2 24.2M, b4 60.8M, b5 81.4M for 3 input channels).
+"""
+from __future__ import annotations
+
+import torch
+from timm.models.pvt_v2 import PyramidVisionTransformerV2
+from torch import nn
+
+MIT_SPECS = {
+    "b0": dict(embed_dims=(32, 64, 160, 256), depths=(2, 2, 2, 2)),
+    "b1": dict(embed_dims=(64, 128, 320, 512), depths=(2, 2, 2, 2)),
+    "b2": dict(embed_dims=(64, 128, 320, 512), depths=(3, 4, 6, 3)),
+    "b4": dict(embed_dims=(64, 128, 320, 512), depths=(3, 8, 27, 3)),
+    "b5": dict(embed_dims=(64, 128, 320, 512), depths=(3, 6, 40, 3)),
+}
+MIT_HEADS = (1, 2, 5, 8)
+MIT_SR_RATIOS = (8, 4, 2, 1)
+MIT_STRIDES = (4, 8, 16, 32)
+
+
+class MiT(nn.Module):
+    """A MiT encoder run stage by stage.
+
+    ``forward_stage(i, x)``: stage ``i`` (0-3) maps (B, C_in, H, W) to
+    (B, embed_dims[i], H / stride_i, W / stride_i) with strides 4, 8, 16, 32
+    (stage 0 takes the image, stage i > 0 the previous stage's output).
+    ``feature_info`` lists ``num_chs`` and ``reduction`` per stage, as in timm.
+    """
+
+    def __init__(self, size: str = "b0", in_chans: int = 3, drop_path_rate: float = 0.1):
+        super().__init__()
+        if size not in MIT_SPECS:
+            raise ValueError(f"Unknown MiT size {size!r}; choose from {list(MIT_SPECS)}")
+        spec = MIT_SPECS[size]
+        net = PyramidVisionTransformerV2(
+            in_chans=in_chans, num_classes=0, depths=spec["depths"], embed_dims=spec["embed_dims"],
+            num_heads=MIT_HEADS, sr_ratios=MIT_SR_RATIOS, mlp_ratios=(4, 4, 4, 4),
+            drop_path_rate=drop_path_rate,
+        )
+        self.size, self.in_chans = size, in_chans
+        self.embed_dims = tuple(spec["embed_dims"])
+        self.patch_embed = net.patch_embed  # (B, C_in, H, W) -> (B, H/4, W/4, C1)
+        self.stages = net.stages
+        self.feature_info = [
+            dict(num_chs=c, reduction=r, module=f"stages.{i}")
+            for i, (c, r) in enumerate(zip(self.embed_dims, MIT_STRIDES))
+        ]
+
+    def set_grad_checkpointing(self, stages: list[int] | tuple[int, ...]) -> None:
+        """Recompute the blocks of these stages (1-4) in backward to save activation memory."""
+        for i, stage in enumerate(self.stages):
+            stage.grad_checkpointing = (i + 1) in stages
+
+    def forward_stage(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        if i == 0:
+            x = self.patch_embed(x)
+        return self.stages[i](x)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """(B, C_in, H, W) -> four maps (B, C_i, H / s_i, W / s_i)."""
+        outs = []
+        for i in range(len(self.stages)):
+            x = self.forward_stage(i, x)
+            outs.append(x)
+        return outs
+
+
+def mit_b0(in_chans: int = 3, **kwargs) -> MiT:
+    return MiT("b0", in_chans, **kwargs)
+
+
+def mit_b1(in_chans: int = 3, **kwargs) -> MiT:
+    return MiT("b1", in_chans, **kwargs)
+
+
+def mit_b2(in_chans: int = 3, **kwargs) -> MiT:
+    return MiT("b2", in_chans, **kwargs)
+
+
+def mit_b4(in_chans: int = 3, **kwargs) -> MiT:
+    return MiT("b4", in_chans, **kwargs)
+
+
+def mit_b5(in_chans: int = 3, **kwargs) -> MiT:
+    return MiT("b5", in_chans, **kwargs)

@@ -1,0 +1,40 @@
+"""Single-stream MiT backbone: one stream over all input channels (early fusion, or one modality)."""
+from __future__ import annotations
+
+import torch
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import BACKBONE_REGISTRY, Backbone
+
+from .common import OUT_NAMES, build_stream, check_out_features, wrap_fpn
+from .mit import MiT
+
+
+class SingleStreamMiT(Backbone):
+    """(B, C_in, H, W) -> {res2..res5}: (B, C_i, H / s, W / s) for s = 4, 8, 16, 32."""
+
+    def __init__(self, stream: MiT, out_features: list[str]):
+        super().__init__()
+        self.stream = stream
+        self._out_features = check_out_features(out_features)
+        self._out_feature_channels = dict(zip(OUT_NAMES, stream.embed_dims))
+        self._out_feature_strides = {n: f["reduction"] for n, f in zip(OUT_NAMES, stream.feature_info)}
+
+    @property
+    def size_divisibility(self) -> int:
+        return 32
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {n: f for n, f in zip(OUT_NAMES, self.stream(x)) if n in self._out_features}
+
+    def output_shape(self) -> dict[str, ShapeSpec]:
+        return {
+            n: ShapeSpec(channels=self._out_feature_channels[n], stride=self._out_feature_strides[n])
+            for n in self._out_features
+        }
+
+
+@BACKBONE_REGISTRY.register()
+def build_mit_fpn_backbone(cfg, input_shape: ShapeSpec) -> Backbone:
+    """Early fusion: one MiT over all channels of ``CADET.INPUT.MODALITIES``, then FPN."""
+    stream = build_stream(cfg, input_shape.channels)
+    return wrap_fpn(cfg, SingleStreamMiT(stream, cfg.CADET.BACKBONE.OUT_FEATURES))

@@ -1,0 +1,20 @@
+"""Fusion modules of the dual-stream backbone. Importing this package registers the built-in
+modules: ``sum``, ``concat``, ``frm_ffm``, ``cssa``, ``gaff``."""
+from . import base, cssa, frm_ffm, gaff, simple  # noqa: F401  (registers the modules)
+from .base import (
+    FUSION_REGISTRY,
+    FusionOutput,
+    build_fusion,
+    import_fusion_modules,
+    log_scalar,
+    registered_fusions,
+)
+
+__all__ = [
+    "FUSION_REGISTRY",
+    "FusionOutput",
+    "build_fusion",
+    "import_fusion_modules",
+    "log_scalar",
+    "registered_fusions",
+]

@@ -1,0 +1,88 @@
+"""Fusion registry, the interface every fusion module follows, and its builder.
+
+Interface
+---------
+A fusion module is an ``nn.Module`` built as ``Module(cfg, channels=C, stage=s)`` (the
+``@configurable`` pattern of Detectron2: ``from_config(cls, cfg, channels, stage)`` turns the
+config into keyword arguments). ``stage`` is 1-4.
+
+``forward(rgb, aux)`` takes the two streams' maps of one stage, each (B, C, H, W), and returns a
+:class:`FusionOutput`:
+
+* ``fused`` (B, C, H, W): the map given to the FPN at this stage;
+* ``rgb``, ``aux`` (B, C, H, W): the maps that continue in the two MiT streams. A module that
+  rectifies the streams (CMX's FRM, ``feedback=True``) returns the rectified maps here; every
+  other module returns its inputs unchanged, so the streams stay independent.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+from typing import NamedTuple, Sequence
+
+import torch
+from detectron2.utils.events import get_event_storage
+from detectron2.utils.registry import Registry
+
+FUSION_REGISTRY = Registry("FUSION")
+FUSION_REGISTRY.__doc__ = """
+Registry of fusion modules: ``Module(cfg, channels=C, stage=s)``, ``forward(rgb, aux) ->
+FusionOutput``. Register your own with ``@FUSION_REGISTRY.register()`` and name it in
+``CADET.FUSION.NAME`` (plus ``CADET.FUSION.IMPORTS`` for the file that defines it).
+"""
+
+
+class FusionOutput(NamedTuple):
+    fused: torch.Tensor  # (B, C, H, W) map for the FPN
+    rgb: torch.Tensor  # (B, C, H, W) map that continues in the RGB stream
+    aux: torch.Tensor  # (B, C, H, W) map that continues in the auxiliary stream
+
+
+def import_fusion_modules(imports: Sequence[str]) -> None:
+    """Import user modules (dotted names or ``.py`` paths) so their registrations run."""
+    for item in imports:
+        if item.endswith(".py") or os.sep in item:
+            path = os.path.abspath(item)
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"CADET.FUSION.IMPORTS: no such file: {item}")
+            name = "cadet_user_" + os.path.splitext(os.path.basename(path))[0]
+            if name in sys.modules:
+                continue
+            spec = importlib.util.spec_from_file_location(name, path)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module
+            spec.loader.exec_module(module)
+        else:
+            importlib.import_module(item)
+
+
+def registered_fusions() -> list[str]:
+    """Names of every registered fusion module, sorted."""
+    return sorted(name for name, _ in FUSION_REGISTRY)
+
+
+def build_fusion(cfg, name: str, channels: int, stage: int) -> torch.nn.Module:
+    """Build the fusion module ``name`` for a stage with ``channels`` channels (stage 1-4)."""
+    import_fusion_modules(cfg.CADET.FUSION.IMPORTS)
+    if name not in FUSION_REGISTRY:
+        raise KeyError(
+            f"Unknown fusion module {name!r}. Registered: {', '.join(registered_fusions())}. "
+            "A module of your own needs @FUSION_REGISTRY.register() and its file or module in "
+            "CADET.FUSION.IMPORTS."
+        )
+    return FUSION_REGISTRY.get(name)(cfg, channels=channels, stage=stage)
+
+
+def log_scalar(name: str, value: torch.Tensor, period: int = 20) -> None:
+    """Put ``value`` into Detectron2's EventStorage every ``period`` iterations (training only).
+
+    Outside a training loop (no EventStorage) this does nothing.
+    """
+    try:
+        storage = get_event_storage()
+    except AssertionError:
+        return
+    if storage.iter % period == 0:
+        storage.put_scalar(name, float(value.detach()), smoothing_hint=False)

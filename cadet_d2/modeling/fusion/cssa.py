@@ -1,0 +1,108 @@
+"""CSSA (Cao et al., CVPR 2023 workshops): channel switching and spatial attention, ``cssa``.
+
+For R, X (B, C, H, W) and threshold tau::
+
+    w_R = sigmoid(conv1d_k(GAP(R)))       (B, C) ECA weights, 1-D conv across channels, no bias,
+    w_X = sigmoid(conv1d_k(GAP(X)))       k = |(log2 C + 1) / 2| rounded down, then up to odd
+    R_s = where(w_R < tau, X, R)          per channel: R's weak channels are taken from X
+    X_s = where(w_X < tau, R, X)
+    S = [mean_c([R_s, X_s]), max_c([R_s, X_s])]        (B, 2, H, W)
+    a = sigmoid(conv7x7(S))                              (B, 1, H, W), 2 -> 1, padding 3, bias
+    fused = a * R_s + (1 - a) * X_s
+
+``rescale=True`` also multiplies the kept channels by their ECA weight (plain ECA).
+
+Gradient of the ECA convs: the hard ``where`` carries none, so every selected channel (kept or
+switched) is multiplied by a straight-through factor ``st = exp(log w - (log w).detach())`` of
+its own modality's weight: exactly 1 in the forward pass (so outputs equal the formulas above),
+with the gradient of ``w / w.detach()``, i.e. ECA is trained as if it rescaled the channel it
+selects. Where ``rescale=True`` the kept channels use w itself instead.
+
+Logged per stage (training, via ``log_scalar``): the fraction of channels switched R<-X
+(``fusion/stage{s}/switch_rgb_from_aux``) and X<-R (``.../switch_aux_from_rgb``). The last
+attention map ``a`` is kept, detached, in ``self.last_attention`` (B, 1, H, W).
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from detectron2.config import configurable
+from torch import nn
+
+from .base import FUSION_REGISTRY, FusionOutput, log_scalar
+
+
+def eca_kernel_size(channels: int, gamma: int = 2, b: int = 1) -> int:
+    """ECA kernel size: int(|(log2 C + b) / gamma|), made odd by adding 1 if even."""
+    k = int(abs((math.log2(channels) + b) / gamma))
+    return k if k % 2 else k + 1
+
+
+class ECA(nn.Module):
+    """(B, C, H, W) -> channel weights (B, C, 1, 1) in (0, 1), and their log."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        k = eca_kernel_size(channels)
+        self.conv = nn.Conv1d(1, 1, kernel_size=k, padding=(k - 1) // 2, bias=False)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z = self.conv(x.mean(dim=(2, 3))[:, None, :])[:, 0, :, None, None]
+        return torch.sigmoid(z), F.logsigmoid(z)
+
+
+class CSSAFusion(nn.Module):
+    """CSSA. forward(rgb, aux): (B, C, H, W) each -> FusionOutput(fused, rgb, aux), streams unchanged."""
+
+    @configurable
+    def __init__(self, *, channels: int, stage: int, threshold: float = 0.5,
+                 rescale: bool = False) -> None:
+        super().__init__()
+        self.channels = channels
+        self.stage = stage
+        self.threshold = threshold
+        self.rescale = rescale
+        self.eca_rgb = ECA(channels)
+        self.eca_aux = ECA(channels)
+        self.spatial = nn.Conv2d(2, 1, kernel_size=7, padding=3, bias=True)
+        self.last_attention: Optional[torch.Tensor] = None
+
+    @classmethod
+    def from_config(cls, cfg, channels: int, stage: int) -> dict:
+        opt = cfg.CADET.FUSION.CSSA
+        return {"channels": channels, "stage": stage, "threshold": opt.THRESHOLD,
+                "rescale": opt.RESCALE}
+
+    def _select(self, own: torch.Tensor, other: torch.Tensor, w: torch.Tensor,
+                logw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        switch = w < self.threshold  # (B, C, 1, 1)
+        st = torch.exp(logw - logw.detach())  # == 1, gradient of w / w.detach()
+        kept = own * (w if self.rescale else st)
+        return torch.where(switch, other * st, kept), switch
+
+    def forward(self, rgb: torch.Tensor, aux: torch.Tensor) -> FusionOutput:
+        w_rgb, logw_rgb = self.eca_rgb(rgb)
+        w_aux, logw_aux = self.eca_aux(aux)
+        rgb_s, sw_rgb = self._select(rgb, aux, w_rgb, logw_rgb)
+        aux_s, sw_aux = self._select(aux, rgb, w_aux, logw_aux)
+        both = torch.cat([rgb_s, aux_s], dim=1)
+        s = torch.cat([both.mean(dim=1, keepdim=True), both.amax(dim=1, keepdim=True)], dim=1)
+        a = torch.sigmoid(self.spatial(s))  # (B, 1, H, W)
+        self.last_attention = a.detach()
+        log_scalar(f"fusion/stage{self.stage}/switch_rgb_from_aux", sw_rgb.float().mean())
+        log_scalar(f"fusion/stage{self.stage}/switch_aux_from_rgb", sw_aux.float().mean())
+        return FusionOutput(a * rgb_s + (1 - a) * aux_s, rgb, aux)
+
+
+# fvcore's Registry.register() takes the class name; register under the config name.
+FUSION_REGISTRY._do_register("cssa", CSSAFusion)
+
+
+def expected_params(channels: int) -> int:
+    """Closed-form parameter count of ``cssa``: two ECA kernels + a 7x7 conv (2 -> 1) with bias."""
+    t = math.floor((math.log2(channels) + 1) / 2)
+    k = t + 1 - t % 2  # odd: t if odd else t + 1
+    return 2 * k + 2 * 7 * 7 + 1

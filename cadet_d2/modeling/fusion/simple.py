@@ -1,0 +1,69 @@
+"""Reference fusions: ``sum`` (F = R + X) and ``concat`` (1x1 conv 2C -> C on [R, X]).
+
+Both return the stream maps unchanged (no feedback into the MiT streams).
+"""
+from __future__ import annotations
+
+import torch
+from detectron2.config import configurable
+from torch import nn
+
+from .base import FUSION_REGISTRY, FusionOutput
+
+
+class SumFusion(nn.Module):
+    """F = R + X. No parameters.
+
+    forward(rgb, aux): rgb, aux (B, C, H, W) -> FusionOutput(fused (B, C, H, W), rgb, aux).
+    """
+
+    @configurable
+    def __init__(self, *, channels: int, stage: int) -> None:
+        super().__init__()
+        self.channels = channels
+        self.stage = stage
+
+    @classmethod
+    def from_config(cls, cfg, channels: int, stage: int) -> dict:
+        return {"channels": channels, "stage": stage}
+
+    def forward(self, rgb: torch.Tensor, aux: torch.Tensor) -> FusionOutput:
+        return FusionOutput(rgb + aux, rgb, aux)
+
+
+# fvcore's Registry.register() takes the class name; register under the config name.
+FUSION_REGISTRY._do_register("sum", SumFusion)
+
+
+class ConcatFusion(nn.Module):
+    """F = Conv1x1([R, X]) with a 2C -> C kernel and bias.
+
+    forward(rgb, aux): rgb, aux (B, C, H, W) -> FusionOutput(fused (B, C, H, W), rgb, aux).
+    """
+
+    @configurable
+    def __init__(self, *, channels: int, stage: int) -> None:
+        super().__init__()
+        self.channels = channels
+        self.stage = stage
+        self.proj = nn.Conv2d(2 * channels, channels, kernel_size=1, bias=True)
+
+    @classmethod
+    def from_config(cls, cfg, channels: int, stage: int) -> dict:
+        return {"channels": channels, "stage": stage}
+
+    def forward(self, rgb: torch.Tensor, aux: torch.Tensor) -> FusionOutput:
+        return FusionOutput(self.proj(torch.cat([rgb, aux], dim=1)), rgb, aux)
+
+
+# fvcore's Registry.register() takes the class name; register under the config name.
+FUSION_REGISTRY._do_register("concat", ConcatFusion)
+
+
+def expected_params(channels: int, name: str = "concat") -> int:
+    """Parameter count of ``sum`` (0) or ``concat`` (2C*C weights + C biases)."""
+    if name == "sum":
+        return 0
+    if name == "concat":
+        return 2 * channels * channels + channels
+    raise KeyError(name)

@@ -1,0 +1,11 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="cadet_d2",
+    version="0.1.0",
+    description="Multimodal (RGB + thermal + event) object detection with cross-modal fusion on Detectron2",
+    packages=find_packages(include=["cadet_d2", "cadet_d2.*"]),
+    python_requires=">=3.9",
+    # Detectron2 has no PyPI release: `make setup` installs it (tools/install_detectron2.sh).
+    install_requires=["torch", "torchvision", "timm", "numpy", "opencv-python-headless", "pycocotools", "tabulate"],
+)

@@ -1,0 +1,73 @@
+"""End to end: tools/train_net.py trains a tiny model, then --eval-only writes test/day/night metrics."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from cadet_d2.evaluation import METRICS
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = [
+    "MODEL.DEVICE", "cpu", "CADET.BACKBONE.SIZE", "b0", "INPUT.MIN_SIZE_TRAIN", "(64,)",
+    "INPUT.MAX_SIZE_TRAIN", "96", "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "96",
+    "DATALOADER.NUM_WORKERS", "0", "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", "3",
+    "SOLVER.WARMUP_ITERS", "1", "SOLVER.STEPS", "()", "SOLVER.CHECKPOINT_PERIOD", "100",
+    "MODEL.RPN.POST_NMS_TOPK_TRAIN", "100", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32",
+]
+
+
+def train_net(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, os.path.join(REPO, "tools", "train_net.py"), *args],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+
+
+def test_train_then_eval_only(tiny_root, tmp_path):
+    out = str(tmp_path / "run")
+    cfg = ["--config-file", "configs/Base-CADET.yaml"]
+    r = train_net(*cfg, *TINY, "CADET.DATA.ROOT", tiny_root, "CADET.FUSION.NAME", "sum",
+                  "CADET.FUSION.DEFAULT", "sum", "OUTPUT_DIR", out)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert os.path.isfile(os.path.join(out, "model_final.pth"))
+    os.remove(os.path.join(out, "metrics.json"))  # written by the end-of-training evaluation
+
+    r = train_net(*cfg, "--eval-only", *TINY, "CADET.DATA.ROOT", tiny_root, "CADET.FUSION.NAME", "sum",
+                  "CADET.FUSION.DEFAULT", "sum", "OUTPUT_DIR", out, "MODEL.WEIGHTS", os.path.join(out, "model_final.pth"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    with open(os.path.join(out, "metrics.json")) as f:
+        metrics = json.load(f)
+    assert metrics["weights"].endswith("model_final.pth")
+    assert set(metrics["datasets"]) == {"synth_test", "synth_daytest1", "synth_nighttest1"}
+    for m in metrics["datasets"].values():
+        assert set(METRICS) <= set(m)
+    assert "| synth_nighttest1 |" in r.stdout + r.stderr  # the table is in the log
+
+
+@pytest.mark.parametrize("opts, needle", [
+    (["CADET.FUSION.NAMEE", "sum"], "unknown config key 'CADET.FUSION.NAMEE'; did you mean CADET.FUSION.NAME"),
+    (["CADET.INPUT.MODALITIES", "['rgb', 'thermel']"], "'thermel' is not allowed"),
+    (["MODEL.PIXEL_MEAN", "[1.0, 2.0, 3.0]"], "MODEL.PIXEL_MEAN has 3 entries but the input has 5 channels"),
+    (["CADET.FUSION.STAGES", "[0, 2]"], "stages are 1, 2, 3, 4"),
+    (["CADET.FUSION.CSSA.THRESHOLD", "1.5"], "must lie in [0, 1]"),
+    (["CADET.FUSION.NAME", "nosuch"], "Unknown fusion module 'nosuch'. Registered: "),
+])
+def test_config_mistakes_stop_with_a_clear_message(tiny_root, tmp_path, opts, needle):
+    from cadet_d2.engine import load_config
+    from detectron2.modeling import build_model
+
+    with pytest.raises((KeyError, ValueError)) as e:
+        cfg = load_config(os.path.join(REPO, "configs/Base-CADET.yaml"), ["MODEL.DEVICE", "cpu", *opts])
+        build_model(cfg)
+    assert needle in str(e.value)
+
+
+def test_config_typo_in_yaml_names_the_file(tmp_path):
+    from cadet_d2.engine import load_config
+
+    p = tmp_path / "typo.yaml"
+    p.write_text(f"_BASE_: {REPO}/configs/Base-CADET.yaml\nCADET:\n  BACKBONE:\n    SIZ: b1\n")
+    with pytest.raises(KeyError, match=f"{p}: unknown config key 'CADET.BACKBONE.SIZ'; did you mean CADET.BACKBONE.SIZE"):
+        load_config(str(p))

@@ -1,0 +1,21 @@
+#!/usr/bin/env python
+"""Print the metrics table of one or more runs: python tools/show_metrics.py OUT/metrics.json ..."""
+import argparse
+import json
+
+from cadet_d2.evaluation import format_table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("files", nargs="+", help="metrics.json files written by tools/train_net.py")
+    for path in parser.parse_args().files:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+        metrics = {n: {k: float("nan") if v is None else v for k, v in m.items()} for n, m in data["datasets"].items()}
+        print(f"{path}  (weights: {data.get('weights') or '-'})")
+        print(format_table(metrics))
+
+
+if __name__ == "__main__":
+    main()
