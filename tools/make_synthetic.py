@@ -3,7 +3,7 @@
 
     python tools/make_synthetic.py                      # datasets/synth, 400 + 60 + 60 images
     python tools/make_synthetic.py --classes 3 --out datasets/synth3
-    python tools/make_synthetic.py --force --preview docs/images/synthetic_samples.png
+    python tools/make_synthetic.py --force --preview docs/images/synthetic_samples.jpg
 
 A root whose manifest.json holds the same parameters is left as it is ("already there").
 """
@@ -110,7 +110,7 @@ def save_preview(out: str, manifest: dict, path: str) -> None:
         rows.append(_panel(image, boxes))
     if rows:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        cv2.imwrite(path, np.vstack(rows))
+        cv2.imwrite(path, np.vstack(rows), [cv2.IMWRITE_PNG_COMPRESSION, 9])
 
 
 def main(argv: list[str] | None = None) -> int:

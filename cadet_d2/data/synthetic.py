@@ -252,7 +252,8 @@ def _sample_clutter(rng: np.random.Generator, h: int, w: int, horizon: float) ->
         if kind == 0:
             specs = [("rect", (x, y, x + size * rng.uniform(0.3, 2.0), y + size * rng.uniform(0.3, 2.0)))]
         elif kind == 1:
-            specs = [("ellipse", (x, y, size * rng.uniform(0.3, 1.0), size * rng.uniform(0.3, 1.0), rng.uniform(0, 180)))]
+            ax, ay, angle = size * rng.uniform(0.3, 1.0), size * rng.uniform(0.3, 1.0), rng.uniform(0, 180)
+            specs = [("ellipse", (x, y, ax, ay, angle))]
         elif kind == 2:
             a = rng.uniform(0, 2 * math.pi)
             specs = [("line", (x, y, x + 2 * size * math.cos(a), y + 2 * size * math.sin(a), rng.uniform(1, 4)))]
@@ -286,8 +287,10 @@ def _sample_warm(rng: np.random.Generator, h: int, w: int, horizon: float, night
             specs = [("ellipse", (x, y, s * rng.uniform(0.8, 1.6), s * rng.uniform(0.2, 0.45), rng.uniform(-10, 10)))]
             heat, light = rng.uniform(0.6, 1.0), None
         elif kind == 2:  # animal: body, head and legs
-            specs = [("ellipse", (x, y, 0.6 * s, 0.25 * s, 0)), ("ellipse", (x + 0.65 * s, y - 0.2 * s, 0.18 * s, 0.15 * s, 0))]
-            specs += [("line", (x + dx * s, y, x + dx * s, y + 0.5 * s, max(1.0, 0.08 * s))) for dx in (-0.4, -0.2, 0.2, 0.4)]
+            specs = [("ellipse", (x, y, 0.6 * s, 0.25 * s, 0)),
+                     ("ellipse", (x + 0.65 * s, y - 0.2 * s, 0.18 * s, 0.15 * s, 0))]
+            specs += [("line", (x + dx * s, y, x + dx * s, y + 0.5 * s, max(1.0, 0.08 * s)))
+                      for dx in (-0.4, -0.2, 0.2, 0.4)]
             heat, light = rng.uniform(0.6, 0.95), None
         elif kind == 3:  # warm pole / pipe, upright
             specs = [("rect", (x, y - rng.uniform(1.5, 4) * s, x + rng.uniform(0.12, 0.3) * s, y))]
@@ -332,7 +335,8 @@ def _thermal_background(rng: np.random.Generator, h: int, w: int, horizon: float
     y = np.arange(h, dtype=np.float32)[:, None]
     col = np.where(y < horizon, sky, ground + 10 * (y - horizon) / max(h - horizon, 1.0)).astype(np.float32)
     t = np.broadcast_to(col, (h, w)).copy()
-    t += (8 if night else 20) * _smooth_noise(rng, h, w, (4, 6)) + (3 if night else 6) * _smooth_noise(rng, h, w, (30, 40))
+    t += (8 if night else 20) * _smooth_noise(rng, h, w, (4, 6))
+    t += (3 if night else 6) * _smooth_noise(rng, h, w, (30, 40))
     return t
 
 
@@ -383,7 +387,8 @@ def render_scene(rng: np.random.Generator, night: bool, num_classes: int) -> tup
     H in [280, 320] and W in [370, 410]; boxes is a list of ``(cls, x0, y0, x1, y1)`` ints in
     pixels, the visible part of each object (x1, y1 exclusive, so 0 <= x0 < x1 <= W).
     """
-    h, w = int(rng.integers(HEIGHT_RANGE[0], HEIGHT_RANGE[1] + 1)), int(rng.integers(WIDTH_RANGE[0], WIDTH_RANGE[1] + 1))
+    h = int(rng.integers(HEIGHT_RANGE[0], HEIGHT_RANGE[1] + 1))
+    w = int(rng.integers(WIDTH_RANGE[0], WIDTH_RANGE[1] + 1))
     horizon = rng.uniform(0.3, 0.5) * h
     objects = _sample_objects(rng, h, w, horizon, num_classes)
     clutter = _sample_clutter(rng, h, w, horizon)
@@ -453,8 +458,8 @@ def image_rng(seed: int, set_index: int, image_index: int) -> np.random.Generato
 
 
 def _unlabeled(seed: int, n: int, fraction: float) -> set[int]:
-    """Indices of the main-set images written without a label file (round(fraction * n))."""
-    count = int(round(fraction * n))
+    """Indices of the main-set images written without a label file (fraction * n rounded half up)."""
+    count = int(math.floor(fraction * n + 0.5))
     picker = np.random.default_rng([seed, 0, 2**31])
     return {int(i) for i in picker.choice(n, size=count, replace=False)} if count else set()
 
@@ -516,7 +521,7 @@ def make_synthetic_dataset(out: str, num_images: int = 400, num_day_test: int = 
     """Write a synthetic data root at ``out`` and return its manifest (also ``out/manifest.json``).
 
     The main root holds ``num_images`` images alternating day (even index) and night (odd),
-    ``round(unlabeled_fraction * num_images)`` of them without a label file; ``daytest1`` and
+    ``unlabeled_fraction * num_images`` (rounded) of them without a label file; ``daytest1`` and
     ``nighttest1`` hold ``num_day_test`` day and ``num_night_test`` night images, all labeled.
     Stale ``.npy``/``.txt`` files in the image/label folders and an old manifest are removed
     first. The same arguments give byte-identical files.

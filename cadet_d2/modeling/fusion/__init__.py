@@ -7,6 +7,7 @@ from .base import (
     build_fusion,
     import_fusion_modules,
     log_scalar,
+    register_fusion,
     registered_fusions,
 )
 
@@ -16,5 +17,6 @@ __all__ = [
     "build_fusion",
     "import_fusion_modules",
     "log_scalar",
+    "register_fusion",
     "registered_fusions",
 ]

@@ -34,6 +34,17 @@ FusionOutput``. Register your own with ``@FUSION_REGISTRY.register()`` and name 
 """
 
 
+def register_fusion(name: str):
+    """Class decorator: register a fusion module under ``name`` (the name used in YAML).
+
+    ``@FUSION_REGISTRY.register()`` works too and registers under the class name.
+    """
+    def deco(cls):
+        FUSION_REGISTRY._do_register(name, cls)  # fvcore's register() takes no name
+        return cls
+    return deco
+
+
 class FusionOutput(NamedTuple):
     fused: torch.Tensor  # (B, C, H, W) map for the FPN
     rgb: torch.Tensor  # (B, C, H, W) map that continues in the RGB stream

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from detectron2.config import configurable
 from torch import nn
 
-from .base import FUSION_REGISTRY, FusionOutput, log_scalar
+from .base import register_fusion, FusionOutput, log_scalar
 
 
 def eca_kernel_size(channels: int, gamma: int = 2, b: int = 1) -> int:
@@ -54,6 +54,7 @@ class ECA(nn.Module):
         return torch.sigmoid(z), F.logsigmoid(z)
 
 
+@register_fusion("cssa")
 class CSSAFusion(nn.Module):
     """CSSA. forward(rgb, aux): (B, C, H, W) each -> FusionOutput(fused, rgb, aux), streams unchanged."""
 
@@ -97,8 +98,6 @@ class CSSAFusion(nn.Module):
         return FusionOutput(a * rgb_s + (1 - a) * aux_s, rgb, aux)
 
 
-# fvcore's Registry.register() takes the class name; register under the config name.
-FUSION_REGISTRY._do_register("cssa", CSSAFusion)
 
 
 def expected_params(channels: int) -> int:

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from detectron2.config import configurable
 from torch import nn
 
-from .base import FUSION_REGISTRY, FusionOutput
+from .base import register_fusion, FusionOutput
 
 MIT_HEADS = (1, 2, 5, 8)
 
@@ -122,6 +122,7 @@ class ChannelFuse(nn.Module):
         return self.norm(h + self.expand(F.relu(self.dwconv(h))))
 
 
+@register_fusion("frm_ffm")
 class FRMFFMFusion(nn.Module):
     """FRM + FFM. forward(rgb, aux): (B, C, H, W) each -> FusionOutput of (B, C, H, W) maps."""
 
@@ -156,8 +157,6 @@ class FRMFFMFusion(nn.Module):
         return FusionOutput(fused, rgb, aux)
 
 
-# fvcore's Registry.register() takes the class name; register under the config name.
-FUSION_REGISTRY._do_register("frm_ffm", FRMFFMFusion)
 
 
 def expected_params(channels: int, reduction: int = 1) -> int:

@@ -22,7 +22,7 @@ import torch
 from detectron2.config import configurable
 from torch import nn
 
-from .base import FUSION_REGISTRY, FusionOutput, log_scalar
+from .base import register_fusion, FusionOutput, log_scalar
 
 
 class SqueezeExcite(nn.Module):
@@ -39,6 +39,7 @@ class SqueezeExcite(nn.Module):
         return x * s[:, :, None, None]
 
 
+@register_fusion("gaff")
 class GAFFFusion(nn.Module):
     """GAFF. forward(rgb, aux): (B, C, H, W) each -> FusionOutput(fused, rgb, aux), streams unchanged."""
 
@@ -84,8 +85,6 @@ class GAFFFusion(nn.Module):
         return FusionOutput(fused, rgb, aux)
 
 
-# fvcore's Registry.register() takes the class name; register under the config name.
-FUSION_REGISTRY._do_register("gaff", GAFFFusion)
 
 
 def expected_params(channels: int, se_reduction: int = 4, inter_shared: bool = False,

@@ -8,9 +8,10 @@ import torch
 from detectron2.config import configurable
 from torch import nn
 
-from .base import FUSION_REGISTRY, FusionOutput
+from .base import register_fusion, FusionOutput
 
 
+@register_fusion("sum")
 class SumFusion(nn.Module):
     """F = R + X. No parameters.
 
@@ -31,10 +32,9 @@ class SumFusion(nn.Module):
         return FusionOutput(rgb + aux, rgb, aux)
 
 
-# fvcore's Registry.register() takes the class name; register under the config name.
-FUSION_REGISTRY._do_register("sum", SumFusion)
 
 
+@register_fusion("concat")
 class ConcatFusion(nn.Module):
     """F = Conv1x1([R, X]) with a 2C -> C kernel and bias.
 
@@ -56,8 +56,6 @@ class ConcatFusion(nn.Module):
         return FusionOutput(self.proj(torch.cat([rgb, aux], dim=1)), rgb, aux)
 
 
-# fvcore's Registry.register() takes the class name; register under the config name.
-FUSION_REGISTRY._do_register("concat", ConcatFusion)
 
 
 def expected_params(channels: int, name: str = "concat") -> int:

@@ -1,0 +1,51 @@
+#!/usr/bin/env python
+"""Draw the fusion maps (CSSA attention, GAFF guidance) of a model on one image into a PNG.
+
+    python tools/fusion_maps.py --config-file CFG.yaml --image X.npy --output out.png [KEY VALUE ...]
+
+The image is read and resized like a test image (``MultiModalDatasetMapper``, is_train=False);
+the weights come from ``MODEL.WEIGHTS`` (random initialisation when empty).
+Trailing KEY VALUE pairs override config keys, e.g. ``MODEL.WEIGHTS output/model_final.pth``.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
+from detectron2.modeling import build_model  # noqa: E402
+
+from cadet_d2.config import modality_slices  # noqa: E402
+from cadet_d2.data import MultiModalDatasetMapper  # noqa: E402
+from cadet_d2.engine import load_config  # noqa: E402
+from cadet_d2.utils.attention import save_fusion_maps  # noqa: E402
+
+logger = logging.getLogger("cadet_d2")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config-file", required=True, help="YAML config of the model")
+    parser.add_argument("--image", required=True, help="(H, W, FILE_CHANNELS) uint8 .npy image")
+    parser.add_argument("--output", required=True, help="PNG to write")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
+    args = parser.parse_args(argv)
+    cfg = load_config(args.config_file, args.opts)
+    model = build_model(cfg)
+    if cfg.MODEL.WEIGHTS:
+        DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    else:
+        logger.warning("[cadet] MODEL.WEIGHTS is empty: the maps are those of an untrained model")
+    image = MultiModalDatasetMapper(cfg, is_train=False)({"file_name": args.image})["image"]
+    thermal = modality_slices(cfg).get("thermal")
+    maps = save_fusion_maps(model, image, args.output, thermal_channel=thermal.start if thermal else None)
+    print(f"{args.output}: {len(maps)} fusion maps" + "".join(f"\n  {k}" for k in maps))
+    return maps
+
+
+if __name__ == "__main__":
+    main()
