@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from cadet_d2.evaluation import METRICS
 
@@ -71,3 +72,14 @@ def test_config_typo_in_yaml_names_the_file(tmp_path):
     p.write_text(f"_BASE_: {REPO}/configs/Base-CADET.yaml\nCADET:\n  BACKBONE:\n    SIZ: b1\n")
     with pytest.raises(KeyError, match=f"{p}: unknown config key 'CADET.BACKBONE.SIZ'; did you mean CADET.BACKBONE.SIZE"):
         load_config(str(p))
+
+
+def test_user_fusion_example_trains_from_yaml(tiny_root, tmp_path):
+    """examples/my_fusion.py, named only in examples/my_fusion.yaml, trains through train_net."""
+    out = str(tmp_path / "user")
+    r = train_net("--config-file", "examples/my_fusion.yaml", *TINY, "SOLVER.MAX_ITER", "1",
+                  "CADET.DATA.ROOT", tiny_root, "OUTPUT_DIR", out, "DATASETS.TEST", "()")
+    assert r.returncode == 0, r.stderr[-3000:]
+    state = torch.load(os.path.join(out, "model_final.pth"), map_location="cpu", weights_only=False)["model"]
+    gates = [k for k in state if k.endswith(".gate")]
+    assert sorted(gates) == ["backbone.bottom_up.fusions.2.gate", "backbone.bottom_up.fusions.3.gate"]

@@ -1,7 +1,9 @@
 #!/usr/bin/env python
-"""Print (or write) a markdown table of fusion-module parameters per MiT stage and stage set.
+"""Print (or write) markdown tables of parameters: fusion modules per MiT stage and stage set,
+and (``--detectors``) whole detectors: MiT size x fusion x stage set, total / backbone / fusion
+parameters and GFLOPs (fvcore) at ``--size H W``.
 
-    python tools/count_params.py [--config-file CFG.yaml] [--out FILE] [KEY VALUE ...]
+    python tools/count_params.py [--config-file CFG.yaml] [--detectors] [--out FILE] [KEY VALUE ...]
 
 Trailing KEY VALUE pairs override config keys, e.g. ``CADET.FUSION.GAFF.SE_REDUCTION 8``.
 """
@@ -16,7 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from detectron2.config import get_cfg  # noqa: E402
 
 from cadet_d2.config import add_cadet_config  # noqa: E402
-from cadet_d2.utils.params import fusion_param_table  # noqa: E402
+from cadet_d2.utils.params import detector_table, fusion_param_table  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> str:
@@ -24,13 +26,20 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--config-file", default="", help="optional YAML config")
     parser.add_argument("--out", default="", help="write the markdown table to this file")
     parser.add_argument("--names", nargs="*", default=None, help="fusion modules (default: all)")
+    parser.add_argument("--detectors", action="store_true", help="add the whole-detector table")
+    parser.add_argument("--no-flops", action="store_true", help="skip the GFLOPs column (faster)")
+    parser.add_argument("--size", nargs=2, type=int, default=(320, 416), metavar=("H", "W"),
+                        help="input size for GFLOPs (default 320 416, ~native for ~300x390 images)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     args = parser.parse_args(argv)
     cfg = add_cadet_config(get_cfg())
-    if args.config_file:
-        cfg.merge_from_file(args.config_file)
+    cfg.merge_from_file(args.config_file or os.path.join(os.path.dirname(__file__), "..", "configs", "Base-CADET.yaml"))
     cfg.merge_from_list(args.opts)
-    table = fusion_param_table(cfg, names=args.names)
+    cfg.MODEL.DEVICE = "cpu"
+    table = "## Fusion modules: parameters per stage set\n\n" + fusion_param_table(cfg, names=args.names)
+    if args.detectors:
+        table += "\n## Whole detectors (Faster R-CNN + FPN, dual-stream MiT; frm_ffm outside the stage set)\n\n"
+        table += detector_table(cfg, height=args.size[0], width=args.size[1], flops=not args.no_flops)
     if args.out:
         from cadet_d2.utils.io import atomic_write_bytes
 

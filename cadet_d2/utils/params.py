@@ -65,3 +65,66 @@ def fusion_param_table(cfg=None, names: Optional[Sequence[str]] = None,
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
+
+
+DETECTOR_ROWS = (  # (MiT size, fusion at STAGES, STAGES); other stages use frm_ffm
+    *[(size, "frm_ffm", (1, 2, 3, 4)) for size in ("b0", "b1", "b2", "b4", "b5")],
+    *[("b1", name, (1, 2, 3, 4)) for name in ("sum", "concat", "cssa", "gaff")],
+    *[("b1", "cssa", s) for s in ((1,), (4,), (3, 4))],
+    *[("b1", "gaff", s) for s in ((1,), (4,), (2, 3, 4))],
+)
+
+
+def detector_stats(cfg, height: int = 320, width: int = 416, flops: bool = True) -> dict:
+    """Total and fusion-only parameters of the detector ``cfg`` describes, and its GFLOPs for
+    one (C, height, width) image at inference (fvcore, via Detectron2's FlopCountAnalysis)."""
+    import torch
+    from detectron2.modeling import build_model
+
+    model = build_model(cfg).eval()
+    bottom_up = model.backbone.bottom_up
+    fusions = getattr(bottom_up, "fusions", None)
+    stats = {"params": count_params(model), "fusion_params": count_params(fusions) if fusions is not None else 0,
+             "backbone_params": count_params(bottom_up)}
+    if flops:
+        from fvcore.nn import FlopCountAnalysis
+
+        image = torch.rand(len(cfg.MODEL.PIXEL_MEAN), height, width) * 255
+        with torch.no_grad():
+            counter = FlopCountAnalysis(_tensor_outputs(model), (image,))
+            counter.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+            stats["gflops"] = counter.total() / 1e9
+    return stats
+
+
+def _tensor_outputs(model):
+    """Wrap a Detectron2 model so that fvcore can trace it: (C, H, W) -> (boxes, scores)."""
+    import torch
+
+    class TensorOutputs(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, image):
+            out = self.model.inference([{"image": image}], do_postprocess=False)[0]
+            return out.pred_boxes.tensor, out.scores
+
+    return TensorOutputs()
+
+
+
+def detector_table(base_cfg, rows=DETECTOR_ROWS, height: int = 320, width: int = 416, flops: bool = True) -> str:
+    """Markdown table: MiT size x fusion x stage set -> parameters (total, backbone, fusion), GFLOPs."""
+    lines = [f"| MiT | fusion | stages | total params (M) | backbone (M) | fusion params | GFLOPs @ {height}x{width} |",
+             "|---|---|---|---:|---:|---:|---:|"]
+    for size, name, stages in rows:
+        cfg = base_cfg.clone()
+        cfg.defrost()
+        cfg.CADET.BACKBONE.SIZE, cfg.CADET.FUSION.NAME = size, name
+        cfg.CADET.FUSION.STAGES, cfg.CADET.FUSION.DEFAULT = list(stages), "frm_ffm"
+        s = detector_stats(cfg, height, width, flops)
+        g = f"{s['gflops']:.1f}" if flops else "-"
+        lines.append(f"| {size} | {name} | {list(stages)} | {s['params'] / 1e6:.2f} | "
+                     f"{s['backbone_params'] / 1e6:.2f} | {s["fusion_params"]:,} | {g} |")
+    return "\n".join(lines) + "\n"
