@@ -42,7 +42,12 @@ def add_cadet_config(cfg: CN) -> CN:
     _C.CADET.DATA.ON_ERROR = "raise"
     # Training only: samples that fail to load are skipped and logged up to this many; one
     # more stops the run with the list. 0 = the first failure stops the run.
+    # (Counted per rank; needs DETERMINISTIC_STREAM. Evaluation never skips.)
     _C.CADET.DATA.MAX_LOAD_FAILURES = 0
+    # Training stream for exact resume (cadet_d2/data/stream.py, docs/reliability.md): sample k
+    # and its augmentation are a pure function of (SEED, k), and --resume continues the stream.
+    # Needs DATALOADER.SAMPLER_TRAIN TrainingSampler. False = Detectron2's own train loader.
+    _C.CADET.DATA.DETERMINISTIC_STREAM = True
 
     # ---- input ---------------------------------------------------------------------------
     _C.CADET.INPUT = CN()
@@ -183,5 +188,13 @@ def validate_cadet_config(cfg: CN) -> None:
         raise ValueError(f"CADET.FUSION.CSSA.THRESHOLD = {tau} must lie in [0, 1]")
     if not 0.0 < cfg.CADET.DATA.TEST_FRACTION < 1.0:
         raise ValueError(f"CADET.DATA.TEST_FRACTION = {cfg.CADET.DATA.TEST_FRACTION} must lie in (0, 1)")
+    max_fail = cfg.CADET.DATA.MAX_LOAD_FAILURES
+    if not isinstance(max_fail, int) or max_fail < 0:
+        raise ValueError(f"CADET.DATA.MAX_LOAD_FAILURES = {max_fail!r} must be an integer >= 0")
+    if cfg.CADET.DATA.DETERMINISTIC_STREAM and cfg.DATALOADER.SAMPLER_TRAIN != "TrainingSampler":
+        raise ValueError(
+            f"DATALOADER.SAMPLER_TRAIN = {cfg.DATALOADER.SAMPLER_TRAIN!r} needs CADET.DATA.DETERMINISTIC_STREAM "
+            "False (the deterministic, resumable stream samples uniformly: TrainingSampler)"
+        )
     if cfg.SOLVER.AMP.ENABLED and not cfg.MODEL.DEVICE.startswith("cuda"):
         raise ValueError("SOLVER.AMP.ENABLED needs MODEL.DEVICE cuda (Detectron2's AMPTrainer is CUDA-only)")

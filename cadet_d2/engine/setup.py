@@ -10,6 +10,7 @@ from detectron2.utils.logger import setup_logger
 
 from ..config import add_cadet_config, validate_cadet_config
 from ..data.datasets import register_from_config
+from .preflight import check_output_dir
 
 
 def _merge(cfg: CfgNode, what: str, merge) -> None:
@@ -53,6 +54,8 @@ def setup(args: argparse.Namespace) -> CfgNode:
     data sets of ``CADET.DATA`` registered."""
     cfg = load_config(args.config_file, args.opts)
     cfg.freeze()
+    if comm.is_main_process():
+        check_output_dir(cfg.OUTPUT_DIR)  # a clear error before Detectron2 writes config.yaml there
     default_setup(cfg, args)
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="cadet_d2", abbrev_name="cadet")
     register_from_config(cfg)

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import argparse
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import default_argument_parser, launch
 
+from .checkpoint import CadetCheckpointer
 from .setup import setup
 from .trainer import CadetTrainer
 
@@ -14,7 +14,7 @@ def main(args: argparse.Namespace):
     cfg = setup(args)
     if args.eval_only:
         model = CadetTrainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        CadetCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         return CadetTrainer.test(cfg, model)
     trainer = CadetTrainer(cfg)
     trainer.resume_or_load(resume=args.resume)

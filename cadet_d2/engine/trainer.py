@@ -11,17 +11,23 @@ from detectron2.solver.build import get_default_optimizer_params, maybe_add_grad
 from detectron2.utils import comm
 
 from ..data.mapper import MultiModalDatasetMapper
+from ..data.stream import build_deterministic_train_loader
 from ..evaluation import box_metrics, build_coco_evaluator, format_table, write_metrics
+from .reliability import ReliableTrainerMixin
 
 logger = logging.getLogger("cadet_d2")
 
 
-class CadetTrainer(DefaultTrainer):
-    """DefaultTrainer (hooks, checkpointer, AMP, DDP) for cadet_d2 models and data."""
+class CadetTrainer(ReliableTrainerMixin, DefaultTrainer):
+    """DefaultTrainer (hooks, checkpointer, AMP, DDP) for cadet_d2 models and data, with exact
+    resume, atomic checkpoints and a NaN guard (:class:`ReliableTrainerMixin`)."""
 
     @classmethod
     def build_train_loader(cls, cfg):
-        return build_detection_train_loader(cfg, mapper=MultiModalDatasetMapper(cfg, True))
+        mapper = MultiModalDatasetMapper(cfg, True)
+        if cfg.CADET.DATA.DETERMINISTIC_STREAM:  # exact resume; see cadet_d2/data/stream.py
+            return build_deterministic_train_loader(cfg, mapper)
+        return build_detection_train_loader(cfg, mapper=mapper)
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name: str):

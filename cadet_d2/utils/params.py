@@ -126,5 +126,5 @@ def detector_table(base_cfg, rows=DETECTOR_ROWS, height: int = 320, width: int =
         s = detector_stats(cfg, height, width, flops)
         g = f"{s['gflops']:.1f}" if flops else "-"
         lines.append(f"| {size} | {name} | {list(stages)} | {s['params'] / 1e6:.2f} | "
-                     f"{s['backbone_params'] / 1e6:.2f} | {s["fusion_params"]:,} | {g} |")
+                     f"{s['backbone_params'] / 1e6:.2f} | {s['fusion_params']:,} | {g} |")
     return "\n".join(lines) + "\n"

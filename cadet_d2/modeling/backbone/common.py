@@ -1,6 +1,8 @@
 """Pieces shared by the single- and dual-stream backbones."""
 from __future__ import annotations
 
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import Backbone
 from detectron2.modeling.backbone import FPN
 from detectron2.modeling.backbone.fpn import LastLevelMaxPool
 from torch import nn
@@ -31,6 +33,25 @@ def check_out_features(out_features) -> list[str]:
     if bad or not out_features:
         raise ValueError(f"CADET.BACKBONE.OUT_FEATURES {list(out_features)}: choose from {list(OUT_NAMES)}")
     return list(out_features)
+
+
+class MiTBackbone(Backbone):
+    """Shared outputs of the MiT backbones: ``res2..res5`` with MiT's channels and strides."""
+
+    def _set_outputs(self, stream: MiT, out_features) -> None:
+        self._out_features = check_out_features(out_features)
+        self._out_feature_channels = dict(zip(OUT_NAMES, stream.embed_dims))
+        self._out_feature_strides = {n: f["reduction"] for n, f in zip(OUT_NAMES, stream.feature_info)}
+
+    @property
+    def size_divisibility(self) -> int:
+        return 32
+
+    def output_shape(self) -> dict[str, ShapeSpec]:
+        return {
+            n: ShapeSpec(channels=self._out_feature_channels[n], stride=self._out_feature_strides[n])
+            for n in self._out_features
+        }
 
 
 def wrap_fpn(cfg, bottom_up: nn.Module) -> FPN:

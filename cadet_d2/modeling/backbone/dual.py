@@ -10,14 +10,14 @@ from torch import nn
 
 from ...config import modality_slices
 from ..fusion import build_fusion
-from .common import OUT_NAMES, build_stream, check_out_features, wrap_fpn
+from .common import OUT_NAMES, MiTBackbone, build_stream, wrap_fpn
 from .mit import MiT
 from .single import SingleStreamMiT
 
 logger = logging.getLogger(__name__)
 
 
-class DualStreamMiT(Backbone):
+class DualStreamMiT(MiTBackbone):
     """Two MiT streams fused at every stage.
 
     Input (B, C_in, H, W): channels ``rgb_channels`` go to the RGB stream, ``aux_channels``
@@ -43,13 +43,7 @@ class DualStreamMiT(Backbone):
         self.fusions = nn.ModuleList(fusions)
         self.register_buffer("rgb_index", torch.tensor(rgb_channels), persistent=False)
         self.register_buffer("aux_index", torch.tensor(aux_channels), persistent=False)
-        self._out_features = check_out_features(out_features)
-        self._out_feature_channels = dict(zip(OUT_NAMES, rgb_stream.embed_dims))
-        self._out_feature_strides = {n: f["reduction"] for n, f in zip(OUT_NAMES, rgb_stream.feature_info)}
-
-    @property
-    def size_divisibility(self) -> int:
-        return 32
+        self._set_outputs(rgb_stream, out_features)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         rgb = x.index_select(1, self.rgb_index)
@@ -64,13 +58,6 @@ class DualStreamMiT(Backbone):
             if len(outs) == len(self._out_features):
                 break
         return outs
-
-    def output_shape(self) -> dict[str, ShapeSpec]:
-        return {
-            n: ShapeSpec(channels=self._out_feature_channels[n], stride=self._out_feature_strides[n])
-            for n in self._out_features
-        }
-
 
 def fusion_names(cfg) -> list[str]:
     """Fusion module name of each stage 1-4: FUSION.NAME at FUSION.STAGES, FUSION.DEFAULT elsewhere."""

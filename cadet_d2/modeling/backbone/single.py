@@ -5,32 +5,20 @@ import torch
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 
-from .common import OUT_NAMES, build_stream, check_out_features, wrap_fpn
+from .common import OUT_NAMES, MiTBackbone, build_stream, wrap_fpn
 from .mit import MiT
 
 
-class SingleStreamMiT(Backbone):
+class SingleStreamMiT(MiTBackbone):
     """(B, C_in, H, W) -> {res2..res5}: (B, C_i, H / s, W / s) for s = 4, 8, 16, 32."""
 
     def __init__(self, stream: MiT, out_features: list[str]):
         super().__init__()
         self.stream = stream
-        self._out_features = check_out_features(out_features)
-        self._out_feature_channels = dict(zip(OUT_NAMES, stream.embed_dims))
-        self._out_feature_strides = {n: f["reduction"] for n, f in zip(OUT_NAMES, stream.feature_info)}
-
-    @property
-    def size_divisibility(self) -> int:
-        return 32
+        self._set_outputs(stream, out_features)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return {n: f for n, f in zip(OUT_NAMES, self.stream(x)) if n in self._out_features}
-
-    def output_shape(self) -> dict[str, ShapeSpec]:
-        return {
-            n: ShapeSpec(channels=self._out_feature_channels[n], stride=self._out_feature_strides[n])
-            for n in self._out_features
-        }
 
 
 @BACKBONE_REGISTRY.register()

@@ -11,12 +11,8 @@ from torch import nn
 from .base import register_fusion, FusionOutput
 
 
-@register_fusion("sum")
-class SumFusion(nn.Module):
-    """F = R + X. No parameters.
-
-    forward(rgb, aux): rgb, aux (B, C, H, W) -> FusionOutput(fused (B, C, H, W), rgb, aux).
-    """
+class _PlainFusion(nn.Module):
+    """A module with no options: built from (channels, stage) alone."""
 
     @configurable
     def __init__(self, *, channels: int, stage: int) -> None:
@@ -28,14 +24,20 @@ class SumFusion(nn.Module):
     def from_config(cls, cfg, channels: int, stage: int) -> dict:
         return {"channels": channels, "stage": stage}
 
+
+@register_fusion("sum")
+class SumFusion(_PlainFusion):
+    """F = R + X. No parameters.
+
+    forward(rgb, aux): rgb, aux (B, C, H, W) -> FusionOutput(fused (B, C, H, W), rgb, aux).
+    """
+
     def forward(self, rgb: torch.Tensor, aux: torch.Tensor) -> FusionOutput:
         return FusionOutput(rgb + aux, rgb, aux)
 
 
-
-
 @register_fusion("concat")
-class ConcatFusion(nn.Module):
+class ConcatFusion(_PlainFusion):
     """F = Conv1x1([R, X]) with a 2C -> C kernel and bias.
 
     forward(rgb, aux): rgb, aux (B, C, H, W) -> FusionOutput(fused (B, C, H, W), rgb, aux).
@@ -43,19 +45,11 @@ class ConcatFusion(nn.Module):
 
     @configurable
     def __init__(self, *, channels: int, stage: int) -> None:
-        super().__init__()
-        self.channels = channels
-        self.stage = stage
+        super().__init__(channels=channels, stage=stage)
         self.proj = nn.Conv2d(2 * channels, channels, kernel_size=1, bias=True)
-
-    @classmethod
-    def from_config(cls, cfg, channels: int, stage: int) -> dict:
-        return {"channels": channels, "stage": stage}
 
     def forward(self, rgb: torch.Tensor, aux: torch.Tensor) -> FusionOutput:
         return FusionOutput(self.proj(torch.cat([rgb, aux], dim=1)), rgb, aux)
-
-
 
 
 def expected_params(channels: int, name: str = "concat") -> int:

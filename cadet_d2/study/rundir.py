@@ -1,0 +1,127 @@
+"""What a run folder says about its run: finished or not, its metrics, its status file.
+
+A run folder is ``<study output>/<arm>/seed<k>`` (Detectron2's OUTPUT_DIR for that run). A run
+is *finished* when its ``metrics.json`` is the final evaluation of ``model_final.pth``:
+it parses as ``{"datasets": ...}`` (Detectron2's JSONWriter also writes ``metrics.json`` as JSON
+lines during training, which does not parse as one object), ``model_final.pth`` exists and the
+metrics are not older than it, and ``weights`` names ``model_final.pth`` or is empty (the trainer
+records ``cfg.MODEL.WEIGHTS``, which is empty after training from scratch); an evaluation of an
+intermediate checkpoint of the folder does not count.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from typing import Any, Optional
+
+from ..utils.io import atomic_write_json
+
+STATUS_FILE = "status.json"
+METRICS_FILE = "metrics.json"
+FINAL = "model_final.pth"
+
+
+def read_json(path: str) -> Optional[Any]:
+    """The JSON object in ``path``, or None when absent or not one JSON document."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def read_metrics(run_dir: str) -> Optional[dict]:
+    """``{dataset: {metric: value}}`` of a finished run, else None."""
+    m = read_json(os.path.join(run_dir, METRICS_FILE))
+    if not isinstance(m, dict) or not isinstance(m.get("datasets"), dict):
+        return None
+    final = os.path.join(run_dir, FINAL)
+    if not os.path.isfile(final):
+        return None
+    if os.path.getmtime(os.path.join(run_dir, METRICS_FILE)) + 1e-3 < os.path.getmtime(final):
+        return None  # written before the final checkpoint: not its evaluation
+    weights = str(m.get("weights") or "")
+    if weights and os.path.basename(weights) != FINAL and \
+            os.path.dirname(os.path.abspath(weights)) == os.path.abspath(run_dir):
+        return None  # an evaluation of an intermediate checkpoint of this run
+    return m["datasets"]
+
+
+def is_finished(run_dir: str) -> bool:
+    return read_metrics(run_dir) is not None
+
+
+def read_status(run_dir: str) -> dict:
+    """The status file written by ``ablate run`` (empty dict when absent)."""
+    s = read_json(os.path.join(run_dir, STATUS_FILE))
+    return s if isinstance(s, dict) else {}
+
+
+def write_status(run_dir: str, status: dict) -> None:
+    atomic_write_json(os.path.join(run_dir, STATUS_FILE), status)
+
+
+def run_state(run_dir: str) -> str:
+    """``done`` (finished), ``failed`` (last attempt failed), ``partial`` (a checkpoint, not
+    finished), ``running`` (status says so; maybe a dead process) or ``todo``."""
+    if is_finished(run_dir):
+        return "done"
+    state = read_status(run_dir).get("state")
+    if state == "failed":
+        return "failed"
+    if last_checkpoint(run_dir):
+        return "partial"
+    return "running" if state == "running" else "todo"
+
+
+def last_checkpoint(run_dir: str) -> Optional[str]:
+    """Path of the checkpoint named by Detectron2's ``last_checkpoint`` file, if it exists."""
+    try:
+        with open(os.path.join(run_dir, "last_checkpoint"), encoding="utf-8") as f:
+            name = f.read().strip()
+    except OSError:
+        return None
+    path = os.path.join(run_dir, name)
+    return path if name and os.path.isfile(path) else None
+
+
+def checkpoint_iteration(path: Optional[str], max_iter: int) -> int:
+    """Iterations already trained according to a checkpoint's name (``model_0001999.pth`` -> 2000)."""
+    if not path:
+        return 0
+    if os.path.basename(path) == FINAL:
+        return max_iter
+    m = re.search(r"model_(\d+)\.pth$", path)
+    return int(m.group(1)) + 1 if m else 0
+
+
+def training_speed(run_dir: str) -> Optional[tuple[int, float]]:
+    """(iterations, seconds) summed over Detectron2's "Overall training speed" log lines."""
+    path = os.path.join(run_dir, "log.txt")
+    if not os.path.isfile(path):
+        return None
+    its, secs = 0, 0.0
+    pat = re.compile(r"Overall training speed: (\d+) iterations in (?:(\d+) days?, )?(\d+):(\d+):(\d+)(?:\.\d+)? "
+                     r"\(([\d.]+) s / it\)")
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            m = pat.search(line)
+            if m:
+                n = int(m.group(1))
+                its += n
+                secs += n * float(m.group(6))
+    return (its, secs) if its else None
+
+
+def peak_gpu_mb(run_dir: str) -> Optional[float]:
+    """Largest ``max_mem: NM`` Detectron2 logged (CUDA runs only)."""
+    path = os.path.join(run_dir, "log.txt")
+    if not os.path.isfile(path):
+        return None
+    best = None
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            for m in re.finditer(r"max_mem: (\d+)M", line):
+                best = max(best or 0.0, float(m.group(1)))
+    return best

@@ -1,0 +1,227 @@
+"""The study file: a plain YAML describing the arms of an ablation study (schema: docs/study.md).
+
+:func:`load_study` reads it, fills defaults and checks it, so that a mistake stops before any
+training with the offending key.
+"""
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+DEFAULT_PIXEL_STATS = {
+    "rgb": {"mean": [74.0, 76.0, 75.0], "std": [65.0, 66.0, 68.0]},
+    "thermal": {"mean": [92.0], "std": [46.0]},
+    "event": {"mean": [3.0], "std": [24.0]},
+}
+DEFAULT_REPORT = {
+    "sets": {"test": "test", "day": "daytest1", "night": "nighttest1"},  # label -> dataset suffix
+    "rank_by": {"set": "test", "metric": "AP"},
+    "bootstrap": {"resamples": 1000, "seed": 0, "set": "test", "level": 0.95},
+    "flops_size": [320, 416],
+}
+DEFAULT_SLURM = {"partition": "", "time": "24:00:00", "gpus": 1, "cpus": 8, "mem": "64G", "parallel": 8,
+                 "setup": "", "extra": []}
+TOP_KEYS = {"name", "base_config", "output", "seeds", "backbone", "data", "schedule", "opts", "env",
+            "baselines", "fusion_studies", "modality", "report", "slurm", "train_script"}
+SCHEDULE_KEYS = {"epochs", "iterations", "train_images", "ims_per_batch", "base_lr", "steps",
+                 "warmup_iters", "checkpoint_period"}
+
+
+class StudyError(ValueError):
+    """The study file is malformed; the message names the file and the key."""
+
+
+@dataclass
+class GridAxis:
+    """One phase-2 axis: a config key, its values, and the short tag used in run names."""
+
+    tag: str
+    key: str
+    values: list
+
+
+@dataclass
+class FusionStudy:
+    """A fusion module studied over stage sets (phase 1), then over options on the top-k (phase 2)."""
+
+    name: str
+    fusion: str
+    default: str
+    backbone: str
+    stage_sets: list[list[int]]
+    options: dict[str, Any]
+    top_k: int = 0
+    grid: list[GridAxis] = field(default_factory=list)
+
+
+@dataclass
+class Study:
+    """A parsed study file (paths as written; relative ones are relative to the working directory)."""
+
+    path: str
+    name: str
+    base_config: str
+    output: str
+    seeds: list[int]
+    backbone: str
+    data: dict
+    schedule: dict
+    opts: list[str]
+    env: dict[str, str]
+    baseline_fusion: str
+    baseline_sizes: list[str]
+    fusion_studies: list[FusionStudy]
+    modality_sets: list[list[str]]
+    modality_fusion: str
+    modality_backbone: str
+    pixel_stats: dict
+    report: dict
+    slurm: dict
+    train_script: str
+    raw: dict = field(repr=False, default_factory=dict)
+
+
+def _err(path: str, key: str, msg: str) -> StudyError:
+    return StudyError(f"{path}: {key}: {msg}")
+
+
+def _check_keys(path: str, where: str, node: dict, allowed: set) -> None:
+    if not isinstance(node, dict):
+        raise _err(path, where, f"must be a mapping, got {type(node).__name__}")
+    extra = sorted(set(node) - allowed)
+    if extra:
+        raise _err(path, where, f"unknown key(s) {extra}; allowed: {sorted(allowed)}")
+
+
+def _merge(default: dict, given: dict | None) -> dict:
+    out = copy.deepcopy(default)
+    for k, v in (given or {}).items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _stage_sets(path: str, key: str, sets) -> list[list[int]]:
+    if not isinstance(sets, list) or not sets:
+        raise _err(path, key, "must be a non-empty list of stage lists, e.g. [[1], [2, 3]]")
+    out = []
+    for s in sets:
+        s = [s] if isinstance(s, int) else s
+        if not isinstance(s, list) or not s or any(x not in (1, 2, 3, 4) for x in s):
+            raise _err(path, key, f"{s!r} is not a stage list (stages are 1, 2, 3, 4)")
+        out.append(sorted(set(s)))
+    if len({tuple(s) for s in out}) != len(out):
+        raise _err(path, key, "has the same stage set twice")
+    return out
+
+
+def _check_option_keys(path: str, where: str, keys) -> None:
+    for k in keys:
+        if not isinstance(k, str) or "." not in k:
+            raise _err(path, where, f"{k!r} is not a full config key (e.g. CADET.FUSION.CSSA.THRESHOLD)")
+        if k.startswith("SOLVER.") or k in ("SEED", "OUTPUT_DIR"):
+            raise _err(path, where, f"{k} may not vary per arm: the schedule, seed and output are study-wide, "
+                                    "so that every arm and its baseline share them")
+
+
+def _fusion_study(path: str, i: int, node: dict, backbone: str) -> FusionStudy:
+    where = f"fusion_studies[{i}]"
+    _check_keys(path, where, node, {"name", "fusion", "default", "backbone", "stage_sets", "options", "phase2"})
+    for k in ("name", "fusion", "stage_sets"):
+        if k not in node:
+            raise _err(path, where, f"missing {k!r}")
+    options = dict(node.get("options") or {})
+    _check_option_keys(path, f"{where}.options", options)
+    fs = FusionStudy(name=str(node["name"]), fusion=str(node["fusion"]), default=str(node.get("default", "frm_ffm")),
+                     backbone=str(node.get("backbone", backbone)),
+                     stage_sets=_stage_sets(path, f"{where}.stage_sets", node["stage_sets"]), options=options)
+    p2 = node.get("phase2")
+    if p2:
+        _check_keys(path, f"{where}.phase2", p2, {"top_k", "grid"})
+        fs.top_k = int(p2.get("top_k", 0))
+        if not 1 <= fs.top_k <= len(fs.stage_sets):
+            raise _err(path, f"{where}.phase2.top_k", f"must lie in 1..{len(fs.stage_sets)} (the phase-1 stage sets)")
+        grid = p2.get("grid") or {}
+        if not isinstance(grid, dict) or not grid:
+            raise _err(path, f"{where}.phase2.grid", "must map a tag to {key: CONFIG.KEY, values: [...]}")
+        for tag, axis in grid.items():
+            _check_keys(path, f"{where}.phase2.grid.{tag}", axis, {"key", "values"})
+            values = axis.get("values")
+            if not isinstance(values, list) or not values:
+                raise _err(path, f"{where}.phase2.grid.{tag}.values", "must be a non-empty list")
+            _check_option_keys(path, f"{where}.phase2.grid.{tag}.key", [axis.get("key")])
+            fs.grid.append(GridAxis(str(tag), axis["key"], values))
+    return fs
+
+
+def _seeds(path: str, seeds) -> list[int]:
+    if isinstance(seeds, int) and seeds >= 1:
+        return list(range(seeds))
+    if isinstance(seeds, list) and seeds and all(isinstance(s, int) for s in seeds) and len(set(seeds)) == len(seeds):
+        return list(seeds)
+    raise _err(path, "seeds", "must be a count N >= 1 (seeds 0..N-1) or a list of distinct integers")
+
+
+def _schedule(path: str, node: dict) -> dict:
+    _check_keys(path, "schedule", node, SCHEDULE_KEYS)
+    if ("epochs" in node) == ("iterations" in node):
+        raise _err(path, "schedule", "give exactly one of 'epochs' or 'iterations'")
+    for k in ("ims_per_batch", "base_lr"):
+        if k not in node:
+            raise _err(path, "schedule", f"missing {k!r}")
+    steps = node.get("steps", [])
+    if not isinstance(steps, list) or any(not 0 < float(s) < 1 for s in steps):
+        raise _err(path, "schedule.steps", "must be a list of fractions of the run in (0, 1), e.g. [0.67, 0.89]")
+    return dict(node)
+
+
+def load_study(path: str) -> Study:
+    """Read and check a study file."""
+    with open(path, encoding="utf-8") as f:
+        raw = yaml.safe_load(f) or {}
+    _check_keys(path, "(top level)", raw, TOP_KEYS)
+    for k in ("name", "base_config", "output", "schedule", "baselines"):
+        if k not in raw:
+            raise _err(path, k, "missing (required)")
+    backbone = str(raw.get("backbone", "b1"))
+    base = raw["baselines"]
+    _check_keys(path, "baselines", base, {"fusion", "sizes"})
+    sizes = [str(s) for s in base.get("sizes", [])]
+    studies = [_fusion_study(path, i, n, backbone) for i, n in enumerate(raw.get("fusion_studies") or [])]
+    names = [s.name for s in studies]
+    if len(set(names)) != len(names) or {"baseline", "modality"} & set(names):
+        raise _err(path, "fusion_studies", f"names must be distinct and not 'baseline'/'modality': {names}")
+    mod = raw.get("modality") or {}
+    _check_keys(path, "modality", mod, {"sets", "fusion", "backbone", "pixel_stats"})
+    pixel_stats = _merge(DEFAULT_PIXEL_STATS, mod.get("pixel_stats"))
+    mod_sets = [list(s) for s in mod.get("sets", [])]
+    for s in mod_sets:
+        if not s or any(m not in pixel_stats for m in s) or len(set(s)) != len(s):
+            raise _err(path, "modality.sets", f"{s!r}: use distinct names from {sorted(pixel_stats)}")
+    opts = [str(o) for o in raw.get("opts") or []]
+    if len(opts) % 2:
+        raise _err(path, "opts", "must be KEY VALUE pairs (an even number of entries)")
+    data = raw.get("data") or {}
+    _check_keys(path, "data", data, {"root", "name"})
+    report = _merge(DEFAULT_REPORT, raw.get("report"))
+    _check_keys(path, "report", report, set(DEFAULT_REPORT))
+    return Study(
+        path=path, name=str(raw["name"]), base_config=str(raw["base_config"]), output=str(raw["output"]),
+        seeds=_seeds(path, raw.get("seeds", 1)), backbone=backbone, data=data,
+        schedule=_schedule(path, raw["schedule"]), opts=opts,
+        env={str(k): str(v) for k, v in (raw.get("env") or {}).items()},
+        baseline_fusion=str(base.get("fusion", "frm_ffm")), baseline_sizes=sizes, fusion_studies=studies,
+        modality_sets=mod_sets, modality_fusion=str(mod.get("fusion", "frm_ffm")),
+        modality_backbone=str(mod.get("backbone", backbone)), pixel_stats=pixel_stats, report=report,
+        slurm=_merge(DEFAULT_SLURM, raw.get("slurm")),
+        train_script=str(raw.get("train_script", "")) or default_train_script(), raw=raw,
+    )
+
+
+def default_train_script() -> str:
+    """``tools/train_net.py`` of the checkout cadet_d2 is installed from."""
+    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    return os.path.join(here, "tools", "train_net.py")

@@ -1,0 +1,362 @@
+"""Reliability for long runs: the deterministic stream, atomic checkpoints, the NaN guard,
+preflight checks, training-time load failures and weights-only loading."""
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import random
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from cadet_d2.data import DataError, register_from_config
+from cadet_d2.data.stream import (
+    DeterministicTrainLoader, LoadFailureLimitError, StreamIndex, plan_batches, seeded_rngs,
+)
+from cadet_d2.engine import CadetTrainer
+from cadet_d2.engine.checkpoint import (
+    CadetCheckpointer, UnsafeCheckpointError, capture_rng_state, restore_rng_state,
+)
+from cadet_d2.engine.preflight import PreflightError, check_free_space, check_output_dir
+from conftest import tiny_cfg, write_image
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FAST = ["CADET.FUSION.NAME", "sum", "CADET.FUSION.DEFAULT", "sum", "MODEL.FPN.OUT_CHANNELS", "32",
+        "MODEL.ROI_BOX_HEAD.FC_DIM", "64", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "16",
+        "MODEL.RPN.PRE_NMS_TOPK_TRAIN", "200", "MODEL.RPN.POST_NMS_TOPK_TRAIN", "50", "SEED", "3"]
+
+
+def _cfg(root: str, out: str, *opts: str):
+    cfg = tiny_cfg(root, out, *FAST, *opts)
+    register_from_config(cfg)
+    return cfg
+
+
+# ---- the deterministic stream -------------------------------------------------------------------
+@pytest.mark.parametrize("groups", [None, [0, 1, 1, 0, 0, 1, 0]])
+@pytest.mark.parametrize("world_size", [1, 2])
+def test_batch_plan_resumes_where_it_left_off(groups, world_size):
+    def take(start, count, rank):
+        it = plan_batches(7, 5, 3, rank=rank, world_size=world_size, groups=groups, start_iter=start)
+        return [next(it) for _ in range(count)]
+
+    for rank in range(world_size):
+        full = take(0, 12, rank)
+        assert take(4, 8, rank) == full[4:]
+        assert all(len(b) == 3 for b in full)
+        if groups is not None:
+            idx = StreamIndex(7, 5)
+            assert all(len({groups[idx(k)] for k in b}) == 1 for b in full)  # one orientation per batch
+    if groups is None and world_size == 2:  # ranks share out the positions
+        assert {k for b in take(0, 4, 0) for k in b} | {k for b in take(0, 4, 1) for k in b} == set(range(24))
+
+
+def test_stream_visits_every_image_once_per_epoch():
+    idx = StreamIndex(10, 1)
+    for epoch in range(3):
+        assert sorted(idx(epoch * 10 + j) for j in range(10)) == list(range(10))
+    assert [idx(j) for j in range(10)] != [idx(10 + j) for j in range(10)]  # a new order each epoch
+    assert [StreamIndex(10, 1)(j) for j in range(10)] == [idx(j) for j in range(10)]
+
+
+def test_seeded_rngs_restore_global_state():
+    random.seed(1), np.random.seed(1), torch.manual_seed(1)
+    before = (random.random(), np.random.rand(), torch.rand(1).item())
+    random.seed(1), np.random.seed(1), torch.manual_seed(1)
+    with seeded_rngs(123):
+        inside = (random.random(), np.random.rand(), torch.rand(1).item())
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == before
+    with seeded_rngs(123):
+        assert (random.random(), np.random.rand(), torch.rand(1).item()) == inside
+
+
+def _mixed_root(root: str) -> str:
+    from conftest import make_tiny_root
+    make_tiny_root(root, n=8, test_sets=("daytest1", "nighttest1"))
+    for i in range(3):  # portrait images too
+        write_image(os.path.join(root, "images", f"img{i:04d}.npy"),
+                    np.random.default_rng(i).integers(0, 255, size=(64, 40, 5), dtype=np.uint8))
+    return root
+
+
+def _batches(cfg, start: int, count: int) -> list:
+    loader = CadetTrainer.build_train_loader(cfg)
+    assert isinstance(loader, DeterministicTrainLoader)
+    loader.set_start(start)
+    it = iter(loader)
+    return [[(d["file_name"], d["image"], d["instances"].gt_boxes.tensor) for d in next(it)] for _ in range(count)]
+
+
+def test_loader_batches_depend_on_position_only(tmp_path):
+    root = _mixed_root(str(tmp_path / "data"))
+    opts = ["INPUT.MIN_SIZE_TRAIN", "(48, 56, 64)", "INPUT.RANDOM_FLIP", "horizontal", "CADET.INPUT.BRIGHTNESS", "0.3"]
+    cfg0 = _cfg(root, str(tmp_path / "o"), *opts)
+    full = _batches(cfg0, 0, 9)
+    resumed = _batches(cfg0, 5, 4)
+    cfg2 = _cfg(root, str(tmp_path / "o"), *opts, "DATALOADER.NUM_WORKERS", "2")
+    with_workers = _batches(cfg2, 5, 4)
+    for a, b, c in zip(full[5:], resumed, with_workers):
+        assert [x[0] for x in a] == [x[0] for x in b] == [x[0] for x in c]
+        for (_, ia, ba), (_, ib, bb), (_, ic, bc) in zip(a, b, c):
+            assert torch.equal(ia, ib) and torch.equal(ia, ic)
+            assert torch.equal(ba, bb) and torch.equal(ba, bc)
+    # the augmentation really is random (scale jitter): not every image of the stream has one size
+    assert len({tuple(x[1].shape) for b in full for x in b}) > 2
+
+
+# ---- atomic checkpoints -------------------------------------------------------------------------
+def _partial_save_then_fail(obj, f, *args, **kwargs):
+    f.write(b"PK\x03\x04 half a checkpoint")
+    raise OSError(28, "No space left on device")
+
+
+def test_failed_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    model = torch.nn.Linear(3, 2)
+    ckpt = CadetCheckpointer(model, str(tmp_path))
+    ckpt.save("model_0000001", iteration=1)
+    ckpt.save("model_final", iteration=1)
+    good = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    monkeypatch.setattr(torch, "save", _partial_save_then_fail)
+    for name in ("model_0000003", "model_final"):  # a new file, and overwriting an existing one
+        with pytest.raises(OSError, match="No space left"):
+            ckpt.save(name, iteration=3)
+    monkeypatch.undo()
+    assert not os.path.exists(tmp_path / "model_0000003.pth")
+    assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
+    assert (tmp_path / "last_checkpoint").read_text() == "model_final.pth"
+    for name in ("model_0000001.pth", "model_final.pth"):
+        fresh = torch.nn.Linear(3, 2)
+        CadetCheckpointer(fresh, str(tmp_path)).load(str(tmp_path / name))
+        assert all(torch.equal(fresh.state_dict()[k], good[k]) for k in good)
+
+
+def test_stale_temp_files_are_removed_on_resume(tmp_path):
+    (tmp_path / ".model_0000005.pth.abc123.tmp").write_bytes(b"half")
+    ckpt = CadetCheckpointer(torch.nn.Linear(1, 1), str(tmp_path))
+    assert len(ckpt.remove_stale_temp_files()) == 1 and not os.listdir(tmp_path)
+
+
+def test_rng_state_round_trip_and_weights_only(tmp_path):
+    state = capture_rng_state()
+    torch.save(state, tmp_path / "rng.pth")
+    a = (random.random(), np.random.rand(), np.random.randn(), torch.rand(3))
+    restore_rng_state(torch.load(tmp_path / "rng.pth", weights_only=True))
+    b = (random.random(), np.random.rand(), np.random.randn(), torch.rand(3))
+    assert a[:3] == b[:3] and torch.equal(a[3], b[3])
+
+
+# ---- NaN guard --------------------------------------------------------------------------------------
+def test_nan_loss_stops_and_writes_no_checkpoint(tiny_root, tmp_path):
+    out = str(tmp_path / "run")
+    cfg = _cfg(tiny_root, out, "SOLVER.MAX_ITER", "6", "SOLVER.CHECKPOINT_PERIOD", "2",
+               "DATASETS.TEST", "('synth_daytest1',)")
+    trainer = CadetTrainer(cfg)
+    assert isinstance(trainer.checkpointer, CadetCheckpointer)
+    trainer.resume_or_load(resume=False)
+    forward = trainer.model.forward
+
+    def nan_at_last_iteration(batched_inputs):
+        from detectron2.utils.events import get_event_storage
+        losses = forward(batched_inputs)
+        if get_event_storage().iter == 5:
+            losses = {k: v * float("nan") if k == "loss_cls" else v for k, v in losses.items()}
+        return losses
+
+    trainer.model.forward = nan_at_last_iteration
+    with pytest.raises(FloatingPointError) as e:
+        trainer.train()
+    msg = str(e.value)
+    assert "non-finite loss at iteration 5" in msg and "loss_cls" in msg and "model_0000003.pth" in msg
+    files = os.listdir(out)
+    assert "model_0000003.pth" in files and "model_0000005.pth" not in files and "model_final.pth" not in files
+    assert "metrics.json" not in files  # the final evaluation is skipped after a NaN
+    with open(os.path.join(out, "last_checkpoint")) as f:
+        last = torch.load(os.path.join(out, f.read()), weights_only=True)
+    assert all(torch.isfinite(v).all() for v in last["model"].values() if v.is_floating_point())
+
+
+def test_nonfinite_weights_are_never_saved(tiny_root, tmp_path):
+    out = str(tmp_path / "run")
+    cfg = _cfg(tiny_root, out, "SOLVER.MAX_ITER", "4", "SOLVER.CHECKPOINT_PERIOD", "1", "DATASETS.TEST", "()")
+    trainer = CadetTrainer(cfg)
+    trainer.resume_or_load(resume=False)
+    step = trainer.optimizer.step
+
+    def poisoning_step(*args, **kwargs):
+        step(*args, **kwargs)
+        if trainer.iter == 1:  # a finite loss, but the update leaves inf in the weights
+            with torch.no_grad():
+                next(trainer.model.parameters()).view(-1)[0] = float("inf")
+
+    trainer.optimizer.step = poisoning_step
+    with pytest.raises(FloatingPointError, match=r"not saving checkpoint model_0000001.pth: NaN/inf"):
+        trainer.train()
+    assert sorted(f for f in os.listdir(out) if f.endswith(".pth")) == ["model_0000000.pth"]
+    with open(os.path.join(out, "last_checkpoint")) as f:
+        assert f.read() == "model_0000000.pth"
+
+
+# ---- preflight ---------------------------------------------------------------------------------------
+def test_output_dir_under_a_file_is_reported(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    with pytest.raises(PreflightError, match=f"OUTPUT_DIR '{blocker}/run' is not a writable folder"):
+        check_output_dir(str(blocker / "run"))
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root ignores folder permissions")
+def test_read_only_output_dir_is_reported(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        with pytest.raises(PreflightError, match="is not a writable folder"):
+            check_output_dir(str(ro))
+    finally:
+        ro.chmod(0o700)
+
+
+def test_train_net_stops_before_training_on_unwritable_output(tiny_root, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    r = subprocess.run([sys.executable, "tools/train_net.py", "--config-file", "configs/Base-CADET.yaml",
+                        "MODEL.DEVICE", "cpu", "CADET.DATA.ROOT", tiny_root, "OUTPUT_DIR", str(blocker / "run")],
+                       cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0
+    assert f"OUTPUT_DIR '{blocker}/run' is not a writable folder" in r.stderr
+    assert "Starting training" not in r.stdout + r.stderr
+
+
+def test_nearly_full_disk_is_reported_before_training(tiny_root, tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    with pytest.raises(PreflightError, match=f"not enough free disk space in OUTPUT_DIR '{tmp_path}'"):
+        monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**6, 10**6 - 1000, 1000))
+        check_free_space(str(tmp_path), 10**6)
+    cfg = _cfg(tiny_root, str(tmp_path / "run"), "DATASETS.TEST", "()")
+    with pytest.raises(PreflightError, match=r"a checkpoint of this model \(3 x .* MiB of weights"):
+        CadetTrainer(cfg)
+
+
+# ---- training-time load failures ------------------------------------------------------------------
+def _train_files(loader: DeterministicTrainLoader) -> list[str]:
+    return [loader.dataset.dataset[i]["file_name"] for i in range(loader.num_images)]
+
+
+def _corrupt(path: str) -> None:
+    with open(path, "r+b") as f:
+        f.truncate(100)
+
+
+class _Capture(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_load_failures_are_skipped_counted_then_stop(tiny_root, tmp_path, workers):
+    cfg = _cfg(tiny_root, str(tmp_path), "CADET.DATA.MAX_LOAD_FAILURES", "2", "DATALOADER.NUM_WORKERS", str(workers))
+    loader = CadetTrainer.build_train_loader(cfg)  # registered sizes are read here
+    first, second = _train_files(loader)[:2]
+    _corrupt(first)
+    capture = _Capture()
+    logging.getLogger("cadet_d2.data.stream").addHandler(capture)
+    try:
+        it = iter(loader)
+        for _ in range(4):  # 8 samples of 8 images: one epoch, the bad one seen once
+            assert len(next(it)) == 2  # a fallback image fills its place
+        assert [f["path"] for f in loader.load_failures] == [first]
+        assert any(first in m and "1/2 load failures" in m for m in capture.messages)
+        _corrupt(second)  # 2 bad of 8: the third failure comes within the next epochs
+        with pytest.raises(LoadFailureLimitError) as e:
+            for _ in range(40):
+                next(it)
+    finally:
+        logging.getLogger("cadet_d2.data.stream").removeHandler(capture)
+    msg = str(e.value)
+    assert "MAX_LOAD_FAILURES = 2" in msg and first in msg and second in msg
+    assert len(e.value.failures) == 3
+    assert loader.state_dict()["load_failures"] == [loader.load_failures]  # saved with each checkpoint
+
+
+def test_first_load_failure_stops_by_default(tiny_root, tmp_path):
+    cfg = _cfg(tiny_root, str(tmp_path))
+    loader = CadetTrainer.build_train_loader(cfg)
+    bad = _train_files(loader)[3]
+    _corrupt(bad)
+    with pytest.raises(LoadFailureLimitError, match=f"{bad}: unreadable .npy"):
+        for _ in iter(loader):
+            pass
+
+
+def test_evaluation_never_skips(tiny_root, tmp_path):
+    cfg = _cfg(tiny_root, str(tmp_path), "CADET.DATA.MAX_LOAD_FAILURES", "5")
+    loader = CadetTrainer.build_test_loader(cfg, "synth_daytest1")
+    _corrupt(os.path.join(tiny_root, "daytest1", "images", "daytest10001.npy"))
+    with pytest.raises(DataError, match="daytest10001.npy"):
+        for _ in loader:
+            pass
+
+
+def test_random_seed_is_saved_and_reused_on_resume(tiny_root, tmp_path):
+    out = str(tmp_path / "run")
+    cfg = _cfg(tiny_root, out, "SEED", "-1", "SOLVER.MAX_ITER", "1", "SOLVER.CHECKPOINT_PERIOD", "1",
+               "DATASETS.TEST", "()")
+    first = CadetTrainer(cfg)
+    first.resume_or_load(resume=False)
+    first.train()
+    seed = first.checkpointer.checkpointables["data_stream"].seed
+    again = CadetTrainer(cfg)
+    assert again._trainer.data_loader.seed != seed  # a fresh random seed ...
+    again.resume_or_load(resume=True)
+    assert again._trainer.data_loader.seed == seed  # ... replaced by the checkpoint's
+    assert again.start_iter == 1
+
+
+# ---- weights-only loading -----------------------------------------------------------------------------
+class _Evil:
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.parametrize("ext", [".pth", ".pkl"])
+def test_pickled_objects_in_weights_are_refused(tmp_path, ext):
+    marker = str(tmp_path / "pwned")
+    path = str(tmp_path / f"evil{ext}")
+    payload = {"model": {"weight": np.zeros((2, 3), np.float32)}, "__author__": "x", "extra": _Evil(marker)}
+    if ext == ".pth":
+        torch.save(payload, path)
+    else:
+        with open(path, "wb") as f:
+            pickle.dump(payload, f)
+    ckpt = CadetCheckpointer(torch.nn.Linear(3, 2), str(tmp_path / "out"))
+    with pytest.raises(UnsafeCheckpointError, match="not loaded: the .*(weights_only=True|never unpickles)"):
+        ckpt.resume_or_load(path, resume=False)
+    assert not os.path.exists(marker)
+
+
+def test_plain_pkl_and_pth_weights_load(tmp_path):
+    model = torch.nn.Linear(3, 2)
+    weights = {"weight": np.full((2, 3), 2.0, np.float32), "bias": np.ones(2, np.float32)}
+    with open(tmp_path / "w.pkl", "wb") as f:
+        pickle.dump({"model": weights, "__author__": "test"}, f)
+    CadetCheckpointer(model).load(str(tmp_path / "w.pkl"))
+    assert torch.equal(model.weight, torch.full((2, 3), 2.0))
+    torch.save({"weight": torch.zeros(2, 3), "bias": torch.zeros(2)}, tmp_path / "w.pth")
+    CadetCheckpointer(model).load(str(tmp_path / "w.pth"))
+    assert torch.equal(model.weight, torch.zeros(2, 3))
