@@ -20,7 +20,7 @@ $(STAMP): requirements.txt setup.py tools/install_detectron2.sh
 	@touch $(STAMP)
 
 versions:
-	@$(PY) -c "import sys, torch, torchvision, detectron2, timm, numpy, cv2, cadet_d2; \
+	@$(PY) -W ignore -c "import sys, torch, torchvision, detectron2, timm, numpy, cv2, cadet_d2; \
 	print('python', sys.version.split()[0], '| torch', torch.__version__, '| torchvision', torchvision.__version__, \
 	'| detectron2', detectron2.__version__, '| timm', timm.__version__, '| numpy', numpy.__version__, \
 	'| opencv', cv2.__version__, '| cadet_d2', cadet_d2.__version__)"

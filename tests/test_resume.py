@@ -9,10 +9,11 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 
-from conftest import make_tiny_root
+from conftest import make_tiny_root, write_image
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAX_ITER = 10
@@ -65,8 +66,7 @@ def _run_and_kill(cmd: list[str], out: str, after: str = "model_0000003.pth") ->
 
 
 def _final_state(out: str) -> dict:
-    ckpt = torch.load(os.path.join(out, "model_final.pth"), map_location="cpu", weights_only=True)
-    return ckpt
+    return torch.load(os.path.join(out, "model_final.pth"), map_location="cpu", weights_only=True)
 
 
 def _assert_identical(a: dict, b: dict) -> None:
@@ -85,9 +85,6 @@ def data_root(tmp_path_factory) -> str:
     root = str(tmp_path_factory.mktemp("resume") / "data")
     make_tiny_root(root, n=12)
     # some portrait images, so that aspect-ratio grouping has two buckets
-    import numpy as np
-
-    from conftest import write_image
     for i in range(4):
         write_image(os.path.join(root, "images", f"img{i:04d}.npy"),
                     np.random.default_rng(i).integers(0, 255, size=(64, 40, 5), dtype=np.uint8))

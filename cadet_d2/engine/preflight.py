@@ -46,9 +46,17 @@ def model_bytes(model: torch.nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers()))
 
 
+def _existing(path: str) -> str:
+    path = os.path.abspath(path)
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    return path
+
+
 def check_free_space(path: str, need_bytes: int, what: str = "a checkpoint") -> None:
-    """Raise :class:`PreflightError` naming ``path`` if it has less than ``need_bytes`` free."""
-    free = shutil.disk_usage(path).free
+    """Raise :class:`PreflightError` naming ``path`` if its disk has less than ``need_bytes`` free
+    (measured at ``path`` or, before it is created, at its nearest existing parent)."""
+    free = shutil.disk_usage(_existing(path)).free
     if free < need_bytes:
         raise PreflightError(
             f"not enough free disk space in OUTPUT_DIR {path!r}: {_human(free)} free, {what} needs about "

@@ -53,7 +53,7 @@ class ReliableTrainerMixin:
             logger.warning("[cadet] the train loader is not a DeterministicTrainLoader: a resumed run restarts "
                            "the data stream (no exact resume)")
         self.checkpointer = ckpt
-        for i, h in enumerate(self._hooks):
+        for h in self._hooks:
             if isinstance(h, (hooks.PeriodicCheckpointer, hooks.BestCheckpointer)):
                 h.checkpointer = ckpt
         if comm.get_world_size() > 1:

@@ -1,0 +1,358 @@
+"""``tools/check_data.py``: scan a data root and list every problem before training.
+
+A data root holds ``images/<stem>.npy`` (H x W x C uint8) and ``labels/<stem>.txt`` (YOLO lines
+``class xc yc w h``), plus test sets: any sub-folder that has an ``images/`` folder. The scan
+reads every image header (dtype, shape, truncation) and every label line with the same
+functions the loader uses (:mod:`cadet_d2.data.npy`, :mod:`cadet_d2.data.yolo`) and reports
+
+* **errors** (exit code 1): things that stop registration or training: unreadable, truncated
+  or pickled/object ``.npy`` files, wrong dtype or channel count, zero-size images, bad label
+  lines (field count, non-numbers, NaN/inf, values outside [0, 1], unknown class ids), label
+  files without an image, an empty ``classes.txt``, and duplicate stems within a set (``a.npy``
+  and ``a.NPY``/``A.npy``: ambiguous pairing, and they collide on case-insensitive file systems);
+* **warnings** (exit code 0): zero-area or sub-pixel boxes (dropped by the loader), files in
+  ``images/`` that the loader ignores (not lowercase ``.npy``), and stems found in more than one
+  set (the same image may be in training and test data; compare the files);
+
+and a summary: images, labeled/unlabeled images, boxes, boxes per class, size range, and the
+per-channel mean/std of the root's (training) images, usable as ``MODEL.PIXEL_MEAN``/``STD``
+(on an evenly spaced subsample of ``max_stat_images`` images when there are more; the report
+says so).
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import sys
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from .datasets import read_classes
+from .errors import DataError
+from .npy import load_image, read_image_size
+from .yolo import parse_yolo_line, yolo_to_xyxy
+
+ROOT_SET = "(root)"
+MIN_BOX_PIXELS = 1e-3  # the loader's degenerate-box threshold (read_yolo_labels' min_size)
+
+
+@dataclass
+class Problem:
+    severity: str  # "error" or "warning"
+    path: str
+    message: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.path}:{self.line}" if self.line is not None else self.path
+        return f"{self.severity.upper():7s} {where}: {self.message}"
+
+
+@dataclass
+class SetSummary:
+    name: str
+    folder: str
+    images: int = 0
+    labeled: int = 0
+    unlabeled: int = 0
+    no_boxes: int = 0
+    boxes: int = 0
+    boxes_per_class: dict = field(default_factory=dict)
+    min_hw: list | None = None
+    max_hw: list | None = None
+
+
+@dataclass
+class CheckReport:
+    root: str
+    channels: int
+    classes: list
+    classes_source: str
+    sets: list = field(default_factory=list)
+    pixel_mean: list | None = None
+    pixel_std: list | None = None
+    stats_images: int = 0
+    stats_total: int = 0
+    problems: list = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "warning"]
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["num_errors"], d["num_warnings"] = len(self.errors), len(self.warnings)
+        return d
+
+    def format(self) -> str:
+        """The human-readable report."""
+        out = [f"Data root {self.root}: {self.channels} channels, {len(self.classes)} class(es) "
+               f"{self.classes} ({self.classes_source})"]
+        rows = [("set", "images", "labeled", "unlabeled", "no boxes", "boxes", "sizes (H x W)")]
+        for s in self.sets:
+            sizes = (f"{s.min_hw[0]}x{s.min_hw[1]} .. {s.max_hw[0]}x{s.max_hw[1]}" if s.min_hw else "-")
+            rows.append((s.name, s.images, s.labeled, s.unlabeled, s.no_boxes, s.boxes, sizes))
+        widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+        for r in rows:
+            out.append("  " + "  ".join(str(v).rjust(w) if i else str(v).ljust(w) for i, (v, w) in
+                                        enumerate(zip(r, widths))))
+        total: Counter = Counter()
+        for s in self.sets:
+            total.update({int(k): v for k, v in s.boxes_per_class.items()})
+        if total:
+            out.append("Boxes per class: " + ", ".join(
+                f"{c} {self.classes[c] if c < len(self.classes) else '?'}: {n}" for c, n in sorted(total.items())))
+        if self.pixel_mean is not None:
+            sub = (f"an evenly spaced subsample of {self.stats_images} of {self.stats_total} images"
+                   if self.stats_images < self.stats_total else f"all {self.stats_total} images")
+            out.append(f"Per-channel mean/std of the {ROOT_SET} images, file channels 0..{self.channels - 1} "
+                       f"({sub}; the model order with the default CADET.INPUT.LAYOUT):")
+            out.append(f"  MODEL.PIXEL_MEAN: {[round(v, 1) for v in self.pixel_mean]}")
+            out.append(f"  MODEL.PIXEL_STD: {[round(v, 1) for v in self.pixel_std]}")
+        out.append(f"{len(self.errors)} error(s), {len(self.warnings)} warning(s)")
+        out += [str(p) for p in self.errors + self.warnings]
+        return "\n".join(out)
+
+
+def find_sets(root: str) -> list[tuple[str, str]]:
+    """(name, folder) of the root (if it has images/) and of every sub-folder with images/."""
+    sets = [(ROOT_SET, root)] if os.path.isdir(os.path.join(root, "images")) else []
+    for name in sorted(os.listdir(root)):
+        folder = os.path.join(root, name)
+        if name not in ("images", "labels") and os.path.isdir(os.path.join(folder, "images")):
+            sets.append((name, folder))
+    return sets
+
+
+class _Scanner:
+    def __init__(self, report: CheckReport, progress) -> None:
+        self.report, self.progress = report, progress
+
+    def problem(self, severity: str, path: str, message: str, line: int | None = None) -> None:
+        self.report.problems.append(Problem(severity, path, message, line))
+
+    def scan_set(self, name: str, folder: str) -> tuple[SetSummary, dict[str, tuple[int, int] | None]]:
+        """Check one set; returns its summary and {stem: (H, W) or None if unreadable}."""
+        s = SetSummary(name, folder)
+        image_dir, label_dir = os.path.join(folder, "images"), os.path.join(folder, "labels")
+        entries = sorted(os.listdir(image_dir))
+        by_key: dict[str, list[str]] = {}
+        stems = []
+        for f in entries:
+            path = os.path.join(image_dir, f)
+            if not os.path.isfile(path):
+                continue
+            if f.lower().endswith(".npy"):
+                by_key.setdefault(f[:-4].lower(), []).append(f)
+            if f.endswith(".npy"):
+                stems.append(f[:-4])
+            elif f.lower().endswith(".npy"):
+                self.problem("warning", path, "ignored by the loader: the extension must be lowercase .npy")
+            else:
+                self.problem("warning", path, "not a .npy image; ignored by the loader")
+        for names in by_key.values():
+            if len(names) > 1:
+                self.problem("error", os.path.join(image_dir, names[0]),
+                             f"duplicate stem: {', '.join(names)} (ambiguous image/label pairing; the files "
+                             "collide on case-insensitive file systems); keep one")
+        sizes: dict[str, tuple[int, int] | None] = {}
+        for stem in stems:
+            path = os.path.join(image_dir, stem + ".npy")
+            try:
+                sizes[stem] = read_image_size(path, self.report.channels)
+            except DataError as e:
+                sizes[stem] = None
+                self.problem("error", path, e.problem)
+            self.progress.update(1)
+        ok = [hw for hw in sizes.values() if hw is not None]
+        if ok:
+            s.min_hw = [min(h for h, _ in ok), min(w for _, w in ok)]
+            s.max_hw = [max(h for h, _ in ok), max(w for _, w in ok)]
+        s.images = len(stems)
+        labels = sorted(os.listdir(label_dir)) if os.path.isdir(label_dir) else []
+        label_stems = set()
+        for f in labels:
+            path = os.path.join(label_dir, f)
+            if not os.path.isfile(path):
+                continue
+            if not f.endswith(".txt"):
+                self.problem("warning", path, "not a .txt label file; ignored by the loader")
+                continue
+            label_stems.add(f[:-4])
+            if f[:-4] not in sizes:
+                self.problem("error", path, "label file without an image (the loader stops on it)")
+        per_class: Counter = Counter()
+        for stem in stems:
+            path = os.path.join(label_dir, stem + ".txt")
+            if stem not in label_stems:
+                s.unlabeled += 1
+                continue
+            s.labeled += 1
+            n = self.scan_labels(path, sizes[stem], per_class)
+            s.boxes += n
+            s.no_boxes += n == 0
+            self.progress.update(1)
+        s.boxes_per_class = {str(k): v for k, v in sorted(per_class.items())}
+        return s, sizes
+
+    def scan_labels(self, path: str, hw: tuple[int, int] | None, per_class: Counter) -> int:
+        try:
+            with open(path, encoding="utf-8") as f:
+                lines = f.read().splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            self.problem("error", path, f"unreadable label file: {e}")
+            return 0
+        boxes = 0
+        for lineno, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                cls, box = parse_yolo_line(path, lineno, line, len(self.report.classes))
+            except DataError as e:
+                self.problem("error", path, e.problem, e.line)
+                continue
+            if box[2] == 0 or box[3] == 0:
+                self.problem("warning", path, f"zero-area box {line.strip()!r} (dropped by the loader)", lineno)
+                continue
+            if hw is not None:
+                x0, y0, x1, y1 = yolo_to_xyxy(box, hw[1], hw[0])
+                if x1 - x0 < MIN_BOX_PIXELS or y1 - y0 < MIN_BOX_PIXELS:
+                    self.problem("warning", path, f"box {line.strip()!r} is empty after clipping to the "
+                                 f"{hw[0]}x{hw[1]} image (dropped by the loader)", lineno)
+                    continue
+            per_class[cls] += 1
+            boxes += 1
+        return boxes
+
+
+def _channel_stats(paths: list[str], channels: int, progress) -> tuple[list[float], list[float]]:
+    total = np.zeros(channels)
+    total_sq = np.zeros(channels)
+    count = 0
+    for p in paths:
+        x = load_image(p, channels).reshape(-1, channels).astype(np.float64)
+        total += x.sum(0)
+        total_sq += (x * x).sum(0)
+        count += x.shape[0]
+        progress.update(1)
+    mean = total / count
+    std = np.sqrt(np.maximum(total_sq / count - mean * mean, 0.0))
+    return mean.tolist(), std.tolist()
+
+
+class _NoProgress:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _count_files(sets: list[tuple[str, str]]) -> int:
+    n = 0
+    for _, folder in sets:
+        for sub in ("images", "labels"):
+            d = os.path.join(folder, sub)
+            n += len(os.listdir(d)) if os.path.isdir(d) else 0
+    return n
+
+
+def check_root(
+    root: str,
+    channels: int = 5,
+    num_classes: int | None = None,
+    max_stat_images: int = 500,
+    progress: bool | None = None,
+) -> CheckReport:
+    """Scan ``root`` and its test sets; see the module docstring for what is checked.
+
+    ``num_classes`` = None reads ``root/classes.txt`` (or one class ``object``), as the loader
+    does without ``CADET.DATA.CLASSES``. ``progress`` None = a tqdm bar for roots of 1000+ files.
+    """
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"data root {root!r} is not a folder")
+    report = CheckReport(root=root, channels=channels, classes=[], classes_source="")
+    if num_classes is not None:
+        report.classes, report.classes_source = [str(i) for i in range(num_classes)], "--classes"
+    else:
+        try:
+            report.classes = read_classes(root)
+            report.classes_source = ("classes.txt" if os.path.isfile(os.path.join(root, "classes.txt"))
+                                     else "no classes.txt: the loader's default; set CADET.DATA.CLASSES for more")
+        except DataError as e:
+            report.problems.append(Problem("error", e.path, e.problem))
+            report.classes, report.classes_source = ["object"], "classes.txt unusable"
+    sets = find_sets(root)
+    if not sets or sets[0][0] != ROOT_SET:
+        report.problems.append(Problem("error", root, "no images/ folder (expected images/*.npy and labels/*.txt)"))
+    total_files = _count_files(sets)
+    if progress is None:
+        progress = total_files >= 1000
+    bar = _NoProgress()
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=total_files, desc="check_data", unit="file", file=sys.stderr)
+    scanner = _Scanner(report, bar)
+    stems_by_set: dict[str, set[str]] = {}
+    stat_paths: list[str] = []
+    try:
+        for name, folder in sets:
+            summary, sizes = scanner.scan_set(name, folder)
+            report.sets.append(summary)
+            stems_by_set[name] = set(sizes)
+            if name == ROOT_SET:
+                stat_paths = [os.path.join(folder, "images", s + ".npy") for s, hw in sorted(sizes.items()) if hw]
+        report.stats_total = len(stat_paths)
+        if stat_paths:
+            if len(stat_paths) > max_stat_images:
+                pick = np.linspace(0, len(stat_paths) - 1, max_stat_images).round().astype(int)
+                stat_paths = [stat_paths[i] for i in pick]
+            report.stats_images = len(stat_paths)
+            if progress:
+                bar.total += len(stat_paths)
+                bar.refresh()
+            report.pixel_mean, report.pixel_std = _channel_stats(stat_paths, channels, bar)
+    finally:
+        bar.close()
+    for (a, sa), (b, sb) in itertools.combinations(stems_by_set.items(), 2):
+        both = sorted(sa & sb)
+        if both:
+            report.problems.append(Problem(
+                "warning", os.path.join(root, b if a == ROOT_SET else a),
+                f"{len(both)} stem(s) in both {a} and {b} (e.g. {', '.join(both[:5])}): the same image in two "
+                "sets, e.g. training and test? compare the files"))
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The ``tools/check_data.py`` command line; returns the exit code (1 when there are errors)."""
+    ap = argparse.ArgumentParser(description="Check a cadet_d2 data root (images/*.npy, labels/*.txt, test sets) "
+                                             "and print a summary and every problem.")
+    ap.add_argument("root", help="data root (CADET.DATA.ROOT)")
+    ap.add_argument("--channels", type=int, default=5, help="channels each image must have (default 5)")
+    ap.add_argument("--classes", type=int, default=None,
+                    help="number of classes (default: ROOT/classes.txt, or 1 class when absent)")
+    ap.add_argument("--max-stat-images", type=int, default=500,
+                    help="images used for the per-channel mean/std (evenly spaced subsample; default 500)")
+    ap.add_argument("--json", metavar="OUT", help="also write the summary and problems as JSON")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = ap.parse_args(argv)
+    try:
+        report = check_root(args.root, args.channels, args.classes, args.max_stat_images,
+                            progress=False if args.no_progress else None)
+    except FileNotFoundError as e:
+        print(f"ERROR   {e}", file=sys.stderr)
+        return 1
+    print(report.format())
+    if args.json:
+        from ..utils.io import atomic_write_json
+        atomic_write_json(args.json, report.to_dict())
+    return 1 if report.errors else 0
+

@@ -1,0 +1,143 @@
+"""``tools/ablate.py``: plan, run and report an ablation study (see docs/study.md).
+
+    python tools/ablate.py plan   configs/studies/cadet48.yaml
+    python tools/ablate.py run    configs/studies/cadet48.yaml [--dry-run] [--slurm [--submit]]
+    python tools/ablate.py report configs/studies/cadet48.yaml [--flops] [--resamples 1000]
+
+Every subcommand takes ``--output DIR`` (the study's output root) and, last, ``--opts KEY VALUE
+...`` (config overrides appended to every run, e.g. ``--opts CADET.DATA.ROOT /data MODEL.DEVICE cpu``).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from typing import Optional
+
+from .plan import Plan, fmt_value, make_plan
+from .rundir import run_state
+from .spec import Study, StudyError, load_study
+
+
+def _load(args: argparse.Namespace) -> Study:
+    study = load_study(args.study)
+    if args.output:
+        study = dataclasses.replace(study, output=args.output)
+    return study
+
+
+def format_plan(plan: Plan) -> str:
+    """Every run (phase, arm/seed, state, overrides) and the counts."""
+    s = plan.study
+    lines = [f"study {s.name} ({s.path}) -> {s.output}", f"base config: {s.base_config}",
+             f"every run: {' '.join(plan.common_opts + plan.cli_opts)}", f"schedule: {plan.schedule_note}",
+             f"seeds: {s.seeds}"] + [f"note: {n}" for n in plan.notes] + [""]
+    lines.append(f"{'phase':9} {'run':44} {'state':8} overrides")
+    states = []
+    for r in plan.runs:
+        state = "pending" if r.arm.pending else run_state(r.dir)
+        states.append(state)
+        over = " ".join(f"{k} {fmt_value(v)}" for k, v in r.arm.overrides)
+        lines.append(f"{r.arm.phase:9} {r.key:44} {state:8} {over} SEED {r.seed}")
+    groups = [fs.name for fs in s.fusion_studies]
+    n = {g: sum(a.group == g for a in plan.arms) for g in ["baseline", *groups, "modality"]}
+    study_arms = n["baseline"] + sum(n[g] for g in groups)
+    parts = " + ".join([f"{n['baseline']} baselines"] + [f"{n[g]} {g}" for g in groups])
+    lines += ["", f"arms: {study_arms} study arms ({parts}) + {n['modality']} modality = {len(plan.arms)} arms "
+              f"x {len(s.seeds)} seeds = {len(plan.runs)} runs",
+              f"runs: {states.count('done')} done, {states.count('failed')} failed, "
+              f"{states.count('pending')} pending (phase 2, needs phase-1 results), "
+              f"{len(states) - states.count('done') - states.count('failed') - states.count('pending')} to run"]
+    return "\n".join(lines)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("study", help="study YAML (e.g. configs/studies/cadet48.yaml)")
+    p.add_argument("--output", default="", help="output root (default: the study file's 'output')")
+    p.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
+                   help="KEY VALUE ... appended to every run's config (must come last)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ablate.py", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("plan", help="list every run, its overrides and state")
+    _common(p)
+    p = sub.add_parser("run", help="train the unfinished runs here (or write/submit a SLURM array)")
+    p.add_argument("--dry-run", action="store_true", help="print the commands, train nothing")
+    p.add_argument("--slurm", action="store_true", help="write a SLURM job array for the unfinished runs")
+    p.add_argument("--submit", action="store_true", help="with --slurm: submit (submitit, else sbatch)")
+    p.add_argument("--new-only", action="store_true", help="with --slurm: only runs never attempted")
+    p.add_argument("--no-retry-failed", action="store_true", help="skip runs whose last attempt failed")
+    _common(p)
+    p = sub.add_parser("run-one", help="train one run (what each SLURM task does)")
+    p.add_argument("--arm", required=True)
+    p.add_argument("--seed", type=int, required=True)
+    _common(p)
+    p = sub.add_parser("report", help="write report.md, results.csv, runs.csv and plots")
+    p.add_argument("--flops", action="store_true", help="also count GFLOPs (slow: traces each arm's model)")
+    p.add_argument("--resamples", type=int, default=None, help="bootstrap resamples (default: the study file's)")
+    p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--report-dir", default="", help="where to write (default: <output>/report)")
+    _common(p)
+    return parser
+
+
+def _run_one(study: Study, args: argparse.Namespace) -> int:
+    from .run import execute, run_lock
+
+    plan = make_plan(study, args.opts, freeze=True)
+    run = next((r for r in plan.runs if r.arm.name == args.arm and r.seed == args.seed), None)
+    if run is None:
+        print(f"no run {args.arm}/seed{args.seed} in the plan (phase 2 not resolved yet?)", file=sys.stderr)
+        return 2
+    if run_state(run.dir) == "done":
+        print(f"{run.key}: already done")
+        return 0
+    with run_lock(run.dir) as mine:
+        if not mine:
+            print(f"{run.key}: running in another process")
+            return 0
+        status = execute(plan, run)
+    print(f"{run.key}: {status['state']}" + (f" ({status['error']})" if status.get("error") else ""))
+    return 0 if status["state"] == "done" else 1
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        study = _load(args)
+        if args.cmd == "plan":
+            print(format_plan(make_plan(study, args.opts)))
+            return 0
+        if args.cmd == "run-one":
+            return _run_one(study, args)
+        if args.cmd == "run":
+            if args.slurm:
+                from .slurm import submit, write_slurm
+
+                plan = make_plan(study, args.opts, freeze=True)
+                folder = write_slurm(plan, args.output or None, args.opts, args.new_only)
+                if folder is None:
+                    print("nothing to submit: every concrete run is finished (or, with --new-only, attempted)")
+                    return 0
+                print(f"SLURM scripts in {folder}: submit with `bash {folder}/submit.sh` (array + follow-up job that "
+                      "submits phase 2 when phase 1 is done)")
+                if args.submit:
+                    submit(plan, folder, args.output or None, args.opts, args.new_only)
+                return 0
+            from .run import run_study
+
+            summary = run_study(study, args.opts, dry_run=args.dry_run, retry_failed=not args.no_retry_failed)
+            return 1 if summary["failed"] else 0
+        if args.cmd == "report":
+            from .report import write_report
+
+            write_report(study, args.opts, args.report_dir or None, flops=args.flops, resamples=args.resamples,
+                         plots=not args.no_plots)
+            return 0
+    except StudyError as e:
+        print(f"study error: {e}", file=sys.stderr)
+        return 2
+    return 2

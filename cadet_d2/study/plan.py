@@ -1,0 +1,333 @@
+"""From a study file to the list of runs: arms x seeds, each with its config overrides.
+
+Arms, in plan order: the backbone baselines (the baseline of every fusion study's and of the
+modality ablations' backbone is added when the study file lacks it), each fusion study's phase 1
+(one arm per stage set), its phase 2 (grid of options on the top-k phase-1 stage sets; *pending*
+until every phase-1 run has finished or failed), then the modality ablations.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from .rundir import read_json, read_metrics, run_state
+from .spec import FusionStudy, Study, StudyError
+
+ARM_KEYS = ("CADET.BACKBONE.SIZE", "CADET.FUSION.NAME", "CADET.FUSION.STAGES", "CADET.FUSION.DEFAULT",
+            "CADET.INPUT.MODALITIES", "MODEL.PIXEL_MEAN", "MODEL.PIXEL_STD")
+
+
+@dataclass
+class Arm:
+    """One configuration of the study (trained once per seed)."""
+
+    name: str
+    group: str  # "baseline", a fusion study's name, or "modality"
+    phase: str  # "baseline", "1", "2" or "modality"
+    overrides: list[tuple[str, Any]]
+    backbone: str
+    fusion: str
+    stages: Optional[list[int]] = None
+    options: dict = field(default_factory=dict)
+    baseline: str = ""  # the arm it is compared with
+    pending: str = ""  # why it is not concrete yet
+    label: str = ""
+
+    @property
+    def table(self) -> str:
+        """The report table it belongs to."""
+        return {"baseline": "baselines", "modality": "modality"}.get(self.phase, f"{self.group} phase {self.phase}")
+
+
+@dataclass
+class Run:
+    """One training: an arm at a seed, in its own folder."""
+
+    arm: Arm
+    seed: int
+    dir: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.arm.name}/seed{self.seed}"
+
+
+@dataclass
+class Plan:
+    study: Study
+    arms: list[Arm]
+    runs: list[Run]
+    common_opts: list[str]  # every run: study opts, data, schedule
+    cli_opts: list[str]  # every run, last
+    schedule_note: str
+    notes: list[str]
+    data_name: str
+
+    @property
+    def schedule_ok(self) -> bool:
+        """Whether SOLVER.MAX_ITER is known (epochs need the training-set size)."""
+        return self.opt_value("SOLVER.MAX_ITER") is not None
+
+    def opt_value(self, key: str) -> Optional[str]:
+        """The last value given for ``key`` on every run's command line (study, schedule, --opts)."""
+        opts = self.common_opts + self.cli_opts
+        values = [opts[i + 1] for i in range(0, len(opts), 2) if opts[i] == key]
+        return values[-1] if values else None
+
+    def arm(self, name: str) -> Optional[Arm]:
+        return next((a for a in self.arms if a.name == name), None)
+
+    def command(self, run: Run, resume: bool = False) -> list[str]:
+        """The tools/train_net.py argument list of ``run`` (without the interpreter)."""
+        opts = [*self.common_opts]
+        for k, v in run.arm.overrides:
+            opts += [k, fmt_value(v)]
+        opts += ["SEED", str(run.seed), "OUTPUT_DIR", run.dir, *self.cli_opts]
+        return [self.study.train_script, "--config-file", self.study.base_config, *(["--resume"] if resume else []), *opts]
+
+
+def fmt_value(v: Any) -> str:
+    """A value as Detectron2's ``merge_from_list`` reads it back (literal_eval, else string)."""
+    if isinstance(v, str):
+        return v
+    if isinstance(v, tuple):
+        v = list(v)
+    return repr(v)
+
+
+def stage_tag(stages: list[int]) -> str:
+    return "s" + "".join(str(s) for s in stages)
+
+
+def _value_tag(v: Any) -> str:
+    if isinstance(v, bool):
+        return "1" if v else "0"
+    return str(v)
+
+
+def arm_name(group: str, stages: list[int], tags: list[tuple[str, Any]] = ()) -> str:
+    return "_".join([group, stage_tag(stages), *[f"{t}{_value_tag(v)}" for t, v in tags]])
+
+
+def baseline_name(fusion: str, size: str) -> str:
+    return f"baseline_{fusion}_mit_{size}"
+
+
+def _baseline_arm(study: Study, size: str) -> Arm:
+    name = baseline_name(study.baseline_fusion, size)
+    ref = baseline_name(study.baseline_fusion, study.backbone)
+    return Arm(name, "baseline", "baseline", [
+        ("CADET.BACKBONE.SIZE", size), ("CADET.FUSION.NAME", study.baseline_fusion),
+        ("CADET.FUSION.STAGES", [1, 2, 3, 4]), ("CADET.FUSION.DEFAULT", study.baseline_fusion)],
+        size, study.baseline_fusion, [1, 2, 3, 4], {}, ref, label=f"{study.baseline_fusion} mit_{size}")
+
+
+def _fusion_arm(fs: FusionStudy, phase: str, stages: Optional[list[int]], tags: list[tuple[Any, Any]],
+                base_fusion: str, pending: str = "", placeholder: str = "") -> Arm:
+    options = dict(fs.options)
+    options.update({axis.key: v for axis, v in tags})
+    short = [(axis.tag, v) for axis, v in tags]
+    name = arm_name(fs.name, stages, short) if stages else "_".join([fs.name, placeholder, *[f"{t}{_value_tag(v)}" for t, v in short]])
+    overrides = [("CADET.BACKBONE.SIZE", fs.backbone), ("CADET.FUSION.NAME", fs.fusion),
+                 ("CADET.FUSION.STAGES", stages if stages else f"<{placeholder}>"), ("CADET.FUSION.DEFAULT", fs.default),
+                 *options.items()]
+    label = f"{list(stages) if stages else placeholder}" + "".join(f" {t}={_value_tag(v)}" for t, v in short)
+    return Arm(name, fs.name, phase, overrides, fs.backbone, fs.fusion, stages, options,
+               baseline_name(base_fusion, fs.backbone), pending, label)
+
+
+
+def _modality_arm(study: Study, mods: list[str]) -> Arm:
+    mean = [x for m in mods for x in study.pixel_stats[m]["mean"]]
+    std = [x for m in mods for x in study.pixel_stats[m]["std"]]
+    size = study.modality_backbone
+    overrides = [("CADET.BACKBONE.SIZE", size), ("CADET.INPUT.MODALITIES", list(mods)),
+                 ("MODEL.PIXEL_MEAN", [float(x) for x in mean]), ("MODEL.PIXEL_STD", [float(x) for x in std]),
+                 ("CADET.FUSION.NAME", study.modality_fusion), ("CADET.FUSION.STAGES", [1, 2, 3, 4]),
+                 ("CADET.FUSION.DEFAULT", study.modality_fusion)]
+    return Arm("modality_" + "_".join(mods), "modality", "modality", overrides, size, study.modality_fusion,
+               [1, 2, 3, 4], {}, baseline_name(study.baseline_fusion, size), label="+".join(mods))
+
+
+def run_dir(study: Study, arm: str, seed: int) -> str:
+    return os.path.join(study.output, arm, f"seed{seed}")
+
+
+def selection_path(study: Study, group: str) -> str:
+    return os.path.join(study.output, f"selection_{group}.json")
+
+
+def rank_phase1(study: Study, fs: FusionStudy, data_name: str) -> tuple[Optional[list[dict]], str]:
+    """Phase-1 stage sets ranked by the mean over seeds of ``report.rank_by`` (best first), or
+    (None, why) while a phase-1 run is neither finished nor failed."""
+    rank = study.report["rank_by"]
+    dataset = f"{data_name}_{rank['set']}"
+    rows, waiting = [], 0
+    for stages in fs.stage_sets:
+        name = arm_name(fs.name, stages)
+        values = []
+        for seed in study.seeds:
+            d = run_dir(study, name, seed)
+            state = run_state(d)
+            if state == "done":
+                v = (read_metrics(d) or {}).get(dataset, {}).get(rank["metric"])
+                values.append(float("nan") if v is None else float(v))
+            elif state != "failed":
+                waiting += 1
+        ok = [v for v in values if not math.isnan(v)]
+        rows.append({"stages": stages, "arm": name, "score": sum(ok) / len(ok) if ok else None, "seeds": len(values)})
+    n = len(fs.stage_sets) * len(study.seeds)
+    if waiting:
+        return None, f"pending: needs phase-1 results ({n - waiting}/{n} {fs.name} phase-1 runs finished or failed)"
+    rows.sort(key=lambda r: -math.inf if r["score"] is None else r["score"], reverse=True)  # stable: ties keep order
+    if sum(r["seeds"] > 0 for r in rows) < fs.top_k:
+        return None, f"blocked: fewer than top_k={fs.top_k} {fs.name} phase-1 arms have results (rerun failed ones)"
+    return rows, ""
+
+
+def select_top_k(study: Study, fs: FusionStudy, data_name: str, freeze: bool) -> tuple[Optional[list[list[int]]], str]:
+    """Phase-2 stage sets: a frozen selection (``selection_<group>.json``) if present, else the
+    top-k of :func:`rank_phase1`, frozen to that file when ``freeze`` (``ablate run`` does)."""
+    path = selection_path(study, fs.name)
+    frozen = read_json(path)
+    if isinstance(frozen, dict) and frozen.get("top_k") == fs.top_k and \
+            all(s in fs.stage_sets for s in frozen.get("stage_sets", [])):
+        return frozen["stage_sets"], f"{fs.name} phase 2 on {frozen['stage_sets']} (selection frozen in {path})"
+    ranking, why = rank_phase1(study, fs, data_name)
+    if ranking is None:
+        return None, why
+    top = [r["stages"] for r in ranking[:fs.top_k]]
+    rank = study.report["rank_by"]
+    if freeze:
+        from ..utils.io import atomic_write_json
+
+        atomic_write_json(path, {"group": fs.name, "top_k": fs.top_k, "stage_sets": top, "ranking": ranking,
+                                 "rank_by": rank, "made": time.strftime("%Y-%m-%d %H:%M:%S")})
+    return top, f"{fs.name} phase 2 on {top}: top {fs.top_k} by mean {rank['set']} {rank['metric']} over seeds"
+
+
+def study_arms(study: Study, data_name: str = "", freeze: bool = False) -> tuple[list[Arm], list[str]]:
+    """Every arm of the study (phase 2 resolved when possible) and notes for the plan."""
+    notes = []
+    sizes = list(study.baseline_sizes)
+    needed = [fs.backbone for fs in study.fusion_studies] + ([study.modality_backbone] if study.modality_sets else [])
+    for size in needed:
+        if size not in sizes:
+            sizes.append(size)
+            notes.append(f"added {baseline_name(study.baseline_fusion, size)}: the fusion arms on mit_{size} "
+                         "are compared with it (same backbone and schedule)")
+    arms = [_baseline_arm(study, s) for s in sizes]
+    for fs in study.fusion_studies:
+        arms += [_fusion_arm(fs, "1", s, [], study.baseline_fusion) for s in fs.stage_sets]
+        if not fs.grid:
+            continue
+        combos = list(itertools.product(*[[(axis, v) for v in axis.values] for axis in fs.grid]))
+        top, why = select_top_k(study, fs, data_name, freeze)
+        notes.append(why)
+        if top is None:
+            arms += [_fusion_arm(fs, "2", None, list(c), study.baseline_fusion, why, f"top{i + 1}")
+                     for i in range(fs.top_k) for c in combos]
+        else:
+            arms += [_fusion_arm(fs, "2", s, list(c), study.baseline_fusion) for s in top for c in combos]
+    arms += [_modality_arm(study, m) for m in study.modality_sets]
+    names = [a.name for a in arms]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise StudyError(f"{study.path}: two arms share a name: {dup}")
+    return arms, notes
+
+
+# ---- the schedule ------------------------------------------------------------------------------
+def data_opts(study: Study) -> list[str]:
+    """CADET.DATA.ROOT/NAME (and the dataset names that follow from NAME)."""
+    d, out = study.data, []
+    if "root" in d:
+        out += ["CADET.DATA.ROOT", str(d["root"])]
+    if "name" in d:
+        n = str(d["name"])
+        tests = tuple(f"{n}_{s}" for s in study.report["sets"].values())
+        out += ["CADET.DATA.NAME", n, "DATASETS.TRAIN", repr((f"{n}_train",)), "DATASETS.TEST", repr(tests)]
+    return out
+
+
+def count_train_images(cfg) -> int:
+    """Images in the training sets of ``cfg`` (registering CADET.DATA)."""
+    from detectron2.data import DatasetCatalog
+
+    from ..data.datasets import register_from_config
+
+    register_from_config(cfg)
+    return sum(len(DatasetCatalog.get(n)) for n in cfg.DATASETS.TRAIN)
+
+
+def schedule_opts(study: Study, cfg_loader) -> tuple[list[str], str]:
+    """SOLVER overrides of the study-wide schedule and a one-line description.
+
+    ``epochs`` becomes ``MAX_ITER = ceil(epochs * train images / ims_per_batch)`` (the training
+    images counted from the data root unless ``train_images`` is given); ``steps`` are fractions
+    of MAX_ITER.
+    """
+    s = study.schedule
+    ims = int(s["ims_per_batch"])
+    if "iterations" in s:
+        max_iter, how = int(s["iterations"]), f"{int(s['iterations'])} iterations"
+    else:
+        n = s.get("train_images")
+        if n is None:
+            try:
+                n = count_train_images(cfg_loader())
+            except (OSError, ValueError) as e:
+                return [], f"{s['epochs']} epochs: MAX_ITER unknown ({e})"
+        max_iter = math.ceil(float(s["epochs"]) * int(n) / ims)
+        how = f"{s['epochs']} epochs x {n} train images / batch {ims} = {max_iter} iterations"
+    steps = sorted({round(float(f) * max_iter) for f in s.get("steps", [])} - {0})
+    steps = [x for x in steps if x < max_iter]
+    opts = ["SOLVER.IMS_PER_BATCH", str(ims), "SOLVER.BASE_LR", str(s["base_lr"]), "SOLVER.MAX_ITER", str(max_iter),
+            "SOLVER.STEPS", repr(tuple(steps))]
+    warm = ""
+    if "warmup_iters" in s:
+        w = min(int(s["warmup_iters"]), max(max_iter - 1, 0))
+        opts += ["SOLVER.WARMUP_ITERS", str(w)]
+        warm = f", warm-up {w}" + (f" (capped: warmup_iters {s['warmup_iters']} >= MAX_ITER)" if w < int(s["warmup_iters"]) else "")
+    if "checkpoint_period" in s:
+        opts += ["SOLVER.CHECKPOINT_PERIOD", str(int(s["checkpoint_period"]))]
+    return opts, f"{how}, batch {ims}, lr {s['base_lr']}, LR steps at {steps}{warm}"
+
+
+def _check_conflicts(study: Study, arms: list[Arm], cli_opts: list[str]) -> None:
+    varied = {k for a in arms for k, _ in a.overrides}
+    for where, opts in (("opts", study.opts), ("--opts", cli_opts)):
+        keys = opts[0::2]
+        bad = sorted(set(keys) & (varied | {"SEED", "OUTPUT_DIR"}))
+        if bad:
+            raise StudyError(f"{study.path}: {where} sets {bad}, which the study sets per arm/run; "
+                             "change the study file's arms instead")
+
+
+def make_plan(study: Study, cli_opts: Optional[list[str]] = None, freeze: bool = False) -> Plan:
+    """The full plan. ``cli_opts`` (KEY VALUE ...) go last on every run's command line."""
+    cli_opts = list(cli_opts or [])
+    if len(cli_opts) % 2:
+        raise StudyError("--opts must be KEY VALUE pairs")
+    from ..engine.setup import load_config
+
+    base_opts = [*study.opts, *data_opts(study)]
+    cfg_cache = {}
+
+    def cfg_loader():
+        if "cfg" not in cfg_cache:
+            cfg_cache["cfg"] = load_config(study.base_config, [*base_opts, *cli_opts])
+        return cfg_cache["cfg"]
+
+    sched, note = schedule_opts(study, cfg_loader)
+    if "SOLVER.MAX_ITER" in cli_opts[0::2]:
+        note += f" (MAX_ITER {cli_opts[cli_opts.index('SOLVER.MAX_ITER') + 1]} from --opts)"
+    data_name = str(cfg_loader().CADET.DATA.NAME)
+    arms, notes = study_arms(study, data_name, freeze)
+    _check_conflicts(study, arms, cli_opts)
+    runs = [Run(a, s, run_dir(study, a.name, s)) for a in arms for s in study.seeds]
+    return Plan(study, arms, runs, [*base_opts, *sched], cli_opts, note, notes, data_name)

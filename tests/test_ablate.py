@@ -1,0 +1,320 @@
+"""tools/ablate.py: the cadet48 plan, the exact bootstrap, and a tiny study end to end (run, kill,
+resume, phase 2, failures, report, missing baseline)."""
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import io
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import make_tiny_root
+
+from cadet_d2.study import StudyError, load_study, make_plan
+from cadet_d2.study.bootstrap import per_image_eval, resample_weights, resampled_ap
+from cadet_d2.study.cli import format_plan
+from cadet_d2.study.rundir import last_checkpoint, read_status, run_state
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CADET48 = os.path.join(REPO, "configs", "studies", "cadet48.yaml")
+SYNTH_SMALL = os.path.join(REPO, "configs", "studies", "synth_small.yaml")
+
+
+def _study(path: str, output: str):
+    return dataclasses.replace(load_study(path), output=output)
+
+
+def _over(arm) -> dict:
+    return dict(arm.overrides)
+
+
+def _fake_finished(run_dir: str, test_ap: float) -> None:
+    """A finished run as far as the planner can tell: model_final.pth, then metrics.json."""
+    os.makedirs(run_dir, exist_ok=True)
+    open(os.path.join(run_dir, "model_final.pth"), "wb").close()
+    with open(os.path.join(run_dir, "metrics.json"), "w") as f:
+        json.dump({"datasets": {"synth_test": {"AP": test_ap}}, "weights": ""}, f)
+
+
+# ---- (a) the cadet48 plan -----------------------------------------------------------------------
+def test_cadet48_plan(tmp_path):
+    root = make_tiny_root(str(tmp_path / "data"))
+    study = _study(CADET48, str(tmp_path / "out"))
+    plan = make_plan(study, ["CADET.DATA.ROOT", root])
+    groups = [a.group for a in plan.arms]
+    assert (groups.count("baseline"), groups.count("cssa"), groups.count("gaff"), groups.count("modality")) == (5, 11, 32, 7)
+    assert len(plan.runs) == 55 * 3 and {r.seed for r in plan.runs} == {0, 1, 2}
+    text = format_plan(plan)
+    assert "48 study arms (5 baselines + 11 cssa + 32 gaff) + 7 modality = 55 arms x 3 seeds = 165 runs" in text
+    assert "84 pending" in text  # (4 cssa + 24 gaff) phase-2 arms x 3 seeds
+    pending = [a for a in plan.arms if a.pending]
+    assert len(pending) == 28 and all(a.phase == "2" for a in pending)
+
+    # 15 epochs x 8 training images / batch 16 -> 8 iterations
+    assert plan.opt_value("SOLVER.MAX_ITER") == str(math.ceil(15 * 8 / 16))
+    assert plan.opt_value("SOLVER.IMS_PER_BATCH") == "16" and plan.opt_value("SOLVER.BASE_LR") == "0.02"
+
+    base = plan.arm("baseline_frm_ffm_mit_b1")
+    assert _over(base) == {"CADET.BACKBONE.SIZE": "b1", "CADET.FUSION.NAME": "frm_ffm",
+                           "CADET.FUSION.STAGES": [1, 2, 3, 4], "CADET.FUSION.DEFAULT": "frm_ffm"}
+    assert [a.name for a in plan.arms if a.group == "baseline"] == [f"baseline_frm_ffm_mit_{s}" for s in
+                                                                    ("b0", "b1", "b2", "b4", "b5")]
+    cssa23 = _over(plan.arm("cssa_s23"))
+    assert (cssa23["CADET.FUSION.NAME"], cssa23["CADET.FUSION.STAGES"], cssa23["CADET.FUSION.CSSA.THRESHOLD"],
+            cssa23["CADET.BACKBONE.SIZE"], cssa23["CADET.FUSION.DEFAULT"]) == ("cssa", [2, 3], 0.5, "b1", "frm_ffm")
+    assert plan.arm("cssa_s23").baseline == "baseline_frm_ffm_mit_b1"
+    g234 = _over(plan.arm("gaff_s234"))
+    assert (g234["CADET.FUSION.STAGES"], g234["CADET.FUSION.GAFF.SE_REDUCTION"], g234["CADET.FUSION.GAFF.INTER_SHARED"],
+            g234["CADET.FUSION.GAFF.MERGE_BOTTLENECK"]) == ([2, 3, 4], 4, False, False)
+    te = _over(plan.arm("modality_thermal_event"))
+    assert te["CADET.INPUT.MODALITIES"] == ["thermal", "event"]
+    assert (te["MODEL.PIXEL_MEAN"], te["MODEL.PIXEL_STD"]) == ([92.0, 3.0], [46.0, 24.0])
+    rgb = _over(plan.arm("modality_rgb"))
+    assert (rgb["MODEL.PIXEL_MEAN"], rgb["MODEL.PIXEL_STD"]) == ([74.0, 76.0, 75.0], [65.0, 66.0, 68.0])
+    run = next(r for r in plan.runs if r.arm.name == "cssa_s23" and r.seed == 1)
+    cmd = plan.command(run)
+    assert cmd[cmd.index("SEED") + 1] == "1" and cmd[cmd.index("OUTPUT_DIR") + 1] == os.path.join(study.output, "cssa_s23", "seed1")
+    assert cmd[cmd.index("CADET.FUSION.STAGES") + 1] == "[2, 3]" and cmd[-2:] == ["CADET.DATA.ROOT", root]
+
+    # Fabricated phase-1 results: the ranking is by the mean over seeds (seed 0 alone would differ).
+    cssa_ap = {(1,): [20, 20, 20], (2,): [50, 0, 0], (3,): [1, 1, 1], (4,): [2, 2, 2], (2, 3): [3, 3, 3],
+               (3, 4): [30, 30, 30], (1, 2, 3, 4): [4, 4, 4]}
+    gaff_ap = {(1,): 1, (2,): 7, (3,): 2, (4,): 8, (2, 3): 3, (3, 4): 4, (2, 3, 4): 9, (1, 2, 3, 4): 5}
+    for stages, aps in cssa_ap.items():
+        for seed, ap in enumerate(aps):
+            _fake_finished(os.path.join(study.output, "cssa_s" + "".join(map(str, stages)), f"seed{seed}"), ap)
+    for stages, ap in gaff_ap.items():
+        for seed in range(3):
+            d = os.path.join(study.output, "gaff_s" + "".join(map(str, stages)), f"seed{seed}")
+            if stages == (1,) and seed == 2:  # a failed phase-1 run does not block phase 2
+                os.makedirs(d)
+                with open(os.path.join(d, "status.json"), "w") as f:
+                    json.dump({"state": "failed", "error": "exit code 1"}, f)
+            elif not (stages == (3,) and seed == 1):
+                _fake_finished(d, ap)
+    plan = make_plan(study, ["CADET.DATA.ROOT", root])
+    assert sum(a.group == "cssa" and a.pending == "" for a in plan.arms) == 11  # cssa resolved
+    assert sum(a.group == "gaff" and bool(a.pending) for a in plan.arms) == 24  # gaff_s3/seed1 not run yet
+    assert "pending: needs phase-1 results (23/24 gaff" in " ".join(plan.notes)
+    _fake_finished(os.path.join(study.output, "gaff_s3", "seed1"), 2)
+    plan = make_plan(study, ["CADET.DATA.ROOT", root])
+    assert not any(a.pending for a in plan.arms) and len(plan.arms) == 55
+    assert [a.name for a in plan.arms if a.group == "cssa" and a.phase == "2"] == [
+        "cssa_s34_t0.3", "cssa_s34_t0.7", "cssa_s1_t0.3", "cssa_s1_t0.7"]
+    assert _over(plan.arm("cssa_s1_t0.7"))["CADET.FUSION.CSSA.THRESHOLD"] == 0.7
+    gaff2 = [a for a in plan.arms if a.group == "gaff" and a.phase == "2"]
+    assert len(gaff2) == 24 and {tuple(a.stages) for a in gaff2} == {(2, 3, 4), (4,), (2,)}
+    g = _over(plan.arm("gaff_s234_r8_shared1_bneck0"))
+    assert (g["CADET.FUSION.STAGES"], g["CADET.FUSION.GAFF.SE_REDUCTION"], g["CADET.FUSION.GAFF.INTER_SHARED"],
+            g["CADET.FUSION.GAFF.MERGE_BOTTLENECK"], g["CADET.BACKBONE.SIZE"]) == ([2, 3, 4], 8, True, False, "b1")
+    assert "48 study arms (5 baselines + 11 cssa + 32 gaff) + 7 modality" in format_plan(plan)
+
+    # every arm's overrides make a valid config
+    from cadet_d2.engine import load_config
+    from cadet_d2.study.plan import fmt_value
+
+    for arm in plan.arms:
+        opts = [x for k, v in arm.overrides for x in (k, fmt_value(v))]
+        cfg = load_config(os.path.join(REPO, study.base_config), [*plan.common_opts, *opts, *plan.cli_opts])
+        assert cfg.CADET.BACKBONE.SIZE == arm.backbone
+
+
+def test_plan_adds_the_baseline_and_refuses_conflicting_opts(tmp_path):
+    raw = yaml.safe_load(open(CADET48))
+    raw["baselines"]["sizes"] = ["b0", "b2"]  # no b1: the fusion arms would have no baseline
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    study = _study(str(path), str(tmp_path / "out"))
+    plan = make_plan(study, ["CADET.DATA.ROOT", make_tiny_root(str(tmp_path / "data"))])
+    assert plan.arm("baseline_frm_ffm_mit_b1") is not None
+    assert any("added baseline_frm_ffm_mit_b1" in n for n in plan.notes)
+    with pytest.raises(StudyError, match="CADET.BACKBONE.SIZE"):
+        make_plan(study, ["CADET.BACKBONE.SIZE", "b0"])  # would silently make every arm b0
+    raw["fusion_studies"][0]["options"]["SOLVER.MAX_ITER"] = 10
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(StudyError, match="may not vary per arm"):
+        load_study(str(path))
+
+
+# ---- the bootstrap is COCOeval ------------------------------------------------------------------
+def _coco_ap(gt: dict, dets: list, image_list: list[int]) -> float:
+    """COCOeval box AP (%) on ``image_list`` (with repeats) of ``gt``/``dets``."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    ims, anns, dd = [], [], []
+    for new, old in enumerate(image_list):
+        ims.append({"id": new, "width": 100, "height": 100, "file_name": f"x{new}"})
+        anns += [{**a, "id": len(anns) + k + 1, "image_id": new} for k, a in enumerate(a for a in gt["annotations"] if a["image_id"] == old)]
+        dd += [{**d, "image_id": new} for d in dets if d["image_id"] == old]
+    with contextlib.redirect_stdout(io.StringIO()):
+        g = COCO()
+        g.dataset = {"images": ims, "annotations": anns, "categories": gt["categories"]}
+        g.createIndex()
+        e = COCOeval(g, g.loadRes(dd), "bbox")
+        e.evaluate()
+        e.accumulate()
+        e.summarize()
+    return 100 * e.stats[0]
+
+
+def test_bootstrap_ap_equals_cocoeval_on_resamples(tmp_path):
+    rng = np.random.default_rng(1)
+    n = 30
+    gt = {"images": [{"id": i, "width": 100, "height": 100, "file_name": f"im{i:03d}"} for i in range(n)],
+          "annotations": [], "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]}
+    dets = []
+    for i in range(n):
+        for _ in range(rng.integers(0, 4)):
+            x, y, w, h = [*rng.uniform(0, 60, 2), *rng.uniform(5, 40, 2)]
+            c = int(rng.integers(1, 3))
+            gt["annotations"].append({"id": len(gt["annotations"]) + 1, "image_id": i, "bbox": [x, y, w, h],
+                                      "area": w * h, "iscrowd": int(rng.random() < 0.1), "category_id": c})
+            dets += [{"image_id": i, "category_id": c, "bbox": [x + rng.normal(0, 4), y + rng.normal(0, 4), w, h],
+                      "score": float(rng.random())} for _ in range(rng.integers(0, 3))]
+        dets += [{"image_id": i, "category_id": int(rng.integers(1, 3)), "bbox": list(rng.uniform(0, 60, 4)),
+                  "score": float(rng.random())} for _ in range(rng.integers(0, 3))]
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    (tmp_path / "dt.json").write_text(json.dumps(dets))
+    ev = per_image_eval(str(tmp_path / "gt.json"), str(tmp_path / "dt.json"))
+    w = np.vstack([np.ones((1, n)), resample_weights(n, 4, seed=3)])
+    mine = resampled_ap(ev, w)
+    for b in range(len(w)):
+        images = [i for i in range(n) for _ in range(int(w[b, i]))]
+        assert mine[b] == pytest.approx(_coco_ap(gt, dets, images), abs=1e-9)
+
+
+# ---- (b) a tiny study end to end ----------------------------------------------------------------
+def _ablate(*args: str, **kw):
+    return subprocess.run([sys.executable, os.path.join(REPO, "tools", "ablate.py"), *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=600, **kw)
+
+
+def _tiny_study(tmp_path) -> tuple[str, str, str]:
+    """synth_small.yaml cut down: baseline + cssa [1] [4] (phase 2: top 1 x tau 0.3) + an arm that
+    fails at build; 4 iterations, a checkpoint every 2."""
+    root = make_tiny_root(str(tmp_path / "data"))
+    raw = yaml.safe_load(open(SYNTH_SMALL))
+    cssa = raw["fusion_studies"][0]
+    cssa["phase2"]["grid"]["t"]["values"] = [0.3]
+    raw["fusion_studies"] = [cssa, {"name": "bad", "fusion": "nosuch", "stage_sets": [[4]]}]
+    raw["modality"] = {"sets": []}
+    raw["schedule"] = {"iterations": 4, "ims_per_batch": 2, "base_lr": 0.01, "warmup_iters": 1, "checkpoint_period": 2}
+    out = str(tmp_path / "out")
+    raw["output"] = out
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return str(path), root, out
+
+
+def test_tiny_study_run_kill_resume_report(tmp_path):
+    t0 = time.time()
+    path, root, out = _tiny_study(tmp_path)
+    opts = ["--opts", "CADET.DATA.ROOT", root]
+    study = load_study(path)
+    plan = make_plan(study, opts[1:])
+    assert len(plan.runs) == 10 and sum(bool(r.arm.pending) for r in plan.runs) == 2
+    first = [r.dir for r in plan.runs if r.arm.name == "baseline_frm_ffm_mit_b0"]
+
+    # Start, and SIGKILL once the first run has finished and the second has a checkpoint.
+    proc = subprocess.Popen([sys.executable, os.path.join(REPO, "tools", "ablate.py"), "run", path, *opts], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 300
+    while not (run_state(first[0]) == "done" and last_checkpoint(first[1])):
+        assert proc.poll() is None and time.time() < deadline, "ablate ended before the kill"
+        time.sleep(0.05)
+    child = read_status(first[1]).get("child_pid")
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert child and _gone(child, 20), "the training process outlived the killed ablate"
+    assert run_state(first[1]) == "partial" and read_status(first[1])["state"] == "running"
+    mtime = os.path.getmtime(os.path.join(first[0], "metrics.json"))
+    t_kill = time.time() - t0
+
+    r = _ablate("run", path, *opts)
+    assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-3000:]  # 1: the "bad" arm failed
+    assert "baseline_frm_ffm_mit_b0/seed0" not in r.stdout  # finished: not redone, not even listed
+    assert "baseline_frm_ffm_mit_b0/seed1: resuming from model_" in r.stdout
+    assert re.search(r"ETA \d+m\d\ds", r.stdout) and "FAILED (exit code 1)" in r.stdout
+    assert os.path.getmtime(os.path.join(first[0], "metrics.json")) == mtime
+    assert len(read_status(first[0])["attempts"]) == 1
+    resumed = read_status(first[1])
+    assert resumed["state"] == "done" and len(resumed["attempts"]) == 2
+    assert resumed["attempts"][1]["resumed_from"].startswith("model_") and resumed["attempts"][1]["start_iter"] >= 2
+    bad = read_status(os.path.join(out, "bad_s4", "seed0"))
+    assert bad["state"] == "failed" and bad["attempts"][-1]["exit_code"] == 1
+    assert any("nosuch" in line for line in bad["stderr_tail"])
+    plan = make_plan(study, opts[1:])
+    states = {r.key: run_state(r.dir) for r in plan.runs}
+    assert not any(r.arm.pending for r in plan.runs)
+    assert sorted(s for s in states.values()) == ["done"] * 8 + ["failed"] * 2, states
+    phase2 = [a.name for a in plan.arms if a.phase == "2"]
+    assert len(phase2) == 1 and re.fullmatch(r"cssa_s[14]_t0\.3", phase2[0])
+    t_run = time.time() - t0
+
+    # Bootstrap AP on the full test set == the run's own COCO AP.
+    d = os.path.join(out, "cssa_s4", "seed0")
+    ev = per_image_eval(os.path.join(d, "inference", "synth_test", "synth_test_coco_format.json"),
+                        os.path.join(d, "inference", "synth_test", "coco_instances_results.json"))
+    ap = json.load(open(os.path.join(d, "metrics.json")))["datasets"]["synth_test"]["AP"]
+    assert resampled_ap(ev, np.ones((1, len(ev.images))))[0] == pytest.approx(ap if ap is not None else 0.0, abs=1e-6)
+
+    from cadet_d2.study.report import write_report
+
+    lines: list[str] = []
+    report = write_report(study, opts[1:], echo=lines.append)
+    md = open(report).read()
+    assert "BASELINE MISSING" not in md + "\n".join(lines)
+    for title in ("## baselines", "## cssa phase 1", "## cssa phase 2", "## bad phase 1"):
+        assert title in md
+    assert md.count("| **baseline_frm_ffm_mit_b0** (baseline) | 2/2 |") == 4  # heads every table
+    assert "| ΔAP |" in md and "| Δ day AP |" in md and "| Δ night AP |" in md and "| ΔAPl |" in md
+    row = next(line for line in md.splitlines() if line.startswith("| cssa_s4 |"))
+    assert re.search(r"\| \d+\.\d\d ± \d+\.\d\d \| [+-]\d+\.\d\d \| \[[+-]\d+\.\d\d, [+-]\d+\.\d\d\] \|", row), row
+    assert "| bad_s4 | 0/2 (2 failed) |" in md and "## Failed runs" in md
+    rows = {r["arm"]: r for r in csv.DictReader(open(os.path.join(out, "report", "results.csv")))}
+    assert set(rows) == {"baseline_frm_ffm_mit_b0", "cssa_s1", "cssa_s4", phase2[0], "bad_s4"}
+    lo, hi = float(rows["cssa_s4"]["test_AP_delta_ci_lo"]), float(rows["cssa_s4"]["test_AP_delta_ci_hi"])
+    assert lo <= float(rows["cssa_s4"]["test_AP_delta"]) + 1e-9 and lo <= hi
+    assert int(rows["cssa_s4"]["fusion_params"]) < int(rows["baseline_frm_ffm_mit_b0"]["fusion_params"])
+    assert float(rows["cssa_s4"]["wall_s_mean"]) > 0 and float(rows["cssa_s4"]["peak_rss_mb"]) > 100
+    assert os.path.isfile(os.path.join(out, "cssa_s4", "params.json"))
+    for png in ("ap_vs_fusion_params.png", "ap_per_stage_set.png", "day_vs_night.png"):
+        assert os.path.getsize(os.path.join(out, "report", png)) > 1000
+
+    # No baseline runs: a loud warning in every table and on stdout, and no Δ.
+    shutil.move(os.path.join(out, "baseline_frm_ffm_mit_b0"), str(tmp_path / "moved"))
+    lines.clear()
+    md = open(write_report(study, opts[1:], echo=lines.append)).read()
+    assert md.count("!!! WARNING: BASELINE MISSING: baseline_frm_ffm_mit_b0") >= 3
+    assert any("BASELINE MISSING" in line for line in lines)
+    row = next(line for line in md.splitlines() if line.startswith("| cssa_s4 |"))
+    assert row.split(" | ")[3:5] == ["–", "–"]  # no ΔAP, no interval
+    print(f"\ntiny study: kill after {t_kill:.0f}s, all runs done after {t_run:.0f}s, "
+          f"reports done after {time.time() - t0:.0f}s")
+
+
+def _gone(pid: int, timeout: float) -> bool:
+    """The process ``pid`` ended (a zombie waiting for its new parent to reap it counts)."""
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+                    return True
+        except OSError:
+            return True
+        time.sleep(0.1)
+    return False
