@@ -30,7 +30,7 @@ data: setup
 
 demo: data
 	$(PY) tools/train_net.py --config-file configs/demo.yaml OUTPUT_DIR $(DEMO_OUT)
-	$(PY) tools/show_metrics.py $(DEMO_OUT)/metrics.json
+	$(PY) tools/show_metrics.py $(DEMO_OUT)/eval_metrics.json
 
 # pytest's exit code 5 (no test collected) fails too.
 test: setup

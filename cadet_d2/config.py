@@ -121,8 +121,9 @@ def add_cadet_config(cfg: CN) -> CN:
 
     # ---- test -----------------------------------------------------------------------------
     _C.CADET.TEST = CN()
-    # Write metrics to OUTPUT_DIR/<this file> (one entry per test set).
-    _C.CADET.TEST.METRICS_FILE = "metrics.json"
+    # Write evaluation metrics to OUTPUT_DIR/<this file> (one entry per test set). Not
+    # "metrics.json": Detectron2's JSONWriter writes its training log there.
+    _C.CADET.TEST.METRICS_FILE = "eval_metrics.json"
     return cfg
 
 

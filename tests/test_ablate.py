@@ -318,3 +318,31 @@ def _gone(pid: int, timeout: float) -> bool:
             return True
         time.sleep(0.1)
     return False
+
+
+def test_dry_run_slurm_scripts_and_run_one(tmp_path, capsys):
+    from cadet_d2.study.cli import main
+
+    path, root, out = _tiny_study(tmp_path)
+    opts = ["--opts", "CADET.DATA.ROOT", root]
+    assert main(["run", path, "--dry-run", *opts]) == 0
+    text = capsys.readouterr().out
+    assert text.count("tools/train_net.py") == 8  # baseline 2 + cssa phase 1 4 + bad 2; phase 2 pending
+    assert "cssa_top1_t0.3: pending: needs phase-1 results (0/4" in text
+    assert not os.path.exists(os.path.join(out, "baseline_frm_ffm_mit_b0"))  # nothing trained
+
+    assert main(["run", path, "--slurm", *opts]) == 0
+    (folder,) = [os.path.join(out, "slurm", d) for d in os.listdir(os.path.join(out, "slurm"))]
+    tasks = open(os.path.join(folder, "tasks.txt")).read().splitlines()
+    assert len(tasks) == 8 and all(" run-one " in t and f"--opts CADET.DATA.ROOT {root}" in t for t in tasks)
+    assert "--arm baseline_frm_ffm_mit_b0 --seed 1" in tasks[1]
+    array = open(os.path.join(folder, "array.sbatch")).read()
+    assert "#SBATCH --array=0-7%8" in array and "#SBATCH --gres=gpu:1" in array and "tasks.txt" in array
+    assert "--slurm --submit --new-only" in open(os.path.join(folder, "next.sbatch")).read()
+    assert "--dependency=afterany" in open(os.path.join(folder, "submit.sh")).read()
+
+    # run-one (what each array task runs): a failing run records its error and exits 1
+    assert main(["run-one", path, "--arm", "bad_s4", "--seed", "0", *opts]) == 1
+    status = read_status(os.path.join(out, "bad_s4", "seed0"))
+    assert status["state"] == "failed" and status["error"] == "exit code 1" and len(status["attempts"]) == 1
+    assert status["attempts"][0]["peak_rss_mb"] > 50 and any("nosuch" in x for x in status["stderr_tail"])

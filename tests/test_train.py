@@ -33,12 +33,12 @@ def test_train_then_eval_only(tiny_root, tmp_path):
                   "CADET.FUSION.DEFAULT", "sum", "OUTPUT_DIR", out)
     assert r.returncode == 0, r.stderr[-3000:]
     assert os.path.isfile(os.path.join(out, "model_final.pth"))
-    os.remove(os.path.join(out, "metrics.json"))  # written by the end-of-training evaluation
+    os.remove(os.path.join(out, "eval_metrics.json"))  # written by the end-of-training evaluation
 
     r = train_net(*cfg, "--eval-only", *TINY, "CADET.DATA.ROOT", tiny_root, "CADET.FUSION.NAME", "sum",
                   "CADET.FUSION.DEFAULT", "sum", "OUTPUT_DIR", out, "MODEL.WEIGHTS", os.path.join(out, "model_final.pth"))
     assert r.returncode == 0, r.stderr[-3000:]
-    with open(os.path.join(out, "metrics.json")) as f:
+    with open(os.path.join(out, "eval_metrics.json")) as f:
         metrics = json.load(f)
     assert metrics["weights"].endswith("model_final.pth")
     assert set(metrics["datasets"]) == {"synth_test", "synth_daytest1", "synth_nighttest1"}

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Print the metrics table of one or more runs: python tools/show_metrics.py OUT/metrics.json ..."""
+"""Print the metrics table of one or more runs: python tools/show_metrics.py OUT/eval_metrics.json ..."""
 import argparse
 import json
 
@@ -8,7 +8,7 @@ from cadet_d2.evaluation import format_table
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("files", nargs="+", help="metrics.json files written by tools/train_net.py")
+    parser.add_argument("files", nargs="+", help="eval_metrics.json files written by tools/train_net.py")
     for path in parser.parse_args().files:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
