@@ -25,9 +25,10 @@ from conftest import make_tiny_root
 from cadet_d2.study import StudyError, load_study, make_plan
 from cadet_d2.study.bootstrap import per_image_eval, resample_weights, resampled_ap
 from cadet_d2.study.cli import format_plan
-from cadet_d2.study.rundir import last_checkpoint, read_status, run_state
+from cadet_d2.study.rundir import last_checkpoint, read_status
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+METRICS = "eval_metrics.json"  # CADET.TEST.METRICS_FILE (checked in test_cadet48_plan)
 CADET48 = os.path.join(REPO, "configs", "studies", "cadet48.yaml")
 SYNTH_SMALL = os.path.join(REPO, "configs", "studies", "synth_small.yaml")
 
@@ -41,10 +42,10 @@ def _over(arm) -> dict:
 
 
 def _fake_finished(run_dir: str, test_ap: float) -> None:
-    """A finished run as far as the planner can tell: model_final.pth, then metrics.json."""
+    """A finished run as far as the planner can tell: model_final.pth, then the metrics file."""
     os.makedirs(run_dir, exist_ok=True)
     open(os.path.join(run_dir, "model_final.pth"), "wb").close()
-    with open(os.path.join(run_dir, "metrics.json"), "w") as f:
+    with open(os.path.join(run_dir, METRICS), "w") as f:
         json.dump({"datasets": {"synth_test": {"AP": test_ap}}, "weights": ""}, f)
 
 
@@ -53,6 +54,7 @@ def test_cadet48_plan(tmp_path):
     root = make_tiny_root(str(tmp_path / "data"))
     study = _study(CADET48, str(tmp_path / "out"))
     plan = make_plan(study, ["CADET.DATA.ROOT", root])
+    assert plan.runs[0].metrics_file == METRICS
     groups = [a.group for a in plan.arms]
     assert (groups.count("baseline"), groups.count("cssa"), groups.count("gaff"), groups.count("modality")) == (5, 11, 32, 7)
     assert len(plan.runs) == 55 * 3 and {r.seed for r in plan.runs} == {0, 1, 2}
@@ -226,21 +228,21 @@ def test_tiny_study_run_kill_resume_report(tmp_path):
     study = load_study(path)
     plan = make_plan(study, opts[1:])
     assert len(plan.runs) == 10 and sum(bool(r.arm.pending) for r in plan.runs) == 2
-    first = [r.dir for r in plan.runs if r.arm.name == "baseline_frm_ffm_mit_b0"]
+    first = [r for r in plan.runs if r.arm.name == "baseline_frm_ffm_mit_b0"]
 
     # Start, and SIGKILL once the first run has finished and the second has a checkpoint.
     proc = subprocess.Popen([sys.executable, os.path.join(REPO, "tools", "ablate.py"), "run", path, *opts], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 300
-    while not (run_state(first[0]) == "done" and last_checkpoint(first[1])):
+    while not (first[0].state() == "done" and last_checkpoint(first[1].dir)):
         assert proc.poll() is None and time.time() < deadline, "ablate ended before the kill"
         time.sleep(0.05)
-    child = read_status(first[1]).get("child_pid")
+    child = read_status(first[1].dir).get("child_pid")
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=60)
     assert child and _gone(child, 20), "the training process outlived the killed ablate"
-    assert run_state(first[1]) == "partial" and read_status(first[1])["state"] == "running"
-    mtime = os.path.getmtime(os.path.join(first[0], "metrics.json"))
+    assert first[1].state() == "partial" and read_status(first[1].dir)["state"] == "running"
+    mtime = os.path.getmtime(os.path.join(first[0].dir, METRICS))
     t_kill = time.time() - t0
 
     r = _ablate("run", path, *opts)
@@ -248,16 +250,16 @@ def test_tiny_study_run_kill_resume_report(tmp_path):
     assert "baseline_frm_ffm_mit_b0/seed0" not in r.stdout  # finished: not redone, not even listed
     assert "baseline_frm_ffm_mit_b0/seed1: resuming from model_" in r.stdout
     assert re.search(r"ETA \d+m\d\ds", r.stdout) and "FAILED (exit code 1)" in r.stdout
-    assert os.path.getmtime(os.path.join(first[0], "metrics.json")) == mtime
-    assert len(read_status(first[0])["attempts"]) == 1
-    resumed = read_status(first[1])
+    assert os.path.getmtime(os.path.join(first[0].dir, METRICS)) == mtime
+    assert len(read_status(first[0].dir)["attempts"]) == 1
+    resumed = read_status(first[1].dir)
     assert resumed["state"] == "done" and len(resumed["attempts"]) == 2
     assert resumed["attempts"][1]["resumed_from"].startswith("model_") and resumed["attempts"][1]["start_iter"] >= 2
     bad = read_status(os.path.join(out, "bad_s4", "seed0"))
     assert bad["state"] == "failed" and bad["attempts"][-1]["exit_code"] == 1
     assert any("nosuch" in line for line in bad["stderr_tail"])
     plan = make_plan(study, opts[1:])
-    states = {r.key: run_state(r.dir) for r in plan.runs}
+    states = {r.key: r.state() for r in plan.runs}
     assert not any(r.arm.pending for r in plan.runs)
     assert sorted(s for s in states.values()) == ["done"] * 8 + ["failed"] * 2, states
     phase2 = [a.name for a in plan.arms if a.phase == "2"]
@@ -268,7 +270,7 @@ def test_tiny_study_run_kill_resume_report(tmp_path):
     d = os.path.join(out, "cssa_s4", "seed0")
     ev = per_image_eval(os.path.join(d, "inference", "synth_test", "synth_test_coco_format.json"),
                         os.path.join(d, "inference", "synth_test", "coco_instances_results.json"))
-    ap = json.load(open(os.path.join(d, "metrics.json")))["datasets"]["synth_test"]["AP"]
+    ap = json.load(open(os.path.join(d, METRICS)))["datasets"]["synth_test"]["AP"]
     assert resampled_ap(ev, np.ones((1, len(ev.images))))[0] == pytest.approx(ap if ap is not None else 0.0, abs=1e-6)
 
     from cadet_d2.study.report import write_report

@@ -8,8 +8,10 @@ image: cumulative true/false positives become weighted cumulative sums over the 
 sorted by score, and ``npig`` (ground truths) a weighted sum. With every weight 1 this is exactly
 COCOeval's AP (tested); with repeats it equals COCOeval on the repeated list (repeated detections
 tie in score, and a run of tied copies only adds points on a segment that the precision envelope
-makes irrelevant). AP is the mean over IoU 0.50:0.95, the 101 recall points and the categories
-with ground truth in the resample, in percent like Detectron2.
+makes irrelevant). Detections that are false positives at every IoU threshold are not kept one
+by one: only their weighted count above each kept detection matters (:func:`_split`). AP is the
+mean over IoU 0.50:0.95, the 101 recall points and the categories with ground truth in the
+resample, in percent like Detectron2.
 """
 from __future__ import annotations
 
@@ -28,9 +30,15 @@ EPS = np.spacing(1)
 
 @dataclass
 class CategoryEval:
-    img: np.ndarray  # (D,) image index (canonical order) of each detection, sorted by score
-    tp: np.ndarray  # (T, D) float: true positive at each IoU threshold
-    fp: np.ndarray  # (T, D) float
+    """One category's detections sorted by score, split in two: the K *kept* ones (a true
+    positive or ignored at some IoU threshold) and the F others, false positives at every
+    threshold, which only matter through how many lie before each kept one (``fp_gap``)."""
+
+    img: np.ndarray  # (K,) image index (canonical order) of each kept detection
+    tp: np.ndarray  # (T, K) float: true positive at each IoU threshold
+    fp: np.ndarray  # (T, K) float
+    fp_img: np.ndarray  # (F,) image index of each always-false-positive detection
+    fp_gap: np.ndarray  # (F,) number of kept detections ranked above it (0..K)
     npig: np.ndarray  # (n_images,) ground truths that count
 
 
@@ -84,11 +92,21 @@ def per_image_eval(gt_json: str, dt_json: str) -> PerImageEval:
         if scores:
             s = np.concatenate(scores)
             idx = np.argsort(-s, kind="mergesort")  # as COCOeval.accumulate
-            cats.append(CategoryEval(np.concatenate(img)[idx], np.concatenate(tps, 1)[:, idx].astype(float),
-                                     np.concatenate(fps, 1)[:, idx].astype(float), npig))
+            cats.append(_split(np.concatenate(img)[idx], np.concatenate(tps, 1)[:, idx],
+                               np.concatenate(fps, 1)[:, idx], npig))
         else:
-            cats.append(CategoryEval(np.zeros(0, int), np.zeros((n_thr, 0)), np.zeros((n_thr, 0)), npig))
+            cats.append(_split(np.zeros(0, int), np.zeros((n_thr, 0), bool), np.zeros((n_thr, 0), bool), npig))
     return PerImageEval([names[i] for i in order], cats)
+
+
+def _split(img: np.ndarray, tp: np.ndarray, fp: np.ndarray, npig: np.ndarray) -> CategoryEval:
+    """Keep the detections that are not a false positive at every threshold. The others cannot
+    change the interpolated precision at a recall threshold (their points have the recall of
+    the kept detection above them and a lower precision); they only add to the false positives
+    of the kept detections below them."""
+    keep = ~fp.all(axis=0)
+    gap = np.cumsum(keep)[~keep]
+    return CategoryEval(img[keep], tp[:, keep].astype(float), fp[:, keep].astype(float), img[~keep], gap, npig)
 
 
 def _category_ap(c: CategoryEval, weights: np.ndarray, chunk_elems: int = 4_000_000) -> np.ndarray:
@@ -100,12 +118,16 @@ def _category_ap(c: CategoryEval, weights: np.ndarray, chunk_elems: int = 4_000_
     if d == 0:
         return np.where(npig > 0, 0.0, np.nan)
     r = len(REC_THRS)
-    step = max(1, chunk_elems // (t * d))
+    starts = np.flatnonzero(np.r_[True, np.diff(c.fp_gap) > 0]) if len(c.fp_gap) else np.zeros(0, int)
+    step = max(1, chunk_elems // max(t * d, len(c.fp_gap), 1))
     for s in range(0, b_all, step):
-        w = weights[s:s + step][:, c.img]  # (b, D)
+        w = weights[s:s + step][:, c.img]  # (b, K)
         b = w.shape[0]
-        tp = np.cumsum(w[:, None, :] * c.tp[None], axis=2)  # (b, T, D)
-        fp = np.cumsum(w[:, None, :] * c.fp[None], axis=2)
+        gap = np.zeros((b, d + 1))  # weighted always-false positives ranked above kept detection j
+        if len(starts):
+            gap[:, c.fp_gap[starts]] = np.add.reduceat(weights[s:s + step][:, c.fp_img], starts, axis=1)
+        tp = np.cumsum(w[:, None, :] * c.tp[None], axis=2)  # (b, T, K)
+        fp = np.cumsum(w[:, None, :] * c.fp[None] + gap[:, None, :d], axis=2)
         n = np.maximum(npig[s:s + step], EPS)[:, None, None]
         rc = tp / n
         pr = tp / (tp + fp + EPS)

@@ -15,7 +15,6 @@ import sys
 from typing import Optional
 
 from .plan import Plan, fmt_value, make_plan
-from .rundir import run_state
 from .spec import Study, StudyError, load_study
 
 
@@ -35,7 +34,7 @@ def format_plan(plan: Plan) -> str:
     lines.append(f"{'phase':9} {'run':44} {'state':8} overrides")
     states = []
     for r in plan.runs:
-        state = "pending" if r.arm.pending else run_state(r.dir)
+        state = r.state()
         states.append(state)
         over = " ".join(f"{k} {fmt_value(v)}" for k, v in r.arm.overrides)
         lines.append(f"{r.arm.phase:9} {r.key:44} {state:8} {over} SEED {r.seed}")
@@ -92,7 +91,7 @@ def _run_one(study: Study, args: argparse.Namespace) -> int:
     if run is None:
         print(f"no run {args.arm}/seed{args.seed} in the plan (phase 2 not resolved yet?)", file=sys.stderr)
         return 2
-    if run_state(run.dir) == "done":
+    if run.state() == "done":
         print(f"{run.key}: already done")
         return 0
     with run_lock(run.dir) as mine:
@@ -137,7 +136,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             write_report(study, args.opts, args.report_dir or None, flops=args.flops, resamples=args.resamples,
                          plots=not args.no_plots)
             return 0
-    except StudyError as e:
+    except (StudyError, OSError) as e:
         print(f"study error: {e}", file=sys.stderr)
         return 2
     return 2

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from .rundir import read_json, read_metrics, run_state
+from .rundir import METRICS_FILE, read_json, read_metrics, run_state
 from .spec import FusionStudy, Study, StudyError
 
 ARM_KEYS = ("CADET.BACKBONE.SIZE", "CADET.FUSION.NAME", "CADET.FUSION.STAGES", "CADET.FUSION.DEFAULT",
@@ -50,10 +50,18 @@ class Run:
     arm: Arm
     seed: int
     dir: str
+    metrics_file: str = METRICS_FILE
 
     @property
     def key(self) -> str:
         return f"{self.arm.name}/seed{self.seed}"
+
+    def state(self) -> str:
+        """``pending`` (phase 2 not resolved) or :func:`~cadet_d2.study.rundir.run_state`."""
+        return "pending" if self.arm.pending else run_state(self.dir, self.metrics_file)
+
+    def metrics(self) -> Optional[dict]:
+        return read_metrics(self.dir, self.metrics_file)
 
 
 @dataclass
@@ -161,7 +169,8 @@ def selection_path(study: Study, group: str) -> str:
     return os.path.join(study.output, f"selection_{group}.json")
 
 
-def rank_phase1(study: Study, fs: FusionStudy, data_name: str) -> tuple[Optional[list[dict]], str]:
+def rank_phase1(study: Study, fs: FusionStudy, data_name: str,
+                metrics_file: str = METRICS_FILE) -> tuple[Optional[list[dict]], str]:
     """Phase-1 stage sets ranked by the mean over seeds of ``report.rank_by`` (best first), or
     (None, why) while a phase-1 run is neither finished nor failed."""
     rank = study.report["rank_by"]
@@ -172,9 +181,9 @@ def rank_phase1(study: Study, fs: FusionStudy, data_name: str) -> tuple[Optional
         values = []
         for seed in study.seeds:
             d = run_dir(study, name, seed)
-            state = run_state(d)
+            state = run_state(d, metrics_file)
             if state == "done":
-                v = (read_metrics(d) or {}).get(dataset, {}).get(rank["metric"])
+                v = (read_metrics(d, metrics_file) or {}).get(dataset, {}).get(rank["metric"])
                 values.append(float("nan") if v is None else float(v))
             elif state != "failed":
                 waiting += 1
@@ -189,7 +198,8 @@ def rank_phase1(study: Study, fs: FusionStudy, data_name: str) -> tuple[Optional
     return rows, ""
 
 
-def select_top_k(study: Study, fs: FusionStudy, data_name: str, freeze: bool) -> tuple[Optional[list[list[int]]], str]:
+def select_top_k(study: Study, fs: FusionStudy, data_name: str, freeze: bool,
+                 metrics_file: str = METRICS_FILE) -> tuple[Optional[list[list[int]]], str]:
     """Phase-2 stage sets: a frozen selection (``selection_<group>.json``) if present, else the
     top-k of :func:`rank_phase1`, frozen to that file when ``freeze`` (``ablate run`` does)."""
     path = selection_path(study, fs.name)
@@ -197,7 +207,7 @@ def select_top_k(study: Study, fs: FusionStudy, data_name: str, freeze: bool) ->
     if isinstance(frozen, dict) and frozen.get("top_k") == fs.top_k and \
             all(s in fs.stage_sets for s in frozen.get("stage_sets", [])):
         return frozen["stage_sets"], f"{fs.name} phase 2 on {frozen['stage_sets']} (selection frozen in {path})"
-    ranking, why = rank_phase1(study, fs, data_name)
+    ranking, why = rank_phase1(study, fs, data_name, metrics_file)
     if ranking is None:
         return None, why
     top = [r["stages"] for r in ranking[:fs.top_k]]
@@ -210,7 +220,8 @@ def select_top_k(study: Study, fs: FusionStudy, data_name: str, freeze: bool) ->
     return top, f"{fs.name} phase 2 on {top}: top {fs.top_k} by mean {rank['set']} {rank['metric']} over seeds"
 
 
-def study_arms(study: Study, data_name: str = "", freeze: bool = False) -> tuple[list[Arm], list[str]]:
+def study_arms(study: Study, data_name: str = "", freeze: bool = False,
+               metrics_file: str = METRICS_FILE) -> tuple[list[Arm], list[str]]:
     """Every arm of the study (phase 2 resolved when possible) and notes for the plan."""
     notes = []
     sizes = list(study.baseline_sizes)
@@ -226,7 +237,7 @@ def study_arms(study: Study, data_name: str = "", freeze: bool = False) -> tuple
         if not fs.grid:
             continue
         combos = list(itertools.product(*[[(axis, v) for v in axis.values] for axis in fs.grid]))
-        top, why = select_top_k(study, fs, data_name, freeze)
+        top, why = select_top_k(study, fs, data_name, freeze, metrics_file)
         notes.append(why)
         if top is None:
             arms += [_fusion_arm(fs, "2", None, list(c), study.baseline_fusion, why, f"top{i + 1}")
@@ -327,7 +338,8 @@ def make_plan(study: Study, cli_opts: Optional[list[str]] = None, freeze: bool =
     if "SOLVER.MAX_ITER" in cli_opts[0::2]:
         note += f" (MAX_ITER {cli_opts[cli_opts.index('SOLVER.MAX_ITER') + 1]} from --opts)"
     data_name = str(cfg_loader().CADET.DATA.NAME)
-    arms, notes = study_arms(study, data_name, freeze)
+    metrics_file = str(cfg_loader().CADET.TEST.METRICS_FILE)
+    arms, notes = study_arms(study, data_name, freeze, metrics_file)
     _check_conflicts(study, arms, cli_opts)
-    runs = [Run(a, s, run_dir(study, a.name, s)) for a in arms for s in study.seeds]
+    runs = [Run(a, s, run_dir(study, a.name, s), metrics_file) for a in arms for s in study.seeds]
     return Plan(study, arms, runs, [*base_opts, *sched], cli_opts, note, notes, data_name)

@@ -22,7 +22,7 @@ from ..evaluation import METRICS
 from .bootstrap import PairedBootstrap
 from .costs import arm_params, run_costs
 from .plan import Arm, Plan, fmt_value, make_plan
-from .rundir import read_metrics, read_status, run_state
+from .rundir import read_status
 from .run import fmt_duration
 from .spec import Study
 
@@ -64,9 +64,9 @@ def collect(plan: Plan, flops: bool = False, echo: Callable[[str], None] = print
         res = ArmResult(arm, list(plan.study.seeds))
         if not arm.pending:
             for run in (r for r in plan.runs if r.arm is arm):
-                state = run_state(run.dir)
+                state = run.state()
                 if state == "done":
-                    res.done.append((run.seed, run.dir, read_metrics(run.dir)))
+                    res.done.append((run.seed, run.dir, run.metrics()))
                     res.costs.append(run_costs(run.dir, ims, max_iter))
                 elif state == "failed":
                     res.failed.append((run.seed, run.dir, str(read_status(run.dir).get("error"))))
@@ -265,7 +265,7 @@ def write_report(study: Study, cli_opts: Optional[list[str]] = None, out_dir: Op
     results = collect(plan, flops, echo)
     n = int(resamples if resamples is not None else study.report["bootstrap"]["resamples"])
     rep = Reporter(plan, results, n, echo)
-    states = [("pending" if r.arm.pending else run_state(r.dir)) for r in plan.runs]
+    states = [r.state() for r in plan.runs]
     lines = [f"# Ablation study report: {study.name}", "",
              f"Study file `{study.path}`, output `{study.output}`, written {time.strftime('%Y-%m-%d %H:%M')}.", "",
              f"- Schedule (every arm and baseline): {plan.schedule_note}; seeds {study.seeds}.",

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from typing import Callable, Iterator, Optional
 
 from .plan import Plan, Run, make_plan
-from .rundir import checkpoint_iteration, last_checkpoint, read_status, run_state, write_status
+from .rundir import checkpoint_iteration, last_checkpoint, read_status, write_status
 from .spec import Study
 
 STDERR_TAIL = 30
@@ -75,7 +75,7 @@ def _tail(path: str, start: int, n: int = STDERR_TAIL) -> list[str]:
     return text.splitlines()[-n:]
 
 
-def execute(plan: Plan, run: Run, env: Optional[dict] = None, echo: Callable[[str], None] = print) -> dict:
+def execute(plan: Plan, run: Run, env: Optional[dict] = None) -> dict:
     """Train ``run`` now (resuming from its checkpoint if any); return its new status."""
     os.makedirs(run.dir, exist_ok=True)
     status = read_status(run.dir)
@@ -116,11 +116,11 @@ def _finish(run: Run, status: dict, attempt: dict, code: int, usage, tail: list[
     end = time.time()
     attempt.update(ended=_now(), wall_s=round(end - attempt.pop("start_time"), 3), exit_code=code,
                    peak_rss_mb=round(usage.ru_maxrss / 1024.0, 1))  # Linux: ru_maxrss in KiB
-    finished = run_state(run.dir) == "done"
+    finished = run.state() == "done"
     if finished and code == 0:
-        status.update(state="done", error=None)
+        status.update(state="done", error=None, stderr_tail=None)
     else:
-        why = "interrupted" if interrupted else (f"exit code {code}" if code else "exit code 0 but no final metrics.json")
+        why = "interrupted" if interrupted else (f"exit code {code}" if code else f"exit code 0 but no final {run.metrics_file}")
         status.update(state="interrupted" if interrupted else "failed", error=why, stderr_tail=tail)
     attempts = status["attempts"]
     attempts[-1] = attempt
@@ -150,14 +150,14 @@ def run_study(study: Study, cli_opts: Optional[list[str]] = None, dry_run: bool 
         plan = make_plan(study, cli_opts, freeze=not dry_run)
         if not plan.schedule_ok:
             raise SystemExit(f"cannot run: {plan.schedule_note}")
-        todo = [r for r in plan.runs if not r.arm.pending and r.key not in attempted and run_state(r.dir) != "done"
-                and (retry_failed or run_state(r.dir) != "failed")]
+        todo = [r for r in plan.runs if r.key not in attempted and r.state() not in ("done", "pending")
+                and (retry_failed or r.state() != "failed")]
         todo.sort(key=lambda r: run_order(plan, r))
         if not todo:
             break
         run = todo[0]
         attempted.add(run.key)
-        done = sum(run_state(r.dir) == "done" for r in plan.runs if not r.arm.pending)
+        done = sum(r.state() == "done" for r in plan.runs)
         head = f"[{done}/{len(plan.runs)}] {run.key}"
         if dry_run:
             echo(f"{head}: {'resume' if last_checkpoint(run.dir) else 'train'}: "
@@ -171,12 +171,12 @@ def run_study(study: Study, cli_opts: Optional[list[str]] = None, dry_run: bool 
             what = "resuming from " + os.path.basename(last_checkpoint(run.dir)) if last_checkpoint(run.dir) else "training"
             echo(f"{head}: {what} -> {run.dir}")
             t0 = time.time()
-            status = execute(plan, run, echo=echo)
+            status = execute(plan, run)
         durations.append(time.time() - t0)
         counts["ran"] += 1
         if status["state"] != "done":
             counts["failed"] += 1
-        done = sum(run_state(r.dir) == "done" for r in plan.runs if not r.arm.pending)
+        done = sum(r.state() == "done" for r in plan.runs)
         left = max(len(plan.runs) - done - counts["failed"], 0)  # failed ones are not retried in this invocation
         mean = sum(durations) / len(durations)
         progress = f"{done}/{len(plan.runs)} done, ETA {fmt_duration(mean * left)} ({left} runs x mean {fmt_duration(mean)})"
@@ -186,7 +186,7 @@ def run_study(study: Study, cli_opts: Optional[list[str]] = None, dry_run: bool 
             echo(f"{head}: FAILED ({status['error']}); see {run.dir}/stderr.log; {progress}; last lines:\n    "
                  + "\n    ".join(status.get("stderr_tail", [])[-5:]))
     plan = make_plan(study, cli_opts, freeze=not dry_run)
-    states = [run_state(r.dir) if not r.arm.pending else "pending" for r in plan.runs]
+    states = [r.state() for r in plan.runs]
     summary = {s: states.count(s) for s in ("done", "failed", "pending", "todo", "partial", "running")}
     summary.update(total=len(plan.runs), **counts)
     for arm in plan.arms:

@@ -1,12 +1,11 @@
 """What a run folder says about its run: finished or not, its metrics, its status file.
 
 A run folder is ``<study output>/<arm>/seed<k>`` (Detectron2's OUTPUT_DIR for that run). A run
-is *finished* when its ``metrics.json`` is the final evaluation of ``model_final.pth``:
-it parses as ``{"datasets": ...}`` (Detectron2's JSONWriter also writes ``metrics.json`` as JSON
-lines during training, which does not parse as one object), ``model_final.pth`` exists and the
-metrics are not older than it, and ``weights`` names ``model_final.pth`` or is empty (the trainer
-records ``cfg.MODEL.WEIGHTS``, which is empty after training from scratch); an evaluation of an
-intermediate checkpoint of the folder does not count.
+is *finished* when its metrics file (``CADET.TEST.METRICS_FILE``, ``eval_metrics.json``) is the
+final evaluation of ``model_final.pth``: it parses as ``{"datasets": ...}``, ``model_final.pth``
+exists and the metrics are not older than it, and ``weights`` names ``model_final.pth`` or lies
+outside the folder (the trainer records ``cfg.MODEL.WEIGHTS``: empty after training from scratch,
+or the initial weights); an evaluation of an intermediate checkpoint of the folder does not count.
 """
 from __future__ import annotations
 
@@ -18,7 +17,7 @@ from typing import Any, Optional
 from ..utils.io import atomic_write_json
 
 STATUS_FILE = "status.json"
-METRICS_FILE = "metrics.json"
+METRICS_FILE = "eval_metrics.json"  # CADET.TEST.METRICS_FILE's default
 FINAL = "model_final.pth"
 
 
@@ -31,15 +30,15 @@ def read_json(path: str) -> Optional[Any]:
         return None
 
 
-def read_metrics(run_dir: str) -> Optional[dict]:
+def read_metrics(run_dir: str, metrics_file: str = METRICS_FILE) -> Optional[dict]:
     """``{dataset: {metric: value}}`` of a finished run, else None."""
-    m = read_json(os.path.join(run_dir, METRICS_FILE))
+    m = read_json(os.path.join(run_dir, metrics_file))
     if not isinstance(m, dict) or not isinstance(m.get("datasets"), dict):
         return None
     final = os.path.join(run_dir, FINAL)
     if not os.path.isfile(final):
         return None
-    if os.path.getmtime(os.path.join(run_dir, METRICS_FILE)) + 1e-3 < os.path.getmtime(final):
+    if os.path.getmtime(os.path.join(run_dir, metrics_file)) + 1e-3 < os.path.getmtime(final):
         return None  # written before the final checkpoint: not its evaluation
     weights = str(m.get("weights") or "")
     if weights and os.path.basename(weights) != FINAL and \
@@ -48,8 +47,8 @@ def read_metrics(run_dir: str) -> Optional[dict]:
     return m["datasets"]
 
 
-def is_finished(run_dir: str) -> bool:
-    return read_metrics(run_dir) is not None
+def is_finished(run_dir: str, metrics_file: str = METRICS_FILE) -> bool:
+    return read_metrics(run_dir, metrics_file) is not None
 
 
 def read_status(run_dir: str) -> dict:
@@ -62,10 +61,10 @@ def write_status(run_dir: str, status: dict) -> None:
     atomic_write_json(os.path.join(run_dir, STATUS_FILE), status)
 
 
-def run_state(run_dir: str) -> str:
+def run_state(run_dir: str, metrics_file: str = METRICS_FILE) -> str:
     """``done`` (finished), ``failed`` (last attempt failed), ``partial`` (a checkpoint, not
     finished), ``running`` (status says so; maybe a dead process) or ``todo``."""
-    if is_finished(run_dir):
+    if is_finished(run_dir, metrics_file):
         return "done"
     state = read_status(run_dir).get("state")
     if state == "failed":

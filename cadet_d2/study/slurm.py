@@ -18,7 +18,7 @@ import time
 from typing import Callable, Optional
 
 from .plan import Plan, Run
-from .rundir import read_status, run_state
+from .rundir import read_status
 
 ABLATE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "tools", "ablate.py")
 
@@ -31,7 +31,7 @@ def _ablate_args(study_path: str, output: Optional[str], cli_opts: list[str]) ->
 def pending_runs(plan: Plan, new_only: bool = False) -> list[Run]:
     """Concrete runs not finished (``new_only``: never attempted, so failures are not resubmitted
     in a loop)."""
-    runs = [r for r in plan.runs if not r.arm.pending and run_state(r.dir) != "done"]
+    runs = [r for r in plan.runs if r.state() not in ("done", "pending")]
     return [r for r in runs if not read_status(r.dir)] if new_only else runs
 
 
