@@ -76,6 +76,9 @@ def add_cadet_config(cfg: CN) -> CN:
     _C.CADET.BACKBONE.PRETRAINED = ""
     # MiT stages (1-4) whose blocks use activation checkpointing in training.
     _C.CADET.BACKBONE.CHECKPOINT_STAGES = []
+    # Compile the bottom-up backbone (MiT streams + fusion) with torch.compile (nn.Module.compile:
+    # checkpoint keys unchanged). Needs a C++ compiler on CPU; the first iterations are slow.
+    _C.CADET.BACKBONE.COMPILE = False
 
     # ---- fusion (dual-stream backbone) ------------------------------------------------------
     _C.CADET.FUSION = CN()
@@ -118,6 +121,14 @@ def add_cadet_config(cfg: CN) -> CN:
     _C.CADET.SOLVER = CN()
     # "SGD" (Detectron2's default, momentum SOLVER.MOMENTUM) or "ADAMW".
     _C.CADET.SOLVER.OPTIMIZER = "SGD"
+    # Autocast dtype when SOLVER.AMP.ENABLED: "float16" (CUDA only, with a grad scaler) or
+    # "bfloat16" (CUDA with bf16 support, or CPU; no grad scaler).
+    _C.CADET.SOLVER.AMP_DTYPE = "float16"
+    # Gradient accumulation: each optimizer step (one iteration: MAX_ITER, STEPS, WARMUP_ITERS,
+    # CHECKPOINT_PERIOD and EVAL_PERIOD count these) sums the gradients of ACCUM_STEPS micro-batches
+    # of SOLVER.IMS_PER_BATCH images each (IMS_PER_BATCH is per micro-batch, over all processes):
+    # the effective batch is IMS_PER_BATCH * ACCUM_STEPS. 1 = no accumulation.
+    _C.SOLVER.ACCUM_STEPS = 1
 
     # ---- test -----------------------------------------------------------------------------
     _C.CADET.TEST = CN()
@@ -197,5 +208,10 @@ def validate_cadet_config(cfg: CN) -> None:
             f"DATALOADER.SAMPLER_TRAIN = {cfg.DATALOADER.SAMPLER_TRAIN!r} needs CADET.DATA.DETERMINISTIC_STREAM "
             "False (the deterministic, resumable stream samples uniformly: TrainingSampler)"
         )
-    if cfg.SOLVER.AMP.ENABLED and not cfg.MODEL.DEVICE.startswith("cuda"):
-        raise ValueError("SOLVER.AMP.ENABLED needs MODEL.DEVICE cuda (Detectron2's AMPTrainer is CUDA-only)")
+    _check_choice("CADET.SOLVER.AMP_DTYPE", cfg.CADET.SOLVER.AMP_DTYPE, ("float16", "bfloat16"))
+    if cfg.SOLVER.AMP.ENABLED and not cfg.MODEL.DEVICE.startswith("cuda") and cfg.CADET.SOLVER.AMP_DTYPE != "bfloat16":
+        raise ValueError("SOLVER.AMP.ENABLED with CADET.SOLVER.AMP_DTYPE float16 needs MODEL.DEVICE cuda (fp16 "
+                         "autocast and its grad scaler are CUDA-only); on the CPU set CADET.SOLVER.AMP_DTYPE bfloat16")
+    accum = cfg.SOLVER.ACCUM_STEPS
+    if not isinstance(accum, int) or isinstance(accum, bool) or accum < 1:
+        raise ValueError(f"SOLVER.ACCUM_STEPS = {accum!r} must be an integer >= 1 (micro-batches per optimizer step)")

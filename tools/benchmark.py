@@ -3,33 +3,77 @@
 
     python tools/benchmark.py --config-file configs/baselines/frm_ffm_mit_b1.yaml --mode train \
         --iters 10 --batch 2 --size 301 391 MODEL.DEVICE cpu
+    # bf16 autocast, gradient accumulation, activation checkpointing, torch.compile: config keys
+    python tools/benchmark.py --config-file configs/baselines/frm_ffm_mit_b2.yaml --memory MODEL.DEVICE cpu \
+        CADET.BACKBONE.CHECKPOINT_STAGES [1,2,3,4]
+    python tools/benchmark.py --config-file configs/demo.yaml --mode input   # .npy reading and the mapper
+    python tools/benchmark.py --config-file configs/simple/sum_mit_b1.yaml --vs "CADET.FUSION.NAME cssa CADET.FUSION.DEFAULT cssa" MODEL.DEVICE cpu
+
+--memory adds the peak live tensor memory of one extra step (any device; see
+cadet_d2/utils/memory.py); --profile N the N ops with the most self CPU time in one extra step.
 """
 import argparse
 import json
+import sys
+
+import torch
 
 from cadet_d2.engine import load_config
 from cadet_d2.utils.benchmark import benchmark
 from cadet_d2.utils.io import atomic_write_json
 
 
+def _input_mode(cfg, args) -> dict:
+    import os
+
+    from cadet_d2.config import file_channel_indices
+    from cadet_d2.utils.input_benchmark import mapper_speed, read_strategies
+
+    n = cfg.CADET.INPUT.FILE_CHANNELS
+    sets = {"all": list(range(n)), "configured": file_channel_indices(cfg), "rgb": [0, 1, 2], "thermal": [3]}
+    reads = read_strategies(os.path.join(cfg.CADET.DATA.ROOT, "images"), sets, limit=args.iters * 20)
+    return {"mode": "input", "read_ms_per_image": reads, "mapper_ms_per_image": mapper_speed(cfg, limit=args.iters * 10),
+            "data_root": cfg.CADET.DATA.ROOT, "load_avg": os.getloadavg()[0]}
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config-file", required=True)
-    p.add_argument("--mode", choices=("train", "infer"), default="train")
+    p.add_argument("--mode", choices=("train", "infer", "input"), default="train")
     p.add_argument("--iters", type=int, default=10, help="timed iterations (after --warmup)")
     p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--batch", type=int, default=2, help="images per step")
+    p.add_argument("--batch", type=int, default=2, help="images per step (per micro-batch with SOLVER.ACCUM_STEPS)")
     p.add_argument("--size", nargs=2, type=int, default=(301, 391), metavar=("H", "W"))
     p.add_argument("--flops", action="store_true", help="also count GFLOPs per image (fvcore)")
+    p.add_argument("--memory", action="store_true", help="also the peak live tensor memory of one step")
+    p.add_argument("--profile", type=int, default=0, metavar="N", help="also the top N ops of one step (profiler)")
+    p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    p.add_argument("--vs", action="append", default=[], metavar="'KEY VALUE ...'",
+                   help="train mode: also time the config with these extra overrides, alternating steps with "
+                        "the base config in one process (repeatable); reports each one's step time ratio")
     p.add_argument("--json", default="", help="write the result here")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     cfg = load_config(args.config_file, args.opts)
-    result = benchmark(cfg, args.mode, args.iters, args.warmup, args.batch, *args.size, flops=args.flops)
+    if args.mode == "input":
+        result = _input_mode(cfg, args)
+    elif args.vs:
+        from cadet_d2.utils.benchmark import paired_benchmark
+
+        cfgs = {"base": cfg, **{v: load_config(args.config_file, args.opts + v.split()) for v in args.vs}}
+        result = paired_benchmark(cfgs, args.iters, args.warmup, args.batch, *args.size)
+    else:
+        result = benchmark(cfg, args.mode, args.iters, args.warmup, args.batch, *args.size, flops=args.flops,
+                           memory=args.memory, profile=args.profile)
     result["config"] = args.config_file
     result["opts"] = args.opts
     text = json.dumps(result, indent=2)
     print(text)
+    if args.profile and "profile" in result:
+        print("\n".join(f"{r['percent']:5.1f}%  {r['self_cpu_ms']:9.1f} ms  {r['calls']:6d}  {r['op']}"
+                        for r in result["profile"]), file=sys.stderr)
     if args.json:
         atomic_write_json(args.json, result)
     return result

@@ -11,7 +11,7 @@ from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 
 from ..config import file_channel_indices, modality_slices
-from .npy import load_image
+from .npy import load_image, select_channels
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ class MultiModalDatasetMapper:
         if None not in expected and image.shape[:2] != expected:
             from .errors import DataError
             raise DataError(dataset_dict["file_name"], f"image is {image.shape[:2]}, registered as {expected}")
-        return image[:, :, self.channel_indices].astype(np.float32)
+        return select_channels(image, self.channel_indices)
 
     def __call__(self, dataset_dict: dict) -> dict:
         dataset_dict = copy.deepcopy(dataset_dict)

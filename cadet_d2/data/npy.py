@@ -47,3 +47,16 @@ def load_image(path: str, channels: int) -> np.ndarray:
     array = _open(path, mmap=False)
     check_image_array(path, array, channels)
     return array
+
+
+def select_channels(image: np.ndarray, indices: list[int]) -> np.ndarray:
+    """(H, W, len(indices)) float32 copy of the channels ``indices`` of an (H, W, C) image.
+
+    When ``indices`` is every channel in file order this is one ``astype`` copy, without the
+    intermediate copy of fancy indexing (2.3x faster on 314x396x5 files: 0.12 vs 0.28 ms; see
+    docs/benchmarks.md; memory-mapped reading was slower in every case and is not used).
+    """
+    indices = list(indices)
+    if indices == list(range(image.shape[2])):
+        return image.astype(np.float32)
+    return image[:, :, indices].astype(np.float32)

@@ -18,6 +18,9 @@ module replaces that stream with one in which everything is a pure function of a
   full. Batch ``i`` of rank ``r`` is therefore a pure function of ``(seed, i, r, W, batch size,
   image sizes)``; resuming at iteration ``i`` replays the (cheap, metadata-only) plan up to
   batch ``i`` and starts loading there.
+* **Gradient accumulation.** With ``SOLVER.ACCUM_STEPS`` = A each iteration (optimizer step)
+  draws A consecutive batches (micro-batches): iteration ``i`` uses batches ``i*A .. i*A+A-1``,
+  so a resume at iteration ``i`` starts at batch ``i*A``.
 * **Augmentation.** The mapper runs for position ``k`` with python's ``random``, numpy's
   global RNG and torch's CPU generator seeded from ``derive_seed(seed, k, attempt)``; the
   previous RNG states are restored afterwards, so the model's own randomness (drop path, ROI
@@ -241,8 +244,12 @@ class DeterministicTrainLoader:
         aspect_ratio_grouping: bool = True,
         num_workers: int = 0,
         max_load_failures: int = 0,
+        batches_per_iteration: int = 1,
+        pin_memory: bool = False,
     ):
         self.batch_size, self.rank, self.world_size = int(batch_size), int(rank), int(world_size)
+        # micro-batches per trainer iteration (SOLVER.ACCUM_STEPS); pinned host memory for CUDA copies
+        self.batches_per_iteration, self.pin_memory = int(batches_per_iteration), bool(pin_memory)
         self.num_workers, self.max_load_failures = int(num_workers), int(max_load_failures)
         self.groups: list[int] | None = None
         if aspect_ratio_grouping:
@@ -267,9 +274,10 @@ class DeterministicTrainLoader:
         self.dataset.set_seed(seed)
 
     def set_start(self, iteration: int) -> None:
-        """Start the stream at batch ``iteration`` (the trainer's first iteration)."""
+        """Start the stream at the first batch of trainer iteration ``iteration`` (batch
+        ``iteration * batches_per_iteration``)."""
         self._check_not_started("set_start")
-        self.start_iter = int(iteration)
+        self.start_iter = int(iteration) * self.batches_per_iteration
 
     def _check_not_started(self, what: str) -> None:
         if self._started:
@@ -287,10 +295,12 @@ class DeterministicTrainLoader:
             self.dataset, batch_sampler=self.plan(), num_workers=self.num_workers, collate_fn=_collate,
             # own generator: creating the iterator must not draw from torch's global RNG
             generator=torch.Generator().manual_seed(derive_seed(self.seed, "loader")),
+            pin_memory=self.pin_memory,
         )
-        iteration = self.start_iter
+        batch_index = self.start_iter
         for batch in loader:
             samples = []
+            iteration = batch_index // self.batches_per_iteration
             for item in batch:
                 for failure in item["failures"]:
                     self._record_failure(dict(failure, iteration=iteration))
@@ -300,7 +310,7 @@ class DeterministicTrainLoader:
                         "failed to load:\n  " + "\n  ".join(format_failure(f) for f in item["failures"]),
                         list(self.load_failures))
                 samples.append(item["sample"])
-            iteration += 1
+            batch_index += 1
             yield samples
 
     def _record_failure(self, failure: dict) -> None:
@@ -323,19 +333,24 @@ class DeterministicTrainLoader:
 
         self._gathered_failures = comm.all_gather(list(self.load_failures))
 
-    def state_dict(self) -> dict:
-        per_rank = self._gathered_failures or [list(self.load_failures)]
+    def drop_gathered(self) -> None:
         self._gathered_failures = None
+
+    def state_dict(self) -> dict:
+        per_rank = self._gathered_failures or [list(self.load_failures)]  # kept until drop_gathered()
         return {
             "version": STATE_VERSION, "seed": self.seed, "num_images": self.num_images,
             "batch_size": self.batch_size, "world_size": self.world_size,
             "aspect_ratio_grouping": self.groups is not None, "load_failures": per_rank,
+            "batches_per_iteration": self.batches_per_iteration,
         }
 
     def load_state_dict(self, state: dict) -> None:
         here = {"num_images": self.num_images, "batch_size": self.batch_size, "world_size": self.world_size,
                 "aspect_ratio_grouping": self.groups is not None}
         changed = {k: (state.get(k), v) for k, v in here.items() if state.get(k) != v}
+        if state.get("batches_per_iteration", 1) != self.batches_per_iteration:  # SOLVER.ACCUM_STEPS
+            changed["batches_per_iteration"] = (state.get("batches_per_iteration", 1), self.batches_per_iteration)
         if changed:
             logger.warning("[cadet] the training stream differs from the checkpoint's "
                            f"({', '.join(f'{k}: {a} -> {b}' for k, (a, b) in changed.items())}); "
@@ -383,8 +398,11 @@ def build_deterministic_train_loader(cfg, mapper: Callable[[dict], dict | None],
         batch_size=cfg.SOLVER.IMS_PER_BATCH // world_size, rank=rank, world_size=world_size,
         aspect_ratio_grouping=cfg.DATALOADER.ASPECT_RATIO_GROUPING, num_workers=cfg.DATALOADER.NUM_WORKERS,
         max_load_failures=cfg.CADET.DATA.MAX_LOAD_FAILURES,
+        batches_per_iteration=cfg.SOLVER.ACCUM_STEPS,
+        pin_memory=cfg.MODEL.DEVICE.startswith("cuda") and torch.cuda.is_available(),
     )
     logger.info(f"[cadet] deterministic training stream: {loader.num_images} images, seed {loader.seed}, "
                 f"{loader.batch_size} images per batch on each of {world_size} rank(s), aspect-ratio grouping "
-                f"{'on' if loader.groups is not None else 'off'}, {loader.num_workers} workers")
+                f"{'on' if loader.groups is not None else 'off'}, {loader.num_workers} workers, "
+                f"{loader.batches_per_iteration} batch(es) per iteration, pinned memory {loader.pin_memory}")
     return loader

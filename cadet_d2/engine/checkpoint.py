@@ -278,9 +278,12 @@ class RNGState:
     def gather(self) -> None:
         self._gathered = comm.all_gather(capture_rng_state())
 
-    def state_dict(self) -> dict:
-        per_rank = self._gathered or [capture_rng_state()]
+    def drop_gathered(self) -> None:
         self._gathered = None
+
+    def state_dict(self) -> dict:
+        # kept until GatherResumeState.before_step: one iteration may save twice (periodic + final)
+        per_rank = self._gathered or [capture_rng_state()]
         return {"version": 1, "per_rank": per_rank}
 
     def load_state_dict(self, state: dict) -> None:
@@ -302,6 +305,10 @@ class GatherResumeState(HookBase):
 
     def __init__(self, period: int, *objects: Any):
         self.period, self.objects = int(period), objects
+
+    def before_step(self) -> None:
+        for obj in self.objects:  # the states gathered at the previous iteration are stale now
+            obj.drop_gathered()
 
     def after_step(self) -> None:
         it, max_iter = self.trainer.iter, self.trainer.max_iter

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import argparse
 
-from detectron2.engine import default_argument_parser, launch
+from detectron2.engine import default_argument_parser
 
 from .checkpoint import CadetCheckpointer
-from .setup import setup
+from .launch import launch
+from .setup import load_config, setup
 from .trainer import CadetTrainer
 
 
@@ -23,5 +24,7 @@ def main(args: argparse.Namespace):
 
 def cli(argv: list[str] | None = None) -> None:
     args = default_argument_parser().parse_args(argv)
+    # --num-gpus N: N processes (NCCL on GPUs; gloo with MODEL.DEVICE cpu); torchrun: see docs/scaling.md
+    device = load_config(args.config_file, args.opts).MODEL.DEVICE  # also stops on a bad config before spawning
     launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-           dist_url=args.dist_url, args=(args,))
+           dist_url=args.dist_url, args=(args,), device=device)

@@ -14,13 +14,15 @@ from ..data.mapper import MultiModalDatasetMapper
 from ..data.stream import build_deterministic_train_loader
 from ..evaluation import box_metrics, build_coco_evaluator, format_table, write_metrics
 from .reliability import ReliableTrainerMixin
+from .scale import ScaleTrainerMixin
 
 logger = logging.getLogger("cadet_d2")
 
 
-class CadetTrainer(ReliableTrainerMixin, DefaultTrainer):
+class CadetTrainer(ScaleTrainerMixin, ReliableTrainerMixin, DefaultTrainer):
     """DefaultTrainer (hooks, checkpointer, AMP, DDP) for cadet_d2 models and data, with exact
-    resume, atomic checkpoints and a NaN guard (:class:`ReliableTrainerMixin`)."""
+    resume, atomic checkpoints and a NaN guard (:class:`ReliableTrainerMixin`), and bf16/fp16
+    autocast, gradient accumulation and CPU DDP (:class:`ScaleTrainerMixin`)."""
 
     @classmethod
     def build_train_loader(cls, cfg):

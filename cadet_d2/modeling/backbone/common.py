@@ -54,8 +54,19 @@ class MiTBackbone(Backbone):
         }
 
 
+def maybe_compile(cfg, module: nn.Module) -> nn.Module:
+    """``module.compile()`` (torch.compile in place: same state-dict keys) when
+    ``CADET.BACKBONE.COMPILE``; shapes vary with the input size, so torch may recompile a few
+    times (automatic dynamic shapes) before it settles."""
+    if cfg.CADET.BACKBONE.COMPILE:
+        module.compile()
+    return module
+
+
 def wrap_fpn(cfg, bottom_up: nn.Module) -> FPN:
-    """Detectron2's FPN (with a max-pool P6) on top of a MiT backbone, from ``MODEL.FPN``."""
+    """Detectron2's FPN (with a max-pool P6) on top of a MiT backbone, from ``MODEL.FPN``
+    (the MiT backbone compiled first when ``CADET.BACKBONE.COMPILE``)."""
+    maybe_compile(cfg, bottom_up)
     return FPN(
         bottom_up=bottom_up,
         in_features=cfg.MODEL.FPN.IN_FEATURES,

@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 
 import torch
+import torch.utils.checkpoint
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 from torch import nn
@@ -44,6 +45,9 @@ class DualStreamMiT(MiTBackbone):
         self.register_buffer("rgb_index", torch.tensor(rgb_channels), persistent=False)
         self.register_buffer("aux_index", torch.tensor(aux_channels), persistent=False)
         self._set_outputs(rgb_stream, out_features)
+        # Stages (1-4) whose fusion module is recomputed in backward (activation checkpointing,
+        # CADET.BACKBONE.CHECKPOINT_STAGES; the streams' blocks are set in build_stream).
+        self.checkpoint_stages: tuple[int, ...] = ()
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         rgb = x.index_select(1, self.rgb_index)
@@ -52,7 +56,10 @@ class DualStreamMiT(MiTBackbone):
         for i, (name, fusion) in enumerate(zip(OUT_NAMES, self.fusions)):
             rgb = self.rgb_stream.forward_stage(i, rgb)
             aux = self.aux_stream.forward_stage(i, aux)
-            fused, rgb, aux = fusion(rgb, aux)
+            if (i + 1) in self.checkpoint_stages and torch.is_grad_enabled():
+                fused, rgb, aux = torch.utils.checkpoint.checkpoint(fusion, rgb, aux, use_reentrant=False)
+            else:
+                fused, rgb, aux = fusion(rgb, aux)
             if name in self._out_features:
                 outs[name] = fused
             if len(outs) == len(self._out_features):
@@ -81,7 +88,9 @@ def build_dual_mit(cfg) -> Backbone:
     fusions = [build_fusion(cfg, n, c, stage=i + 1) for i, (n, c) in enumerate(zip(names, rgb_stream.embed_dims))]
     logger.info(f"[cadet] dual-stream MiT-{cfg.CADET.BACKBONE.SIZE}: rgb channels {rgb}, aux channels {aux}, "
                 f"fusion per stage {names}")
-    return DualStreamMiT(rgb_stream, aux_stream, fusions, rgb, aux, out_features)
+    backbone = DualStreamMiT(rgb_stream, aux_stream, fusions, rgb, aux, out_features)
+    backbone.checkpoint_stages = tuple(cfg.CADET.BACKBONE.CHECKPOINT_STAGES)
+    return backbone
 
 
 @BACKBONE_REGISTRY.register()

@@ -1,0 +1,135 @@
+"""Start one or more training processes: ``--num-gpus N`` on one machine, or under torchrun.
+
+Detectron2 v0.6's ``launch`` always initialises NCCL and needs one GPU per process. This one:
+
+* picks the backend from the device: ``nccl`` for ``MODEL.DEVICE cuda`` with CUDA present,
+  ``gloo`` otherwise (``MODEL.DEVICE cpu``: N CPU processes, each with ``cpu_count // N``
+  torch threads unless ``OMP_NUM_THREADS`` says otherwise);
+* spawns ``num_processes`` processes per machine (``--num-gpus``), ranks
+  ``machine_rank * num_processes + local_rank``, rendezvous at ``dist_url``
+  (``"auto"``: a free local port);
+* under ``torchrun`` (``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` in the environment) spawns
+  nothing: the process joins the group through ``env://`` (``MASTER_ADDR``/``MASTER_PORT``);
+* sets up Detectron2's per-machine process group (``comm.create_local_process_group`` in newer
+  Detectron2, ``comm._LOCAL_PROCESS_GROUP`` in v0.6), so ``comm.get_local_rank()`` works.
+
+See docs/scaling.md for single-machine, multi-machine and SLURM examples.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from datetime import timedelta
+from typing import Any, Callable
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from detectron2.utils import comm
+
+logger = logging.getLogger("cadet_d2")
+
+DEFAULT_TIMEOUT = timedelta(minutes=30)
+TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
+
+
+def pick_backend(device: str) -> str:
+    """``nccl`` for a CUDA device on a machine with CUDA, else ``gloo``."""
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        return "nccl"
+    if str(device).startswith("cuda"):
+        logger.warning(f"[cadet] MODEL.DEVICE {device} but CUDA is not available: using the gloo backend")
+    return "gloo"
+
+
+def under_torchrun() -> bool:
+    """True when torchrun (or another launcher) set ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``."""
+    return all(v in os.environ for v in TORCHRUN_VARS)
+
+
+def find_free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def setup_local_process_group(num_per_machine: int) -> None:
+    """Detectron2's group of the ranks on this machine (every rank must call this)."""
+    if hasattr(comm, "create_local_process_group"):  # Detectron2 after v0.6
+        comm.create_local_process_group(num_per_machine)
+        return
+    world, rank = dist.get_world_size(), dist.get_rank()
+    if world % num_per_machine:
+        raise ValueError(f"world size {world} is not a multiple of {num_per_machine} processes per machine")
+    if comm._LOCAL_PROCESS_GROUP is not None:
+        raise RuntimeError("Detectron2's local process group is already set up")
+    for machine in range(world // num_per_machine):  # new_group is collective: every rank creates every group
+        group = dist.new_group(list(range(machine * num_per_machine, (machine + 1) * num_per_machine)))
+        if rank // num_per_machine == machine:
+            comm._LOCAL_PROCESS_GROUP = group
+
+
+def _prepare_device(backend: str, local_rank: int, local_size: int) -> None:
+    if backend == "nccl":
+        if local_size > torch.cuda.device_count():
+            raise RuntimeError(f"{local_size} processes per machine but only {torch.cuda.device_count()} GPU(s)")
+        torch.cuda.set_device(local_rank)
+    elif "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_size))  # share the cores
+
+
+def _init(backend: str, init_method: str, world_size: int, rank: int, local_rank: int, local_size: int,
+          timeout: timedelta) -> None:
+    _prepare_device(backend, local_rank, local_size)
+    try:
+        dist.init_process_group(backend=backend, init_method=init_method, world_size=world_size, rank=rank,
+                                timeout=timeout)
+    except Exception:
+        logger.error(f"[cadet] process group {backend} at {init_method} (rank {rank}/{world_size}) failed")
+        raise
+    setup_local_process_group(local_size)
+    comm.synchronize()  # a barrier, against timeouts right after init (as Detectron2 does)
+
+
+def _spawned_worker(local_rank: int, main_func: Callable, world_size: int, local_size: int, machine_rank: int,
+                    dist_url: str, args: tuple, timeout: timedelta, backend: str) -> None:
+    rank = machine_rank * local_size + local_rank
+    _init(backend, dist_url, world_size, rank, local_rank, local_size, timeout)
+    main_func(*args)
+    dist.destroy_process_group()
+
+
+def launch(main_func: Callable, num_processes_per_machine: int, num_machines: int = 1, machine_rank: int = 0,
+           dist_url: str | None = None, args: tuple = (), timeout: timedelta = DEFAULT_TIMEOUT, *,
+           device: str = "cuda", backend: str | None = None) -> Any:
+    """Run ``main_func(*args)`` in every process of the job (see the module docstring).
+
+    ``num_processes_per_machine`` is ``--num-gpus`` (processes, GPUs or not); ``device`` is
+    ``MODEL.DEVICE`` and picks the backend unless ``backend`` is given. Returns ``main_func``'s
+    result when it runs in this process (one process, or torchrun), else None.
+    """
+    backend = backend or pick_backend(device)
+    if under_torchrun():
+        world_size, rank = int(os.environ["WORLD_SIZE"]), int(os.environ["RANK"])
+        local_rank = int(os.environ["LOCAL_RANK"])
+        local_size = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
+        if num_processes_per_machine > 1 or num_machines > 1:
+            logger.warning("[cadet] running under torchrun: --num-gpus/--num-machines are ignored "
+                           f"(torchrun's world size {world_size}, {local_size} per machine)")
+        if world_size == 1:
+            return main_func(*args)
+        _init(backend, "env://", world_size, rank, local_rank, local_size, timeout)
+        result = main_func(*args)
+        dist.destroy_process_group()
+        return result
+    world_size = num_machines * num_processes_per_machine
+    if world_size <= 1:
+        return main_func(*args)
+    if not dist_url or dist_url == "auto":
+        if num_machines > 1:
+            raise ValueError("--dist-url auto works on one machine only; give tcp://HOST:PORT of machine 0")
+        dist_url = f"tcp://127.0.0.1:{find_free_port()}"
+    mp.spawn(_spawned_worker, nprocs=num_processes_per_machine, daemon=False,
+             args=(main_func, world_size, num_processes_per_machine, machine_rank, dist_url, args, timeout, backend))
+    return None

@@ -1,0 +1,73 @@
+"""Training precision from the config: fp32, fp16 autocast + grad scaler (CUDA), bf16 autocast.
+
+``SOLVER.AMP.ENABLED`` turns autocast on; ``CADET.SOLVER.AMP_DTYPE`` picks its dtype:
+
+* ``float16``: CUDA only, with a ``GradScaler`` (what Detectron2's AMPTrainer does);
+* ``bfloat16``: CUDA (when the GPU supports it) or CPU; no grad scaler (bf16 has fp32's range).
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+
+AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+_SHORT = {None: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+
+
+@dataclass(frozen=True)
+class Precision:
+    """How the forward pass runs: ``dtype`` None = fp32 (no autocast)."""
+
+    device_type: str
+    dtype: torch.dtype | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.dtype is not None
+
+    @property
+    def use_grad_scaler(self) -> bool:
+        """fp16 needs loss scaling against gradient underflow; bf16 and fp32 do not."""
+        return self.dtype == torch.float16
+
+    @property
+    def name(self) -> str:
+        """"fp32", "fp16" or "bf16"."""
+        return _SHORT[self.dtype]
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The autocast context of this precision (a no-op context for fp32)."""
+        if not self.enabled:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device_type, dtype=self.dtype)
+
+    def grad_scaler(self) -> torch.amp.GradScaler | None:
+        """A fresh grad scaler for fp16, else None."""
+        return torch.amp.GradScaler(self.device_type) if self.use_grad_scaler else None
+
+
+def resolve_precision(cfg) -> Precision:
+    """The :class:`Precision` of ``cfg`` (``SOLVER.AMP.ENABLED``, ``CADET.SOLVER.AMP_DTYPE``,
+    ``MODEL.DEVICE``), checked against this machine: fp16 needs CUDA, bf16 on CUDA needs a GPU
+    that supports it."""
+    device_type = torch.device(cfg.MODEL.DEVICE).type
+    if not cfg.SOLVER.AMP.ENABLED:
+        return Precision(device_type)
+    name = cfg.CADET.SOLVER.AMP_DTYPE
+    if name not in AMP_DTYPES:
+        raise ValueError(f"CADET.SOLVER.AMP_DTYPE = {name!r}; choose from {list(AMP_DTYPES)}")
+    dtype = AMP_DTYPES[name]
+    if device_type == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError("SOLVER.AMP.ENABLED with MODEL.DEVICE cuda, but CUDA is not available")
+        if dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+            raise ValueError("CADET.SOLVER.AMP_DTYPE bfloat16: this GPU does not support bf16; use float16")
+    elif device_type == "cpu":
+        if dtype != torch.bfloat16:
+            raise ValueError("SOLVER.AMP.ENABLED on the CPU needs CADET.SOLVER.AMP_DTYPE bfloat16 "
+                             "(fp16 autocast and its grad scaler are CUDA-only)")
+    else:
+        raise ValueError(f"SOLVER.AMP.ENABLED is supported on cuda and cpu, not on {cfg.MODEL.DEVICE!r}")
+    return Precision(device_type, dtype)

@@ -1,0 +1,77 @@
+"""Helper of tests/test_ddp.py (not a test module): runs in the processes of a distributed job.
+
+    python tests/ddp_helper.py train TRAIN_NET_ARGS...   # tools/train_net.py's cli, plus a hook
+    python -m torch.distributed.run --nproc_per_node 2 tests/ddp_helper.py group OUT_DIR
+
+``train``: every rank writes ``OUTPUT_DIR/rank{r}.json`` after training: a hash of its model
+weights, its stream rank/world size and the stream positions it trained on. The hook is
+installed at import time, so processes spawned by ``--num-gpus`` (which import this file as
+``__mp_main__``) have it too.
+``group``: checks the process group and Detectron2's local group that launch() sets up under
+torchrun, writing ``OUT_DIR/group{r}.json``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+
+import torch
+from detectron2.engine import HookBase
+from detectron2.utils import comm
+
+from cadet_d2.engine import CadetTrainer
+
+
+def weights_hash(state: dict) -> str:
+    h = hashlib.sha256()
+    for k in sorted(state):
+        h.update(k.encode())
+        h.update(state[k].detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+class WriteRankState(HookBase):
+    def after_train(self) -> None:
+        model = self.trainer.model
+        model = getattr(model, "module", model)  # DDP
+        loader = self.trainer._trainer.data_loader
+        out = {"rank": comm.get_rank(), "world_size": comm.get_world_size(), "local_rank": comm.get_local_rank(),
+               "hash": weights_hash(model.state_dict()), "iter": self.trainer.iter,
+               "stream": [loader.rank, loader.world_size], "ddp": model is not self.trainer.model,
+               "backend": torch.distributed.get_backend() if comm.get_world_size() > 1 else None}
+        with open(os.path.join(self.trainer.cfg.OUTPUT_DIR, f"rank{comm.get_rank()}.json"), "w") as f:
+            json.dump(out, f)
+
+
+_build_hooks = CadetTrainer.build_hooks
+
+
+def _build_hooks_with_rank_state(self):
+    return _build_hooks(self) + [WriteRankState()]
+
+
+CadetTrainer.build_hooks = _build_hooks_with_rank_state
+
+
+def check_group(out_dir: str) -> None:
+    import torch.distributed as dist
+
+    got = comm.all_gather(comm.get_rank())
+    out = {"rank": comm.get_rank(), "world_size": comm.get_world_size(), "local_rank": comm.get_local_rank(),
+           "local_size": comm.get_local_size(), "gathered": got, "backend": dist.get_backend(),
+           "env_rank": int(os.environ["RANK"])}
+    with open(os.path.join(out_dir, f"group{comm.get_rank()}.json"), "w") as f:
+        json.dump(out, f)
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "train":
+        from cadet_d2.engine.train import cli
+
+        cli(sys.argv[2:])
+    else:
+        from cadet_d2.engine.launch import launch
+
+        launch(check_group, 1, args=(sys.argv[2],), device="cpu")
