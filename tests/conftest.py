@@ -45,6 +45,26 @@ def make_tiny_root(root: str, n: int = 10, size: tuple[int, int] = (48, 64), see
 
 
 @pytest.fixture
+def one_thread():
+    """One intra-op thread: faster on a loaded 2-core machine (restored afterwards)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def registered_cfg(root: str, out: str, *opts: str):
+    """``tiny_cfg`` with its data sets registered."""
+    from cadet_d2.data import register_from_config
+
+    cfg = tiny_cfg(root, out, *opts)
+    register_from_config(cfg)
+    return cfg
+
+
+@pytest.fixture
 def tiny_root(tmp_path) -> str:
     return make_tiny_root(str(tmp_path / "data"))
 

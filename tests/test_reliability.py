@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from cadet_d2.data import DataError, register_from_config
+from cadet_d2.data import DataError
 from cadet_d2.data.stream import (
     DeterministicTrainLoader, LoadFailureLimitError, StreamIndex, plan_batches, seeded_rngs,
 )
@@ -22,7 +22,7 @@ from cadet_d2.engine.checkpoint import (
     CadetCheckpointer, UnsafeCheckpointError, capture_rng_state, restore_rng_state,
 )
 from cadet_d2.engine.preflight import PreflightError, check_free_space, check_output_dir
-from conftest import tiny_cfg, write_image
+from conftest import registered_cfg, write_image
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAST = ["CADET.FUSION.NAME", "sum", "CADET.FUSION.DEFAULT", "sum", "MODEL.FPN.OUT_CHANNELS", "32",
@@ -31,18 +31,12 @@ FAST = ["CADET.FUSION.NAME", "sum", "CADET.FUSION.DEFAULT", "sum", "MODEL.FPN.OU
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: faster on a loaded 2-core machine (restored afterwards)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_thread):
     yield
-    torch.set_num_threads(n)
 
 
 def _cfg(root: str, out: str, *opts: str):
-    cfg = tiny_cfg(root, out, *FAST, *opts)
-    register_from_config(cfg)
-    return cfg
+    return registered_cfg(root, out, *FAST, *opts)
 
 
 # ---- the deterministic stream -------------------------------------------------------------------

@@ -9,7 +9,6 @@ from detectron2.modeling import build_model
 from detectron2.solver import build_lr_scheduler
 from detectron2.utils.events import EventStorage
 
-from cadet_d2.data import register_from_config
 from cadet_d2.data.npy import select_channels
 from cadet_d2.data.stream import DeterministicTrainLoader
 from cadet_d2.engine import CadetTrainer
@@ -17,7 +16,7 @@ from cadet_d2.engine.precision import resolve_precision
 from cadet_d2.engine.step import AccumAMPTrainer
 from cadet_d2.utils.benchmark import benchmark, random_batch
 from cadet_d2.utils.memory import TensorMemoryTracker
-from conftest import tiny_cfg
+from conftest import registered_cfg, tiny_cfg
 
 FAST = ["MODEL.FPN.OUT_CHANNELS", "32", "MODEL.ROI_BOX_HEAD.FC_DIM", "64", "MODEL.RPN.PRE_NMS_TOPK_TRAIN", "200",
         "MODEL.RPN.POST_NMS_TOPK_TRAIN", "50", "SEED", "3"]
@@ -25,18 +24,12 @@ BF16 = ["SOLVER.AMP.ENABLED", "True", "CADET.SOLVER.AMP_DTYPE", "bfloat16"]
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: faster on a loaded 2-core machine (restored afterwards)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_thread):
     yield
-    torch.set_num_threads(n)
 
 
 def _cfg(root: str, out: str, *opts: str):
-    cfg = tiny_cfg(root, out, *FAST, *opts)
-    register_from_config(cfg)
-    return cfg
+    return registered_cfg(root, out, *FAST, *opts)
 
 
 # ---- config -----------------------------------------------------------------------------------
