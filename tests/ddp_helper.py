@@ -4,9 +4,9 @@
     python -m torch.distributed.run --nproc_per_node 2 tests/ddp_helper.py group OUT_DIR
 
 ``train``: every rank writes ``OUTPUT_DIR/rank{r}.json`` after training: a hash of its model
-weights, its stream rank/world size and the stream positions it trained on. The hook is
-installed at import time, so processes spawned by ``--num-gpus`` (which import this file as
-``__mp_main__``) have it too.
+weights and its stream rank/world size. The hook is installed when this file runs as the script
+or as ``__mp_main__`` (how the processes spawned by ``--num-gpus`` import it), not when a test
+imports it.
 ``group``: checks the process group and Detectron2's local group that launch() sets up under
 torchrun, writing ``OUT_DIR/group{r}.json``.
 """
@@ -45,14 +45,14 @@ class WriteRankState(HookBase):
             json.dump(out, f)
 
 
-_build_hooks = CadetTrainer.build_hooks
+def install_rank_state_hook() -> None:
+    """Every CadetTrainer built in this process gets a :class:`WriteRankState` hook."""
+    build_hooks = CadetTrainer.build_hooks
+    CadetTrainer.build_hooks = lambda self: build_hooks(self) + [WriteRankState()]
 
 
-def _build_hooks_with_rank_state(self):
-    return _build_hooks(self) + [WriteRankState()]
-
-
-CadetTrainer.build_hooks = _build_hooks_with_rank_state
+if __name__ in ("__main__", "__mp_main__"):  # the script, and the processes spawned from it (not importers)
+    install_rank_state_hook()
 
 
 def check_group(out_dir: str) -> None:

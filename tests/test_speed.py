@@ -271,6 +271,18 @@ def test_benchmark_reports_precision_accumulation_and_memory(tmp_path):
     assert len(r["profile"]) == 5 and r["machine"] and r["threads"] == 1
 
 
+def test_paired_benchmark_alternates_settings(tmp_path):
+    from cadet_d2.utils.benchmark import paired_benchmark
+
+    cfgs = {"sum": tiny_cfg(str(tmp_path), str(tmp_path / "o"), *FAST, "CADET.FUSION.NAME", "sum"),
+            "accum": tiny_cfg(str(tmp_path), str(tmp_path / "o"), *FAST, "CADET.FUSION.NAME", "sum",
+                              "SOLVER.ACCUM_STEPS", "2")}
+    r = paired_benchmark(cfgs, rounds=2, warmup=0, batch=1, height=64, width=96)
+    s = r["settings"]
+    assert s["sum"]["ratio_to_first"] == 1.0 and len(s["accum"]["step_times_s"]) == 2
+    assert s["accum"]["images_per_s"] == pytest.approx(2 / s["accum"]["median_step_s"])
+
+
 # ---- exact resume with accumulation (tools/train_net.py, SIGKILL, --resume) -------------------------
 def test_kill_and_resume_with_accumulation_gives_identical_weights(tmp_path):
     import re
@@ -290,3 +302,4 @@ def test_kill_and_resume_with_accumulation_gives_identical_weights(tmp_path):
     resumed = _final_state(out)
     assert resumed["iteration"] == MAX_ITER - 1
     _assert_identical(_final_state(full), resumed)
+

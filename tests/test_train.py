@@ -83,3 +83,15 @@ def test_user_fusion_example_trains_from_yaml(tiny_root, tmp_path):
     state = torch.load(os.path.join(out, "model_final.pth"), map_location="cpu", weights_only=False)["model"]
     gates = [k for k in state if k.endswith(".gate")]
     assert sorted(gates) == ["backbone.bottom_up.fusions.2.gate", "backbone.bottom_up.fusions.3.gate"]
+
+
+def test_single_test_set_metrics_keep_the_dataset_name(tiny_root, tmp_path):
+    """Detectron2 flattens the results of a single test set; the metrics file must not."""
+    out = str(tmp_path / "one")
+    r = train_net("--config-file", "configs/Base-CADET.yaml", *TINY, "SOLVER.MAX_ITER", "1", "CADET.DATA.ROOT",
+                  tiny_root, "CADET.FUSION.NAME", "sum", "CADET.FUSION.DEFAULT", "sum", "OUTPUT_DIR", out,
+                  "DATASETS.TEST", "('synth_nighttest1',)")
+    assert r.returncode == 0, r.stderr[-3000:]
+    with open(os.path.join(out, "eval_metrics.json")) as f:
+        metrics = json.load(f)["datasets"]
+    assert list(metrics) == ["synth_nighttest1"] and "AP" in metrics["synth_nighttest1"]

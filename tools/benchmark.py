@@ -7,7 +7,9 @@
     python tools/benchmark.py --config-file configs/baselines/frm_ffm_mit_b2.yaml --memory MODEL.DEVICE cpu \
         CADET.BACKBONE.CHECKPOINT_STAGES [1,2,3,4]
     python tools/benchmark.py --config-file configs/demo.yaml --mode input   # .npy reading and the mapper
-    python tools/benchmark.py --config-file configs/simple/sum_mit_b1.yaml --vs "CADET.FUSION.NAME cssa CADET.FUSION.DEFAULT cssa" MODEL.DEVICE cpu
+    # paired: steps of the base config and of each --vs variant alternate in one process
+    python tools/benchmark.py --config-file configs/simple/sum_mit_b1.yaml \
+        --vs "CADET.FUSION.NAME cssa CADET.FUSION.DEFAULT cssa" MODEL.DEVICE cpu
 
 --memory adds the peak live tensor memory of one extra step (any device; see
 cadet_d2/utils/memory.py); --profile N the N ops with the most self CPU time in one extra step.
@@ -32,7 +34,8 @@ def _input_mode(cfg, args) -> dict:
     n = cfg.CADET.INPUT.FILE_CHANNELS
     sets = {"all": list(range(n)), "configured": file_channel_indices(cfg), "rgb": [0, 1, 2], "thermal": [3]}
     reads = read_strategies(os.path.join(cfg.CADET.DATA.ROOT, "images"), sets, limit=args.iters * 20)
-    return {"mode": "input", "read_ms_per_image": reads, "mapper_ms_per_image": mapper_speed(cfg, limit=args.iters * 10),
+    mapper_ms = mapper_speed(cfg, limit=args.iters * 10)
+    return {"mode": "input", "read_ms_per_image": reads, "mapper_ms_per_image": mapper_ms,
             "data_root": cfg.CADET.DATA.ROOT, "load_avg": os.getloadavg()[0]}
 
 
@@ -54,6 +57,8 @@ def main(argv=None) -> dict:
     p.add_argument("--json", default="", help="write the result here")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     args = p.parse_args(argv)
+    if args.vs and args.mode != "train":
+        p.error("--vs compares training steps: use it with --mode train")
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = load_config(args.config_file, args.opts)

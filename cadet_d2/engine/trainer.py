@@ -60,7 +60,9 @@ class CadetTrainer(ScaleTrainerMixin, ReliableTrainerMixin, DefaultTrainer):
         """Evaluate on every ``DATASETS.TEST`` set; log the table, write ``CADET.TEST.METRICS_FILE``."""
         results = super().test(cfg, model, evaluators)
         if comm.is_main_process() and results:
-            metrics = box_metrics(results)
+            # DefaultTrainer returns {task: ...} instead of {dataset: {task: ...}} for one dataset.
+            per_set = {cfg.DATASETS.TEST[0]: results} if len(cfg.DATASETS.TEST) == 1 else results
+            metrics = box_metrics(per_set)
             logger.info("[cadet] COCO box metrics:\n" + format_table(metrics))
             path = os.path.join(cfg.OUTPUT_DIR, cfg.CADET.TEST.METRICS_FILE)
             write_metrics(path, metrics, weights=cfg.MODEL.WEIGHTS)
