@@ -92,12 +92,19 @@ def _init(backend: str, init_method: str, world_size: int, rank: int, local_rank
     comm.synchronize()  # a barrier, against timeouts right after init (as Detectron2 does)
 
 
+def _finish() -> None:
+    """Tear the process group down together: a rank that destroys it while another still talks
+    to it can abort gloo ("terminate called without an active exception")."""
+    comm.synchronize()
+    dist.destroy_process_group()
+
+
 def _spawned_worker(local_rank: int, main_func: Callable, world_size: int, local_size: int, machine_rank: int,
                     dist_url: str, args: tuple, timeout: timedelta, backend: str) -> None:
     rank = machine_rank * local_size + local_rank
     _init(backend, dist_url, world_size, rank, local_rank, local_size, timeout)
     main_func(*args)
-    dist.destroy_process_group()
+    _finish()
 
 
 def launch(main_func: Callable, num_processes_per_machine: int, num_machines: int = 1, machine_rank: int = 0,
@@ -121,7 +128,7 @@ def launch(main_func: Callable, num_processes_per_machine: int, num_machines: in
             return main_func(*args)
         _init(backend, "env://", world_size, rank, local_rank, local_size, timeout)
         result = main_func(*args)
-        dist.destroy_process_group()
+        comm.synchronize()  # torchrun tears the group down with the processes
         return result
     world_size = num_machines * num_processes_per_machine
     if world_size <= 1:
