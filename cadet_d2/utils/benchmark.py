@@ -21,6 +21,8 @@ from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
+from .params import count_params
+
 
 def random_batch(batch: int, channels: int, height: int, width: int, boxes: int = 3, seed: int = 0) -> list[dict]:
     """``batch`` dicts with a uniform random ``image`` (C, H, W) in [0, 255] and ``boxes`` GT boxes."""
@@ -152,7 +154,7 @@ def benchmark(cfg, mode: str = "train", iters: int = 10, warmup: int = 3, batch:
         "load_avg_after": os.getloadavg()[0], "backbone_size": cfg.CADET.BACKBONE.SIZE,
         "backbone": cfg.MODEL.BACKBONE.NAME, "fusion": cfg.CADET.FUSION.NAME, "stages": list(cfg.CADET.FUSION.STAGES),
         "checkpoint_stages": list(cfg.CADET.BACKBONE.CHECKPOINT_STAGES),
-        "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
+        "params_m": count_params(model) / 1e6,
         **result_extra,
     }
     if device.type == "cuda":

@@ -36,6 +36,7 @@ class DualStreamMiT(MiTBackbone):
         rgb_channels: list[int],
         aux_channels: list[int],
         out_features: list[str],
+        checkpoint_stages: tuple[int, ...] = (),
     ):
         super().__init__()
         if rgb_stream.embed_dims != aux_stream.embed_dims:
@@ -47,7 +48,7 @@ class DualStreamMiT(MiTBackbone):
         self._set_outputs(rgb_stream, out_features)
         # Stages (1-4) whose fusion module is recomputed in backward (activation checkpointing,
         # CADET.BACKBONE.CHECKPOINT_STAGES; the streams' blocks are set in build_stream).
-        self.checkpoint_stages: tuple[int, ...] = ()
+        self.checkpoint_stages = tuple(checkpoint_stages)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         rgb = x.index_select(1, self.rgb_index)
@@ -88,9 +89,8 @@ def build_dual_mit(cfg) -> Backbone:
     fusions = [build_fusion(cfg, n, c, stage=i + 1) for i, (n, c) in enumerate(zip(names, rgb_stream.embed_dims))]
     logger.info(f"[cadet] dual-stream MiT-{cfg.CADET.BACKBONE.SIZE}: rgb channels {rgb}, aux channels {aux}, "
                 f"fusion per stage {names}")
-    backbone = DualStreamMiT(rgb_stream, aux_stream, fusions, rgb, aux, out_features)
-    backbone.checkpoint_stages = tuple(cfg.CADET.BACKBONE.CHECKPOINT_STAGES)
-    return backbone
+    return DualStreamMiT(rgb_stream, aux_stream, fusions, rgb, aux, out_features,
+                         checkpoint_stages=tuple(cfg.CADET.BACKBONE.CHECKPOINT_STAGES))
 
 
 @BACKBONE_REGISTRY.register()
