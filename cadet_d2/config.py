@@ -62,6 +62,13 @@ def add_cadet_config(cfg: CN) -> CN:
     _C.CADET.INPUT.BRIGHTNESS = 0.0
     _C.CADET.INPUT.CONTRAST = 0.0
     _C.CADET.INPUT.SATURATION = 0.0
+    # Modality dropout (training; cadet_d2/data/corrupt.py): with probability PROB a sample
+    # loses one of GROUPS (drawn uniformly; a group is modalities joined by "+"), its channels
+    # set to 0 ("zero") or to uniform noise in [0, 255] ("noise"). PROB 0 = off.
+    _C.CADET.INPUT.MODALITY_DROPOUT = CN()
+    _C.CADET.INPUT.MODALITY_DROPOUT.PROB = 0.0
+    _C.CADET.INPUT.MODALITY_DROPOUT.GROUPS = ["rgb", "thermal+event"]
+    _C.CADET.INPUT.MODALITY_DROPOUT.MODE = "zero"
 
     # ---- backbone ------------------------------------------------------------------------
     _C.CADET.BACKBONE = CN()
@@ -106,6 +113,15 @@ def add_cadet_config(cfg: CN) -> CN:
     _C.CADET.FUSION.CSSA.THRESHOLD = 0.5
     # Also rescale the kept channels by their ECA weight (plain ECA does; CSSA's default: no).
     _C.CADET.FUSION.CSSA.RESCALE = False
+    # cssa_learnable: temperature T of the sigmoid surrogate sigmoid((tau - w) / T) through
+    # which the learned threshold gets its gradient (THRESHOLD is its initial value).
+    _C.CADET.FUSION.CSSA.TEMPERATURE = 0.05
+
+    _C.CADET.FUSION.HYBRID = CN()
+    # NAME "hybrid": stages in EARLY_STAGES use the module EARLY, the other stages LATE.
+    _C.CADET.FUSION.HYBRID.EARLY_STAGES = [1, 2]
+    _C.CADET.FUSION.HYBRID.EARLY = "cssa"
+    _C.CADET.FUSION.HYBRID.LATE = "gaff"
 
     _C.CADET.FUSION.GAFF = CN()
     # SE reduction ratio r (4 or 8 in the study).
@@ -135,6 +151,12 @@ def add_cadet_config(cfg: CN) -> CN:
     # Write evaluation metrics to OUTPUT_DIR/<this file> (one entry per test set). Not
     # "metrics.json": Detectron2's JSONWriter writes its training log there.
     _C.CADET.TEST.METRICS_FILE = "eval_metrics.json"
+    # Sensor failure at test time: after the clean evaluation, every DATASETS.TEST set is
+    # evaluated again with each group here (modalities joined by "+", e.g. "thermal+event")
+    # failed in each mode of CORRUPT: "zero", "noise" (uniform, seeded by file name) or
+    # "frozen" (the data set's first frame). One table, one row per condition. [] = off.
+    _C.CADET.TEST.DROP_MODALITIES = []
+    _C.CADET.TEST.CORRUPT = ["zero"]
     return cfg
 
 
@@ -195,6 +217,10 @@ def validate_cadet_config(cfg: CN) -> None:
         for s in cfg.CADET[node][leaf]:
             if s not in (1, 2, 3, 4):
                 raise ValueError(f"CADET.{key} entry {s!r} is not a stage; stages are 1, 2, 3, 4")
+    _validate_sensor_failure(cfg)
+    for key in ("EARLY", "LATE"):
+        if cfg.CADET.FUSION.HYBRID[key] == "hybrid":
+            raise ValueError(f"CADET.FUSION.HYBRID.{key} cannot be 'hybrid'; name a module such as cssa or gaff")
     tau = cfg.CADET.FUSION.CSSA.THRESHOLD
     if not 0.0 <= tau <= 1.0:
         raise ValueError(f"CADET.FUSION.CSSA.THRESHOLD = {tau} must lie in [0, 1]")
@@ -215,3 +241,25 @@ def validate_cadet_config(cfg: CN) -> None:
     accum = cfg.SOLVER.ACCUM_STEPS
     if not isinstance(accum, int) or isinstance(accum, bool) or accum < 1:
         raise ValueError(f"SOLVER.ACCUM_STEPS = {accum!r} must be an integer >= 1 (micro-batches per optimizer step)")
+
+
+def _validate_sensor_failure(cfg: CN) -> None:
+    """Modality dropout and test conditions name modalities the model has, and known modes."""
+    from .data.corrupt import TEST_MODES, TRAIN_MODES, group_channels
+
+    slices = modality_slices(cfg)
+    drop = cfg.CADET.INPUT.MODALITY_DROPOUT
+    if not 0.0 <= drop.PROB <= 1.0:
+        raise ValueError(f"CADET.INPUT.MODALITY_DROPOUT.PROB = {drop.PROB} must lie in [0, 1]")
+    _check_choice("CADET.INPUT.MODALITY_DROPOUT.MODE", drop.MODE, TRAIN_MODES)
+    if drop.PROB > 0:
+        if not drop.GROUPS:
+            raise ValueError("CADET.INPUT.MODALITY_DROPOUT.GROUPS is empty; name the modality groups that may drop")
+        for g in drop.GROUPS:
+            group_channels(g, slices, "CADET.INPUT.MODALITY_DROPOUT.GROUPS")
+    for g in cfg.CADET.TEST.DROP_MODALITIES:
+        group_channels(g, slices, "CADET.TEST.DROP_MODALITIES")
+    for m in cfg.CADET.TEST.CORRUPT:
+        _check_choice("CADET.TEST.CORRUPT entry", m, TEST_MODES)
+    if cfg.CADET.TEST.DROP_MODALITIES and not cfg.CADET.TEST.CORRUPT:
+        raise ValueError("CADET.TEST.DROP_MODALITIES is set but CADET.TEST.CORRUPT is empty; e.g. [\"zero\"]")

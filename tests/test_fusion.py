@@ -15,11 +15,11 @@ from detectron2.utils.events import EventStorage
 
 from cadet_d2.config import add_cadet_config
 from cadet_d2.modeling.fusion import FUSION_REGISTRY, FusionOutput, build_fusion, registered_fusions
-from cadet_d2.modeling.fusion import cssa, frm_ffm, gaff, simple
+from cadet_d2.modeling.fusion import cssa, cssa_variants, frm_ffm, gaff, simple
 from cadet_d2.utils.params import fusion_param_table
 
 B, H, W = 2, 8, 10
-BUILTIN = {"sum", "concat", "frm_ffm", "cssa", "gaff"}
+BUILTIN = {"sum", "concat", "frm_ffm", "cssa", "cssa_learnable", "cssa_soft", "gaff", "hybrid"}
 
 # (name, channels, stage, config overrides, expected parameter count from the formula)
 CASES = [
@@ -39,6 +39,12 @@ CASES = [
      gaff.expected_params(64, se_reduction=8, inter_shared=True, inter_kernel=3,
                           merge_bottleneck=True)),
     ("gaff", 64, 3, {"GAFF.INTER_KERNEL": 3}, gaff.expected_params(64, inter_kernel=3)),
+    ("cssa_learnable", 32, 1, {}, cssa_variants.expected_params(32, "cssa_learnable")),
+    ("cssa_learnable", 64, 2, {"CSSA.RESCALE": True}, cssa.expected_params(64) + 1),
+    ("cssa_soft", 32, 1, {}, cssa_variants.expected_params(32, "cssa_soft")),
+    ("hybrid", 32, 1, {}, cssa.expected_params(32)),
+    ("hybrid", 64, 3, {}, gaff.expected_params(64)),
+    ("hybrid", 64, 3, {"HYBRID.EARLY_STAGES": "[1, 2, 3]", "HYBRID.EARLY": "cssa_soft"}, cssa.expected_params(64)),
 ]
 IDS = [f"{n}-C{c}-s{s}-{'-'.join(f'{k}={v}' for k, v in o.items()) or 'default'}"
        for n, c, s, o, _ in CASES]

@@ -11,6 +11,7 @@ from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 
 from ..config import file_channel_indices, modality_slices
+from .corrupt import Condition, ModalityDropout
 from .npy import load_image, select_channels
 
 logger = logging.getLogger(__name__)
@@ -37,7 +38,9 @@ class MultiModalDatasetMapper:
     ``CADET.INPUT.MODALITIES`` (values 0-255, not normalised: the model subtracts
     ``MODEL.PIXEL_MEAN``), ``instances`` (training) with ``gt_boxes``/``gt_classes``.
     Geometric transforms move every channel and the boxes together; photometric ones touch
-    the RGB channels only.
+    the RGB channels only. Sensor failure (``corrupt.py``), before any transform: modality
+    dropout in training (``CADET.INPUT.MODALITY_DROPOUT``), or a test ``condition`` (one
+    :class:`Condition`; its frozen frame is the image ``frozen_file``).
     """
 
     @configurable
@@ -50,6 +53,9 @@ class MultiModalDatasetMapper:
         channel_indices: list[int],
         file_channels: int,
         rgb_slice: slice | None,
+        dropout: ModalityDropout | None = None,
+        condition: Condition | None = None,
+        frozen_file: str | None = None,
     ):
         self.is_train = is_train
         self.augmentations = T.AugmentationList(augmentations)
@@ -57,11 +63,20 @@ class MultiModalDatasetMapper:
         self.channel_indices = list(channel_indices)
         self.file_channels = file_channels
         self.rgb_slice = rgb_slice
+        self.dropout = dropout
+        self.condition = condition
+        self.frozen = None
+        if condition is not None and condition.mode == "frozen":
+            if frozen_file is None:
+                raise ValueError(f"test condition {condition.name} needs frozen_file (the frozen frame)")
+            self.frozen = self.load({"file_name": frozen_file})
         logger.info(f"[cadet] mapper ({'train' if is_train else 'test'}): channels {self.channel_indices}, "
-                    f"geometric {augmentations}, photometric (RGB only) {photometric}")
+                    f"geometric {augmentations}, photometric (RGB only) {photometric}"
+                    + (f", {dropout}" if dropout else "") + (f", condition {condition.name}" if condition else ""))
 
     @classmethod
-    def from_config(cls, cfg, is_train: bool = True) -> dict:
+    def from_config(cls, cfg, is_train: bool = True, condition: Condition | None = None,
+                    frozen_file: str | None = None) -> dict:
         slices = modality_slices(cfg)
         return {
             "is_train": is_train,
@@ -71,6 +86,9 @@ class MultiModalDatasetMapper:
             "channel_indices": file_channel_indices(cfg),
             "file_channels": cfg.CADET.INPUT.FILE_CHANNELS,
             "rgb_slice": slices.get("rgb"),
+            "dropout": ModalityDropout.from_config(cfg) if is_train else None,
+            "condition": condition,
+            "frozen_file": frozen_file,
         }
 
     def load(self, dataset_dict: dict) -> np.ndarray:
@@ -85,6 +103,10 @@ class MultiModalDatasetMapper:
     def __call__(self, dataset_dict: dict) -> dict:
         dataset_dict = copy.deepcopy(dataset_dict)
         image = self.load(dataset_dict)
+        if self.dropout is not None:
+            image = self.dropout(image)
+        if self.condition is not None:
+            image = self.condition.apply(image, dataset_dict["file_name"], self.frozen)
         aug_input = T.AugInput(image)
         transforms = self.augmentations(aug_input)
         image = aug_input.image

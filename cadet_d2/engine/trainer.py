@@ -12,7 +12,8 @@ from detectron2.utils import comm
 
 from ..data.mapper import MultiModalDatasetMapper
 from ..data.stream import build_deterministic_train_loader
-from ..evaluation import box_metrics, build_coco_evaluator, format_table, write_metrics
+from ..evaluation import (CLEAN, box_metrics, build_coco_evaluator, condition_table, evaluate_conditions,
+                          format_table, write_metrics)
 from .reliability import ReliableTrainerMixin
 from .scale import ScaleTrainerMixin
 
@@ -57,14 +58,21 @@ class CadetTrainer(ScaleTrainerMixin, ReliableTrainerMixin, DefaultTrainer):
 
     @classmethod
     def test(cls, cfg, model, evaluators=None) -> dict:
-        """Evaluate on every ``DATASETS.TEST`` set; log the table, write ``CADET.TEST.METRICS_FILE``."""
+        """Evaluate on every ``DATASETS.TEST`` set, then under each sensor-failure condition of
+        ``CADET.TEST`` (if any); log the tables, write ``CADET.TEST.METRICS_FILE``."""
         results = super().test(cfg, model, evaluators)
+        conditions = evaluate_conditions(cfg, model) if cfg.CADET.TEST.DROP_MODALITIES else {}
         if comm.is_main_process() and results:
             # DefaultTrainer returns {task: ...} instead of {dataset: {task: ...}} for one dataset.
             per_set = {cfg.DATASETS.TEST[0]: results} if len(cfg.DATASETS.TEST) == 1 else results
             metrics = box_metrics(per_set)
             logger.info("[cadet] COCO box metrics:\n" + format_table(metrics))
+            extra = {}
+            if conditions:
+                rows = {CLEAN: metrics, **conditions}
+                logger.info("[cadet] AP under sensor failure:\n" + condition_table(rows))
+                extra["conditions"] = [{"name": k, "datasets": v} for k, v in rows.items()]  # ordered
             path = os.path.join(cfg.OUTPUT_DIR, cfg.CADET.TEST.METRICS_FILE)
-            write_metrics(path, metrics, weights=cfg.MODEL.WEIGHTS)
+            write_metrics(path, metrics, weights=cfg.MODEL.WEIGHTS, **extra)
             logger.info(f"[cadet] metrics written to {path}")
         return results

@@ -47,7 +47,13 @@ def format_table(metrics: dict[str, dict[str, float]]) -> str:
 
 
 def write_metrics(path: str, metrics: dict[str, dict[str, float]], **extra) -> None:
-    """Write metrics (NaN as null) atomically as JSON: {"datasets": {...}, **extra}."""
-    clean = {n: {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in m.items()}
-             for n, m in metrics.items()}
-    atomic_write_json(path, {"datasets": clean, **extra})
+    """Write metrics (NaN as null, also inside ``extra``) atomically as JSON: {"datasets": {...}, **extra}."""
+    atomic_write_json(path, _nan_to_none({"datasets": metrics, **extra}))
+
+
+def _nan_to_none(x):
+    if isinstance(x, dict):
+        return {k: _nan_to_none(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_nan_to_none(v) for v in x]
+    return None if isinstance(x, float) and math.isnan(x) else x

@@ -1,6 +1,7 @@
 """Fusion modules of the dual-stream backbone. Importing this package registers the built-in
-modules: ``sum``, ``concat``, ``frm_ffm``, ``cssa``, ``gaff``."""
-from . import base, cssa, frm_ffm, gaff, simple  # noqa: F401  (registers the modules)
+modules: ``sum``, ``concat``, ``frm_ffm``, ``cssa``, ``cssa_learnable``, ``cssa_soft``, ``gaff``,
+``hybrid``."""
+from . import base, cssa, cssa_variants, frm_ffm, gaff, hybrid, simple  # noqa: F401  (registers the modules)
 from .base import (
     FUSION_REGISTRY,
     FusionOutput,

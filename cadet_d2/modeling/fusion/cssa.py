@@ -20,7 +20,11 @@ selects. Where ``rescale=True`` the kept channels use w itself instead.
 
 Logged per stage (training, via ``log_scalar``): the fraction of channels switched R<-X
 (``fusion/stage{s}/switch_rgb_from_aux``) and X<-R (``.../switch_aux_from_rgb``). The last
-attention map ``a`` is kept, detached, in ``self.last_attention`` (B, 1, H, W).
+attention map ``a`` is kept, detached, in ``self.last_attention`` (B, 1, H, W), and the last
+switch rates in ``self.last_switch_rates`` (rgb_from_aux, aux_from_rgb), 0-dim tensors.
+
+Variants (``cssa_variants.py``) replace only :meth:`CSSAFusion.switch`: ``cssa_learnable``
+(threshold learned per stage) and ``cssa_soft`` (a soft gate instead of switching).
 """
 from __future__ import annotations
 
@@ -70,6 +74,7 @@ class CSSAFusion(nn.Module):
         self.eca_aux = ECA(channels)
         self.spatial = nn.Conv2d(2, 1, kernel_size=7, padding=3, bias=True)
         self.last_attention: Optional[torch.Tensor] = None
+        self.last_switch_rates: Optional[tuple[torch.Tensor, torch.Tensor]] = None
 
     @classmethod
     def from_config(cls, cfg, channels: int, stage: int) -> dict:
@@ -84,20 +89,28 @@ class CSSAFusion(nn.Module):
         kept = own * (w if self.rescale else st)
         return torch.where(switch, other * st, kept), switch
 
-    def forward(self, rgb: torch.Tensor, aux: torch.Tensor) -> FusionOutput:
+    def switch(self, rgb: torch.Tensor, aux: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Channel switching: (B, C, H, W) x 2 -> the switched maps R_s, X_s (B, C, H, W) each."""
         w_rgb, logw_rgb = self.eca_rgb(rgb)
         w_aux, logw_aux = self.eca_aux(aux)
         rgb_s, sw_rgb = self._select(rgb, aux, w_rgb, logw_rgb)
         aux_s, sw_aux = self._select(aux, rgb, w_aux, logw_aux)
+        self.record_switch(sw_rgb.float().mean(), sw_aux.float().mean())
+        return rgb_s, aux_s
+
+    def record_switch(self, rgb_from_aux: torch.Tensor, aux_from_rgb: torch.Tensor) -> None:
+        """Keep and log the fraction of channels switched R<-X and X<-R (scalars)."""
+        self.last_switch_rates = (rgb_from_aux.detach(), aux_from_rgb.detach())  # no GPU sync
+        log_scalar(f"fusion/stage{self.stage}/switch_rgb_from_aux", rgb_from_aux)
+        log_scalar(f"fusion/stage{self.stage}/switch_aux_from_rgb", aux_from_rgb)
+
+    def forward(self, rgb: torch.Tensor, aux: torch.Tensor) -> FusionOutput:
+        rgb_s, aux_s = self.switch(rgb, aux)
         both = torch.cat([rgb_s, aux_s], dim=1)
         s = torch.cat([both.mean(dim=1, keepdim=True), both.amax(dim=1, keepdim=True)], dim=1)
         a = torch.sigmoid(self.spatial(s))  # (B, 1, H, W)
         self.last_attention = a.detach()
-        log_scalar(f"fusion/stage{self.stage}/switch_rgb_from_aux", sw_rgb.float().mean())
-        log_scalar(f"fusion/stage{self.stage}/switch_aux_from_rgb", sw_aux.float().mean())
         return FusionOutput(a * rgb_s + (1 - a) * aux_s, rgb, aux)
-
-
 
 
 def expected_params(channels: int) -> int:

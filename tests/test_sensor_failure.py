@@ -1,0 +1,127 @@
+"""Sensor failure: modality groups, the corruptions, modality dropout in the training mapper,
+test-time conditions in the test mapper, and the per-condition evaluation table (CPU, tiny)."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from cadet_d2.config import modality_slices, validate_cadet_config
+from cadet_d2.data.corrupt import Condition, ModalityDropout, corrupt, group_channels, conditions_from_config
+from cadet_d2.data.mapper import MultiModalDatasetMapper
+from conftest import registered_cfg, tiny_cfg
+
+SLICES = {"rgb": slice(0, 3), "thermal": slice(3, 4), "event": slice(4, 5)}
+
+
+def _image(seed: int = 0, h: int = 6, w: int = 8) -> np.ndarray:
+    return np.random.default_rng(seed).integers(1, 255, size=(h, w, 5)).astype(np.float32)
+
+
+def test_group_channels():
+    assert group_channels("rgb", SLICES, "K") == [0, 1, 2]
+    assert group_channels("thermal+event", SLICES, "K") == [3, 4]
+    with pytest.raises(ValueError, match=r"K: 'depth' names \['depth'\]"):
+        group_channels("depth", SLICES, "K")
+
+
+@pytest.mark.parametrize("mode", ["zero", "noise", "frozen"])
+def test_corrupt_touches_only_the_group(mode):
+    image = _image()
+    frozen = _image(seed=1, h=3, w=4)  # another size: resized
+    out = corrupt(image, [3, 4], mode, np.random.RandomState(0), frozen)
+    np.testing.assert_array_equal(out[:, :, :3], image[:, :, :3])
+    assert not np.array_equal(out[:, :, 3:], image[:, :, 3:])
+    if mode == "zero":
+        assert (out[:, :, 3:] == 0).all()
+    elif mode == "noise":
+        assert out[:, :, 3:].min() >= 0 and out[:, :, 3:].max() <= 255 and out[:, :, 3:].std() > 30
+    else:
+        assert out[:, :, 3:].min() >= frozen[:, :, 3:].min() and out[:, :, 3:].max() <= frozen[:, :, 3:].max()
+        same = corrupt(_image(seed=5), [3, 4], mode, np.random.RandomState(0), frozen)
+        np.testing.assert_array_equal(same[:, :, 3:], out[:, :, 3:])  # the same frame in every image
+    np.testing.assert_array_equal(image, _image())  # input untouched
+
+
+def test_test_noise_depends_on_file_only():
+    cond = Condition("rgb", "noise", (0, 1, 2))
+    a = cond.apply(_image(), "a.npy", None)
+    np.testing.assert_array_equal(a, cond.apply(_image(), "a.npy", None))
+    assert not np.array_equal(a, cond.apply(_image(), "b.npy", None))
+
+
+def test_modality_dropout_rate_and_groups():
+    drop = ModalityDropout(0.5, [[0, 1, 2], [3, 4]], "zero")
+    np.random.seed(0)
+    dropped = {"rgb": 0, "aux": 0, "none": 0}
+    for _ in range(400):
+        out = drop(_image())
+        rgb_zero, aux_zero = (out[:, :, :3] == 0).all(), (out[:, :, 3:] == 0).all()
+        assert not (rgb_zero and aux_zero)
+        dropped["rgb" if rgb_zero else "aux" if aux_zero else "none"] += 1
+    assert 150 < dropped["none"] < 250 and dropped["rgb"] > 60 and dropped["aux"] > 60
+
+
+def test_config_dropout_and_conditions(tmp_path):
+    cfg = tiny_cfg(str(tmp_path), str(tmp_path / "out"), "CADET.INPUT.MODALITY_DROPOUT.PROB", "0.3",
+                   "CADET.TEST.DROP_MODALITIES", '["thermal+event", "rgb"]', "CADET.TEST.CORRUPT", '["zero", "frozen"]')
+    assert ModalityDropout.from_config(cfg).groups == [[0, 1, 2], [3, 4]]
+    assert [c.name for c in conditions_from_config(cfg)] == [
+        "-thermal+event (zero)", "-thermal+event (frozen)", "-rgb (zero)", "-rgb (frozen)"]
+    cfg.CADET.INPUT.MODALITIES = ["rgb", "thermal"]
+    cfg.MODEL.PIXEL_MEAN, cfg.MODEL.PIXEL_STD = cfg.MODEL.PIXEL_MEAN[:4], cfg.MODEL.PIXEL_STD[:4]
+    assert modality_slices(cfg)["thermal"] == slice(3, 4)
+    with pytest.raises(ValueError, match="MODALITY_DROPOUT.GROUPS: 'thermal\\+event' names \\['event'\\]"):
+        validate_cadet_config(cfg)
+    cfg.CADET.INPUT.MODALITY_DROPOUT.GROUPS = ["rgb", "thermal"]
+    with pytest.raises(ValueError, match="CADET.TEST.DROP_MODALITIES: 'thermal\\+event' names \\['event'\\]"):
+        validate_cadet_config(cfg)
+    cfg.CADET.TEST.DROP_MODALITIES = ["thermal"]
+    cfg.CADET.TEST.CORRUPT = ["blur"]
+    with pytest.raises(ValueError, match="CADET.TEST.CORRUPT entry = 'blur' is not allowed"):
+        validate_cadet_config(cfg)
+
+
+def test_mappers_apply_dropout_and_conditions(tiny_root, tmp_path):
+    cfg = registered_cfg(tiny_root, str(tmp_path / "out"), "CADET.INPUT.MODALITY_DROPOUT.PROB", "1.0",
+                         "CADET.INPUT.MODALITY_DROPOUT.GROUPS", '["thermal+event"]', "INPUT.RANDOM_FLIP", "none")
+    record = {"file_name": os.path.join(tiny_root, "images", "img0001.npy"), "height": 48, "width": 64,
+              "annotations": []}
+    train = MultiModalDatasetMapper(cfg, True)(dict(record))["image"]
+    clean = MultiModalDatasetMapper(cfg, False)(dict(record))["image"]
+    assert (train[3:] == 0).all() and train[:3].abs().sum() > 0 and clean[3:].abs().sum() > 0
+    frozen_file = os.path.join(tiny_root, "images", "img0000.npy")
+    cond = Condition("rgb", "frozen", (0, 1, 2))
+    test = MultiModalDatasetMapper(cfg, False, condition=cond, frozen_file=frozen_file)(dict(record))["image"]
+    ref = MultiModalDatasetMapper(cfg, False)({"file_name": frozen_file})["image"]
+    torch.testing.assert_close(test[:3], ref[:3])
+    torch.testing.assert_close(test[3:], clean[3:])
+
+
+def test_eval_reports_every_condition(tiny_root, tmp_path):
+    from detectron2.modeling import build_model
+
+    from cadet_d2.engine.trainer import CadetTrainer
+    torch.manual_seed(0)
+    out = str(tmp_path / "out")
+    cfg = registered_cfg(tiny_root, out, "MODEL.BACKBONE.NAME", "build_dual_mit_fpn_backbone",
+                         "CADET.FUSION.NAME", "sum", "CADET.FUSION.DEFAULT", "sum", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0",
+                         "CADET.TEST.DROP_MODALITIES", '["rgb", "thermal+event"]', "CADET.TEST.CORRUPT", '["zero", "noise"]',
+                         "DATASETS.TEST", '("synth_daytest1",)')
+    model = build_model(cfg).eval()
+    CadetTrainer.test(cfg, model)
+    with open(os.path.join(out, "eval_metrics.json"), encoding="utf-8") as f:
+        data = json.load(f)
+    assert [c["name"] for c in data["conditions"]] == [
+        "clean", "-rgb (zero)", "-rgb (noise)", "-thermal+event (zero)", "-thermal+event (noise)"]
+    assert all(set(c["datasets"]) == {"synth_daytest1"} for c in data["conditions"])
+    assert data["conditions"][0]["datasets"] == data["datasets"]
+
+    def predictions(folder: str) -> list:
+        with open(os.path.join(out, "inference", folder, "synth_daytest1", "coco_instances_results.json")) as f:
+            return json.load(f)
+    clean = predictions(".")  # the clean run writes under inference/synth_daytest1
+    assert clean and predictions("drop_rgb_zero") != clean and predictions("drop_thermal_event_noise") != clean
