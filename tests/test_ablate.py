@@ -150,6 +150,164 @@ def test_plan_adds_the_baseline_and_refuses_conflicting_opts(tmp_path):
         load_study(str(path))
 
 
+# ---- optional fusion studies --------------------------------------------------------------------
+OPTIONAL = {"cssa_learnable": ["cssa_learnable_s23", "cssa_learnable_s34", "cssa_learnable_s1234"],
+            "cssa_soft": ["cssa_soft_s23", "cssa_soft_s34", "cssa_soft_s1234"],
+            "hybrid": ["hybrid_s1234", "hybrid_s1234_e1", "hybrid_s1234_e123"]}
+
+
+def _fusion_study(raw: dict, name: str) -> dict:
+    return next(fs for fs in raw["fusion_studies"] if fs["name"] == name)
+
+
+def test_optional_studies_left_out_unless_included(tmp_path, capsys):
+    from cadet_d2.engine import load_config
+    from cadet_d2.study.cli import main
+    from cadet_d2.study.plan import fmt_value
+
+    root = make_tiny_root(str(tmp_path / "data"))
+    study = _study(CADET48, str(tmp_path / "out"))
+    assert [fs.name for fs in study.fusion_studies if fs.optional] == list(OPTIONAL)
+    plan = make_plan(study, ["CADET.DATA.ROOT", root])
+    assert len(plan.arms) == 55 and not {a.group for a in plan.arms} & set(OPTIONAL)
+    text = format_plan(plan)
+    assert "48 study arms (5 baselines + 11 cssa + 32 gaff) + 7 modality = 55 arms" in text
+    assert "9 optional arm(s) left out (cssa_learnable 3, cssa_soft 3, hybrid 3): add --with-optional" in text
+
+    plan = make_plan(dataclasses.replace(study, include_optional=True), ["CADET.DATA.ROOT", root])
+    assert len(plan.arms) == 64 and "left out" not in format_plan(plan)
+    for group, names in OPTIONAL.items():
+        assert [a.name for a in plan.arms if a.group == group] == names
+        assert all(plan.arm(n).baseline == "baseline_frm_ffm_mit_b1" for n in names)
+    assert [a.name for a in plan.arms][:5] == [f"baseline_frm_ffm_mit_{s}" for s in ("b0", "b1", "b2", "b4", "b5")]
+    learn = _over(plan.arm("cssa_learnable_s34"))
+    assert (learn["CADET.FUSION.NAME"], learn["CADET.FUSION.STAGES"], learn["CADET.FUSION.DEFAULT"],
+            learn["CADET.FUSION.CSSA.THRESHOLD"], learn["CADET.FUSION.CSSA.TEMPERATURE"],
+            learn["CADET.BACKBONE.SIZE"]) == ("cssa_learnable", [3, 4], "frm_ffm", 0.5, 0.05, "b1")
+    soft = _over(plan.arm("cssa_soft_s1234"))
+    assert (soft["CADET.FUSION.NAME"], soft["CADET.FUSION.STAGES"]) == ("cssa_soft", [1, 2, 3, 4])
+    # hybrid: phase 2 on its only stage set is planned at once (nothing to rank), list values in names
+    assert not any(a.pending for a in plan.arms if a.group == "hybrid")
+    assert [plan.arm(n).phase for n in OPTIONAL["hybrid"]] == ["1", "2", "2"]
+    early = {n: _over(plan.arm(n))["CADET.FUSION.HYBRID.EARLY_STAGES"] for n in OPTIONAL["hybrid"]}
+    assert early == {"hybrid_s1234": [1, 2], "hybrid_s1234_e1": [1], "hybrid_s1234_e123": [1, 2, 3]}
+    assert _over(plan.arm("hybrid_s1234"))["CADET.FUSION.NAME"] == "hybrid"
+    for name in ("cssa_learnable_s23", "cssa_soft_s23", "hybrid_s1234_e123"):  # the overrides make a valid config
+        arm = plan.arm(name)
+        opts = [x for k, v in arm.overrides for x in (k, fmt_value(v))]
+        cfg = load_config(os.path.join(REPO, study.base_config), [*plan.common_opts, *opts, *plan.cli_opts])
+        assert cfg.CADET.FUSION.NAME == arm.fusion and list(cfg.CADET.FUSION.STAGES) == arm.stages
+    assert list(cfg.CADET.FUSION.HYBRID.EARLY_STAGES) == [1, 2, 3] and cfg.CADET.FUSION.CSSA.TEMPERATURE == 0.05
+
+    # the CLI flag, and the study file's include_optional, do the same
+    out = ["--output", str(tmp_path / "out"), "--opts", "CADET.DATA.ROOT", root]
+    assert main(["plan", CADET48, "--with-optional", *out]) == 0
+    text = capsys.readouterr().out
+    assert ("57 study arms (5 baselines + 11 cssa + 32 gaff + 3 cssa_learnable (optional) + 3 cssa_soft (optional) "
+            "+ 3 hybrid (optional)) + 7 modality = 64 arms x 3 seeds = 192 runs") in text
+    assert "hybrid_s1234_e123/seed2" in text
+    raw = yaml.safe_load(open(CADET48))
+    raw["include_optional"] = True
+    raw["baselines"]["sizes"] = ["b1"]
+    _fusion_study(raw, "cssa_learnable")["backbone"] = "b2"  # on mit_b2: its baseline is added
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    assert main(["plan", str(path), *out]) == 0
+    text = capsys.readouterr().out
+    assert "54 study arms (2 baselines + 11 cssa + 32 gaff + 3 cssa_learnable (optional)" in text
+    assert "note: added baseline_frm_ffm_mit_b2" in text and "cssa_learnable_s23/seed0" in text
+    plan = make_plan(_study(str(path), str(tmp_path / "out")), ["CADET.DATA.ROOT", root])
+    assert plan.arm("cssa_learnable_s23").baseline == "baseline_frm_ffm_mit_b2"
+    raw["include_optional"] = False  # left out: no b2 baseline either
+    path.write_text(yaml.safe_dump(raw))
+    plan = make_plan(_study(str(path), str(tmp_path / "out")), ["CADET.DATA.ROOT", root])
+    assert plan.arm("baseline_frm_ffm_mit_b2") is None and plan.arm("cssa_learnable_s23") is None
+
+
+@pytest.mark.parametrize("where,value", [("study", "yes-please"), ("study", 1), ("study", "true"),
+                                         ("top", "maybe"), ("top", 0)])
+def test_optional_must_be_a_boolean(tmp_path, where, value):
+    raw = yaml.safe_load(open(CADET48))
+    if where == "study":
+        i = [fs["name"] for fs in raw["fusion_studies"]].index("cssa_soft")
+        raw["fusion_studies"][i]["optional"] = value
+        key = f"fusion_studies[{i}].optional"
+    else:
+        raw["include_optional"] = value
+        key = "include_optional"
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(StudyError, match=rf"^{re.escape(str(path))}: {re.escape(key)}: must be true or false, got"):
+        load_study(str(path))
+
+
+def test_grid_values_that_make_bad_arm_names_stop(tmp_path):
+    raw = yaml.safe_load(open(CADET48))
+    _fusion_study(raw, "hybrid")["phase2"]["grid"]["e"]["values"] = [[1], "a b/c"]
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    study = _study(str(path), str(tmp_path / "out"))
+    root = make_tiny_root(str(tmp_path / "data"))
+    assert make_plan(study, ["CADET.DATA.ROOT", root]).arm("hybrid_s1234_ea b/c") is None  # optional: not planned
+    with pytest.raises(StudyError, match=r"hybrid_s1234_ea b/c.*not usable as folder names"):
+        make_plan(dataclasses.replace(study, include_optional=True), ["CADET.DATA.ROOT", root])
+
+
+def _fake_params(out: str, arm: str) -> None:
+    os.makedirs(os.path.join(out, arm), exist_ok=True)
+    with open(os.path.join(out, arm, "params.json"), "w") as f:
+        json.dump({"params": 1_000_000, "fusion_params": 1000, "backbone_params": 500_000}, f)
+
+
+def test_optional_study_report_run_one_and_slurm(tmp_path, capsys):
+    """synth_small's optional cssa_soft [4]: reported next to the baseline with Δ only with
+    --with-optional; run-one finds it by name; --slurm passes the flag to the follow-up job."""
+    from cadet_d2.study.cli import main
+
+    root = make_tiny_root(str(tmp_path / "data"))
+    out = str(tmp_path / "out")
+    for arm, ap in (("baseline_frm_ffm_mit_b0", 10.0), ("cssa_soft_s4", 13.0)):
+        for seed in (0, 1):
+            _fake_finished(os.path.join(out, arm, f"seed{seed}"), ap + seed)
+        _fake_params(out, arm)
+    common = ["--output", out, "--opts", "CADET.DATA.ROOT", root]
+
+    assert main(["report", SYNTH_SMALL, "--no-plots", "--resamples", "10", *common]) == 0
+    md = open(os.path.join(out, "report", "report.md")).read()
+    assert "## cssa phase 1" in md and "## cssa_soft" not in md and "| cssa_soft_s4 |" not in md
+    assert "1 optional arm(s) left out (cssa_soft 1): add --with-optional" in md
+    rows = {r["arm"] for r in csv.DictReader(open(os.path.join(out, "report", "results.csv")))}
+    assert "cssa_soft_s4" not in rows and "baseline_frm_ffm_mit_b0" in rows
+
+    assert main(["report", SYNTH_SMALL, "--with-optional", "--no-plots", "--resamples", "10", *common]) == 0
+    md = open(os.path.join(out, "report", "report.md")).read()
+    table = md.split("## cssa_soft phase 1")[1].split("\n## ")[0]
+    assert "Baseline: `baseline_frm_ffm_mit_b0`" in table
+    assert "| **baseline_frm_ffm_mit_b0** (baseline) | 2/2 | 10.50 ± 0.71 | ref |" in table
+    assert "| cssa_soft_s4 | 2/2 | 13.50 ± 0.71 | +3.00 |" in table
+    assert "left out" not in md
+    rows = {r["arm"]: r for r in csv.DictReader(open(os.path.join(out, "report", "results.csv")))}
+    assert float(rows["cssa_soft_s4"]["test_AP_delta"]) == pytest.approx(3.0)
+    assert rows["cssa_soft_s4"]["baseline"] == "baseline_frm_ffm_mit_b0" and rows["cssa_soft_s4"]["fusion"] == "cssa_soft"
+    capsys.readouterr()
+
+    # run-one finds an optional arm by name without the flag (SLURM's task lines carry none)
+    assert main(["run-one", SYNTH_SMALL, "--arm", "cssa_soft_s4", "--seed", "1", *common]) == 0
+    assert "cssa_soft_s4/seed1: already done" in capsys.readouterr().out
+    assert main(["run-one", SYNTH_SMALL, "--arm", "cssa_soft_s3", "--seed", "1", *common]) == 2
+
+    def slurm(output: str, *flags: str) -> tuple[list[str], str]:
+        assert main(["run", SYNTH_SMALL, "--slurm", *flags, "--output", output, "--opts", "CADET.DATA.ROOT", root]) == 0
+        (folder,) = [os.path.join(output, "slurm", d) for d in os.listdir(os.path.join(output, "slurm"))]
+        return open(os.path.join(folder, "tasks.txt")).read().splitlines(), open(os.path.join(folder, "next.sbatch")).read()
+
+    tasks, nxt = slurm(str(tmp_path / "s1"))
+    assert len(tasks) == 10 and not any("cssa_soft" in t for t in tasks) and "--with-optional" not in nxt
+    tasks, nxt = slurm(str(tmp_path / "s2"), "--with-optional")
+    assert len(tasks) == 12 and sum("--arm cssa_soft_s4 " in t for t in tasks) == 2
+    assert "--slurm --submit --new-only --with-optional" in nxt
+
+
 # ---- the bootstrap is COCOeval ------------------------------------------------------------------
 def _coco_ap(gt: dict, dets: list, image_list: list[int]) -> float:
     """COCOeval box AP (%) on ``image_list`` (with repeats) of ``gt``/``dets``."""

@@ -41,6 +41,8 @@ def test_config_builds_and_runs(path):
         f = cfg.CADET.FUSION
         for stage, module in zip((1, 2, 3, 4), bottom_up.fusions):
             expected = f.NAME if stage in f.STAGES else f.DEFAULT
+            if expected == "hybrid":
+                expected = f.HYBRID.EARLY if stage in f.HYBRID.EARLY_STAGES else f.HYBRID.LATE
             assert type(module) is FUSION_REGISTRY.get(expected)
     assert bottom_up.stream.size == cfg.CADET.BACKBONE.SIZE if not dual else bottom_up.rgb_stream.size == cfg.CADET.BACKBONE.SIZE
     with torch.no_grad():

@@ -17,7 +17,7 @@ from conftest import tiny_cfg
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.mark.parametrize("name", ["frm_ffm", "cssa", "gaff", "concat"])
+@pytest.mark.parametrize("name", ["frm_ffm", "cssa", "gaff", "concat", "cssa_learnable", "cssa_soft"])
 def test_fusion_module_trains(tiny_root, tmp_path, name):
     cfg = tiny_cfg(tiny_root, str(tmp_path), "CADET.FUSION.NAME", name, "CADET.FUSION.DEFAULT", "sum",
                    "CADET.FUSION.STAGES", "[2, 4]", "DATASETS.TEST", "()", "SOLVER.MAX_ITER", "3",
@@ -32,6 +32,20 @@ def test_fusion_module_trains(tiny_root, tmp_path, name):
     assert len(losses) == 3 and all(torch.isfinite(torch.tensor(v)) for v, _ in losses)
     after = fusions[1].state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before), f"{name}: fusion weights did not change"
+    if name == "cssa_learnable":  # the learned threshold moved and was logged at iteration 0
+        assert "threshold_logit" in before and not torch.equal(before["threshold_logit"], after["threshold_logit"])
+        assert trainer.storage.history("fusion/stage2/threshold").values()[0][0] == pytest.approx(0.5)
+
+
+def test_hybrid_trains_cssa_early_gaff_late(tiny_root, tmp_path):
+    cfg = tiny_cfg(tiny_root, str(tmp_path), "CADET.FUSION.NAME", "hybrid", "CADET.FUSION.HYBRID.EARLY_STAGES", "[1]",
+                   "DATASETS.TEST", "()", "SOLVER.MAX_ITER", "2")
+    register_from_config(cfg)
+    trainer = CadetTrainer(cfg)
+    assert [type(f).__name__ for f in trainer.model.backbone.bottom_up.fusions] == [
+        "CSSAFusion", "GAFFFusion", "GAFFFusion", "GAFFFusion"]
+    trainer.train()
+    assert len(trainer.storage.history("total_loss").values()) == 2
 
 
 def test_benchmark_tool_reports_speed_and_memory(tmp_path):

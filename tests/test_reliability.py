@@ -391,3 +391,18 @@ def test_plain_pkl_and_pth_weights_load(tmp_path):
     torch.save({"weight": torch.zeros(2, 3), "bias": torch.zeros(2)}, tmp_path / "w.pth")
     CadetCheckpointer(model).load(str(tmp_path / "w.pth"))
     assert torch.equal(model.weight, torch.zeros(2, 3))
+
+
+def test_atomic_writes_get_the_permissions_of_open(tmp_path):
+    from cadet_d2.engine.checkpoint import atomic_torch_save
+    from cadet_d2.utils.io import atomic_write_bytes
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_bytes(str(tmp_path / "a.json"), b"{}")
+        atomic_torch_save({"x": torch.zeros(1)}, str(tmp_path / "m.pth"))
+    finally:
+        os.umask(old)
+    for name in ("a.json", "m.pth"):  # mkstemp alone would give 0o600: unreadable by the group
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o644
+    assert sorted(os.listdir(tmp_path)) == ["a.json", "m.pth"]  # no temporary file left

@@ -22,7 +22,6 @@ import logging
 import os
 import pickle
 import random
-import tempfile
 from typing import Any, Iterator
 
 import numpy as np
@@ -31,7 +30,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import HookBase
 from detectron2.utils import comm
 
-from ..utils.io import atomic_write_bytes
+from ..utils.io import atomic_write, atomic_write_bytes
 
 logger = logging.getLogger("cadet_d2")
 
@@ -41,42 +40,11 @@ class UnsafeCheckpointError(RuntimeError):
 
 
 # ---- saving ---------------------------------------------------------------------------------
-def _fsync_dir(folder: str) -> None:
-    with contextlib.suppress(OSError):  # not every file system lets a folder be opened/fsynced
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def atomic_torch_save(obj: Any, path: str) -> None:
-    """``torch.save`` to a temporary file beside ``path``, fsync, then rename over ``path``.
-
-    On any error (or a kill) ``path`` keeps its previous content; the temporary file is removed
-    on errors (a kill leaves a hidden ``.<name>.*.tmp`` file, removed by the next resume).
-    """
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # the permissions a plain open() would give
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(folder)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
+    """``torch.save`` to a temporary file beside ``path``, fsync, then rename over ``path``
+    (:func:`~cadet_d2.utils.io.atomic_write`): a kill leaves ``path`` as it was; a leftover hidden
+    ``.<name>.*.tmp`` file is removed by the next resume."""
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def nonfinite_tensors(obj: Any, prefix: str = "") -> list[str]:

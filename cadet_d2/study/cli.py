@@ -1,20 +1,23 @@
 """``tools/ablate.py``: plan, run and report an ablation study (see docs/study.md).
 
-    python tools/ablate.py plan   configs/studies/cadet48.yaml
-    python tools/ablate.py run    configs/studies/cadet48.yaml [--dry-run] [--slurm [--submit]]
-    python tools/ablate.py report configs/studies/cadet48.yaml [--flops] [--resamples 1000]
+    python tools/ablate.py plan   configs/studies/cadet48.yaml [--with-optional]
+    python tools/ablate.py run    configs/studies/cadet48.yaml [--dry-run] [--slurm [--submit]] [--with-optional]
+    python tools/ablate.py report configs/studies/cadet48.yaml [--flops] [--resamples 1000] [--with-optional]
 
-Every subcommand takes ``--output DIR`` (the study's output root) and, last, ``--opts KEY VALUE
-...`` (config overrides appended to every run, e.g. ``--opts CADET.DATA.ROOT /data MODEL.DEVICE cpu``).
+Every subcommand takes ``--output DIR`` (the study's output root), ``--with-optional`` (also the
+fusion studies marked ``optional: true``, as the study file's ``include_optional: true`` does) and,
+last, ``--opts KEY VALUE ...`` (config overrides appended to every run, e.g. ``--opts
+CADET.DATA.ROOT /data MODEL.DEVICE cpu``).
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from typing import Optional
 
-from .plan import Plan, fmt_value, make_plan
+from .plan import Plan, fmt_value, left_out_note, make_plan
 from .spec import Study, StudyError, load_study
 
 
@@ -22,6 +25,8 @@ def _load(args: argparse.Namespace) -> Study:
     study = load_study(args.study)
     if args.output:
         study = dataclasses.replace(study, output=args.output)
+    if args.with_optional:
+        study = dataclasses.replace(study, include_optional=True)
     return study
 
 
@@ -38,21 +43,28 @@ def format_plan(plan: Plan) -> str:
         states.append(state)
         over = " ".join(f"{k} {fmt_value(v)}" for k, v in r.arm.overrides)
         lines.append(f"{r.arm.phase:9} {r.key:44} {state:8} {over} SEED {r.seed}")
-    groups = [fs.name for fs in s.fusion_studies]
+    studies = s.planned_studies
+    groups = [fs.name for fs in studies]
     n = {g: sum(a.group == g for a in plan.arms) for g in ["baseline", *groups, "modality"]}
     study_arms = n["baseline"] + sum(n[g] for g in groups)
-    parts = " + ".join([f"{n['baseline']} baselines"] + [f"{n[g]} {g}" for g in groups])
+    parts = " + ".join([f"{n['baseline']} baselines"] +
+                       [f"{n[fs.name]} {fs.name}" + (" (optional)" if fs.optional else "") for fs in studies])
     lines += ["", f"arms: {study_arms} study arms ({parts}) + {n['modality']} modality = {len(plan.arms)} arms "
               f"x {len(s.seeds)} seeds = {len(plan.runs)} runs",
               f"runs: {states.count('done')} done, {states.count('failed')} failed, "
               f"{states.count('pending')} pending (phase 2, needs phase-1 results), "
               f"{len(states) - states.count('done') - states.count('failed') - states.count('pending')} to run"]
+    if left_out_note(s):
+        lines.append(left_out_note(s))
     return "\n".join(lines)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("study", help="study YAML (e.g. configs/studies/cadet48.yaml)")
     p.add_argument("--output", default="", help="output root (default: the study file's 'output')")
+    p.add_argument("--with-optional", action="store_true",
+                   help="also plan/run/report the fusion studies marked 'optional: true' "
+                        "(as the study file's 'include_optional: true' does)")
     p.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
                    help="KEY VALUE ... appended to every run's config (must come last)")
 
@@ -88,6 +100,10 @@ def _run_one(study: Study, args: argparse.Namespace) -> int:
 
     plan = make_plan(study, args.opts, freeze=True)
     run = next((r for r in plan.runs if r.arm.name == args.arm and r.seed == args.seed), None)
+    if run is None and study.left_out_studies:
+        # An arm of an optional study, named explicitly (SLURM's tasks.txt lines carry no --with-optional).
+        plan = make_plan(dataclasses.replace(study, include_optional=True), args.opts, freeze=True)
+        run = next((r for r in plan.runs if r.arm.name == args.arm and r.seed == args.seed), None)
     if run is None:
         print(f"no run {args.arm}/seed{args.seed} in the plan (phase 2 not resolved yet?)", file=sys.stderr)
         return 2
@@ -101,6 +117,19 @@ def _run_one(study: Study, args: argparse.Namespace) -> int:
         status = execute(plan, run)
     print(f"{run.key}: {status['state']}" + (f" ({status['error']})" if status.get("error") else ""))
     return 0 if status["state"] == "done" else 1
+
+
+def _follow_up_with_optional(folder: str) -> None:
+    """Pass --with-optional on to the follow-up job (``next.sbatch``), which plans again for phase 2.
+    (The array's ``run-one`` tasks find optional arms by name without it.)"""
+    path = os.path.join(folder, "next.sbatch")
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    flags = " --slurm --submit --new-only"
+    if flags not in text:
+        raise OSError(f"{path}: no '{flags.strip()}' line to add --with-optional to")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text.replace(flags, flags + " --with-optional", 1))
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -121,6 +150,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                 if folder is None:
                     print("nothing to submit: every concrete run is finished (or, with --new-only, attempted)")
                     return 0
+                if args.with_optional:
+                    _follow_up_with_optional(folder)
                 print(f"SLURM scripts in {folder}: submit with `bash {folder}/submit.sh` (array + follow-up job that "
                       "submits phase 2 when phase 1 is done)")
                 if args.submit:

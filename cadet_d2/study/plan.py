@@ -3,13 +3,16 @@
 Arms, in plan order: the backbone baselines (the baseline of every fusion study's and of the
 modality ablations' backbone is added when the study file lacks it), each fusion study's phase 1
 (one arm per stage set), its phase 2 (grid of options on the top-k phase-1 stage sets; *pending*
-until every phase-1 run has finished or failed), then the modality ablations.
+until every phase-1 run has finished or failed, unless top_k takes every stage set), then the
+modality ablations. Fusion studies marked ``optional`` are left out unless the study includes
+them (``include_optional: true`` or ``ablate.py ... --with-optional``).
 """
 from __future__ import annotations
 
 import itertools
 import math
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -111,10 +114,37 @@ def stage_tag(stages: list[int]) -> str:
     return "s" + "".join(str(s) for s in stages)
 
 
+# Arm names are folder names and SLURM/CLI arguments: no spaces, brackets, quotes or slashes.
+ARM_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+
+
 def _value_tag(v: Any) -> str:
+    """A grid value in an arm name: booleans as 1/0, lists of stages (digits) run together like
+    stage tags ([1, 2, 3] -> 123), other lists joined with '-'."""
     if isinstance(v, bool):
         return "1" if v else "0"
+    if isinstance(v, (list, tuple)):
+        parts = [_value_tag(x) for x in v]
+        return "".join(parts) if all(len(p) == 1 and p.isdigit() for p in parts) else "-".join(parts)
     return str(v)
+
+
+def fusion_arm_count(fs: FusionStudy) -> int:
+    """Arms a fusion study plans: one per stage set, plus its phase-2 grid on each of the top_k."""
+    phase2 = fs.top_k * math.prod(len(axis.values) for axis in fs.grid) if fs.grid else 0
+    return len(fs.stage_sets) + phase2
+
+
+def left_out_note(study: Study) -> str:
+    """'' or how many arms the optional fusion studies that are not included would add, and how
+    to include them."""
+    left = study.left_out_studies
+    if not left:
+        return ""
+    n = sum(fusion_arm_count(fs) for fs in left)
+    each = ", ".join(f"{fs.name} {fusion_arm_count(fs)}" for fs in left)
+    return (f"{n} optional arm(s) left out ({each}): add --with-optional to plan/run/report "
+            f"(or include_optional: true in {study.path})")
 
 
 def arm_name(group: str, stages: list[int], tags: list[tuple[str, Any]] = ()) -> str:
@@ -202,6 +232,9 @@ def select_top_k(study: Study, fs: FusionStudy, data_name: str, freeze: bool,
                  metrics_file: str = METRICS_FILE) -> tuple[Optional[list[list[int]]], str]:
     """Phase-2 stage sets: a frozen selection (``selection_<group>.json``) if present, else the
     top-k of :func:`rank_phase1`, frozen to that file when ``freeze`` (``ablate run`` does)."""
+    if fs.top_k >= len(fs.stage_sets):  # every stage set: nothing to choose, no need to wait
+        return [list(s) for s in fs.stage_sets], (f"{fs.name} phase 2 on every phase-1 stage set {fs.stage_sets} "
+                                                  f"(top_k {fs.top_k}: no ranking needed)")
     path = selection_path(study, fs.name)
     frozen = read_json(path)
     if isinstance(frozen, dict) and frozen.get("top_k") == fs.top_k and \
@@ -222,17 +255,19 @@ def select_top_k(study: Study, fs: FusionStudy, data_name: str, freeze: bool,
 
 def study_arms(study: Study, data_name: str = "", freeze: bool = False,
                metrics_file: str = METRICS_FILE) -> tuple[list[Arm], list[str]]:
-    """Every arm of the study (phase 2 resolved when possible) and notes for the plan."""
+    """Every arm of the study (phase 2 resolved when possible) and notes for the plan. Optional
+    fusion studies count only when the study includes them (:attr:`Study.planned_studies`)."""
     notes = []
     sizes = list(study.baseline_sizes)
-    needed = [fs.backbone for fs in study.fusion_studies] + ([study.modality_backbone] if study.modality_sets else [])
+    studies = study.planned_studies
+    needed = [fs.backbone for fs in studies] + ([study.modality_backbone] if study.modality_sets else [])
     for size in needed:
         if size not in sizes:
             sizes.append(size)
             notes.append(f"added {baseline_name(study.baseline_fusion, size)}: the fusion arms on mit_{size} "
                          "are compared with it (same backbone and schedule)")
     arms = [_baseline_arm(study, s) for s in sizes]
-    for fs in study.fusion_studies:
+    for fs in studies:
         arms += [_fusion_arm(fs, "1", s, [], study.baseline_fusion) for s in fs.stage_sets]
         if not fs.grid:
             continue
@@ -249,6 +284,12 @@ def study_arms(study: Study, data_name: str = "", freeze: bool = False,
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise StudyError(f"{study.path}: two arms share a name: {dup}")
+    bad = [n for n in names if not ARM_NAME_RE.fullmatch(n)]
+    if bad:
+        raise StudyError(f"{study.path}: arm name(s) {bad} are not usable as folder names (letters, digits, "
+                         "'_', '.', '+', '-'): change the study name, phase2.grid tag or value")
+    if left_out_note(study):
+        notes.append(left_out_note(study))
     return arms, notes
 
 

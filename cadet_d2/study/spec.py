@@ -26,7 +26,7 @@ DEFAULT_REPORT = {
 DEFAULT_SLURM = {"partition": "", "time": "24:00:00", "gpus": 1, "cpus": 8, "mem": "64G", "parallel": 8,
                  "setup": "", "extra": []}
 TOP_KEYS = {"name", "base_config", "output", "seeds", "backbone", "data", "schedule", "opts", "env",
-            "baselines", "fusion_studies", "modality", "report", "slurm", "train_script"}
+            "baselines", "fusion_studies", "modality", "report", "slurm", "train_script", "include_optional"}
 SCHEDULE_KEYS = {"epochs", "iterations", "train_images", "ims_per_batch", "base_lr", "steps",
                  "warmup_iters", "checkpoint_period"}
 
@@ -56,6 +56,7 @@ class FusionStudy:
     options: dict[str, Any]
     top_k: int = 0
     grid: list[GridAxis] = field(default_factory=list)
+    optional: bool = False  # left out of plan/run/report unless the study includes optional studies
 
 
 @dataclass
@@ -83,6 +84,18 @@ class Study:
     slurm: dict
     train_script: str
     raw: dict = field(repr=False, default_factory=dict)
+    include_optional: bool = False  # the file's ``include_optional``, or ``ablate.py ... --with-optional``
+
+    @property
+    def planned_studies(self) -> list[FusionStudy]:
+        """The fusion studies that are planned, run and reported: all of them when optional ones
+        are included, else the non-optional ones."""
+        return [fs for fs in self.fusion_studies if self.include_optional or not fs.optional]
+
+    @property
+    def left_out_studies(self) -> list[FusionStudy]:
+        """The optional fusion studies that are not included."""
+        return [fs for fs in self.fusion_studies if fs.optional and not self.include_optional]
 
 
 def _err(path: str, key: str, msg: str) -> StudyError:
@@ -102,6 +115,13 @@ def _merge(default: dict, given: dict | None) -> dict:
     for k, v in (given or {}).items():
         out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
+
+
+def _bool(path: str, key: str, value) -> bool:
+    """A YAML boolean (true/false); anything else (``yes-please``, 1, "true") stops with the key."""
+    if not isinstance(value, bool):
+        raise _err(path, key, f"must be true or false, got {value!r}")
+    return value
 
 
 def _stage_sets(path: str, key: str, sets) -> list[list[int]]:
@@ -129,7 +149,8 @@ def _check_option_keys(path: str, where: str, keys) -> None:
 
 def _fusion_study(path: str, i: int, node: dict, backbone: str) -> FusionStudy:
     where = f"fusion_studies[{i}]"
-    _check_keys(path, where, node, {"name", "fusion", "default", "backbone", "stage_sets", "options", "phase2"})
+    _check_keys(path, where, node, {"name", "fusion", "default", "backbone", "stage_sets", "options", "phase2",
+                                    "optional"})
     for k in ("name", "fusion", "stage_sets"):
         if k not in node:
             raise _err(path, where, f"missing {k!r}")
@@ -137,7 +158,8 @@ def _fusion_study(path: str, i: int, node: dict, backbone: str) -> FusionStudy:
     _check_option_keys(path, f"{where}.options", options)
     fs = FusionStudy(name=str(node["name"]), fusion=str(node["fusion"]), default=str(node.get("default", "frm_ffm")),
                      backbone=str(node.get("backbone", backbone)),
-                     stage_sets=_stage_sets(path, f"{where}.stage_sets", node["stage_sets"]), options=options)
+                     stage_sets=_stage_sets(path, f"{where}.stage_sets", node["stage_sets"]), options=options,
+                     optional=_bool(path, f"{where}.optional", node.get("optional", False)))
     p2 = node.get("phase2")
     if p2:
         _check_keys(path, f"{where}.phase2", p2, {"top_k", "grid"})
@@ -218,6 +240,7 @@ def load_study(path: str) -> Study:
         modality_backbone=str(mod.get("backbone", backbone)), pixel_stats=pixel_stats, report=report,
         slurm=_merge(DEFAULT_SLURM, raw.get("slurm")),
         train_script=str(raw.get("train_script", "")) or default_train_script(), raw=raw,
+        include_optional=_bool(path, "include_optional", raw.get("include_optional", False)),
     )
 
 

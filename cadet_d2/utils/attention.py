@@ -45,9 +45,9 @@ def _registered_name(module: nn.Module) -> str:
 
 
 def _clear_maps(fusions: list[nn.Module]) -> None:
-    """Forget maps of an earlier forward pass, so only this image's maps are collected."""
+    """Forget maps (and switch rates) of an earlier forward pass, so only this image's are collected."""
     for f in fusions:
-        for attr in MAP_ATTRIBUTES:
+        for attr in (*MAP_ATTRIBUTES, "last_switch_rates"):
             if hasattr(f, attr):
                 setattr(f, attr, None)
 
@@ -95,6 +95,18 @@ def fusion_maps(model: nn.Module, image: torch.Tensor) -> dict[str, np.ndarray]:
             m = value[0].mean(dim=0)  # (C, h, w) or (1, h, w) -> (h, w)
             maps[f"stage{i + 1}/{_registered_name(f)}_{suffix}"] = _to_image_size(m, padded, size)
     return maps
+
+
+def switch_rates(model: nn.Module) -> dict[int, tuple[float, float]]:
+    """Stage (1-4) -> (rgb_from_aux, aux_from_rgb): the fraction of channels CSSA switched in the
+    last forward pass (e.g. the one of :func:`fusion_maps`), from each fusion module's
+    ``last_switch_rates``; stages whose module keeps none are left out."""
+    rates = {}
+    for i, f in enumerate(getattr(bottom_up(model), "fusions", [])):
+        value = getattr(f, "last_switch_rates", None)
+        if value is not None:
+            rates[i + 1] = (float(value[0]), float(value[1]))
+    return rates
 
 
 def _display(x: torch.Tensor) -> np.ndarray:

@@ -1,0 +1,68 @@
+"""Pictures of a registered data set's ground truth, as stored or after the training mapper."""
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+from detectron2.config import CfgNode
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.structures import BoxMode
+
+from ..config import file_channel_indices, modality_slices
+from ..data.datasets import register_from_config
+from ..data.mapper import MultiModalDatasetMapper
+from ..data.npy import load_image, select_channels
+from ..utils.visualize import save_detections
+
+logger = logging.getLogger("cadet_d2")
+
+
+def stored_ground_truth(cfg: CfgNode, d: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(image (H, W, C) in model channel order, boxes (N, 4) XYXY pixels, classes (N,)) of a
+    dataset dict, as stored."""
+    image = select_channels(load_image(d["file_name"], cfg.CADET.INPUT.FILE_CHANNELS), file_channel_indices(cfg))
+    annos = d.get("annotations", [])
+    boxes = np.array([BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in annos],
+                     dtype=np.float32).reshape(-1, 4)
+    return image, boxes, np.array([a["category_id"] for a in annos], dtype=np.int64)
+
+
+def augmented_ground_truth(mapper: MultiModalDatasetMapper, d: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The same after a training mapper: the augmented image (h, w, C) and its transformed boxes."""
+    out = mapper(d)
+    inst = out["instances"]
+    image = out["image"].permute(1, 2, 0).numpy()
+    return image, inst.gt_boxes.tensor.numpy().astype(np.float32), inst.gt_classes.numpy().astype(np.int64)
+
+
+def draw_dataset(cfg: CfgNode, dataset: str, output_dir: str, num: int = 8, train_aug: bool = False,
+                 seed: int | None = 0) -> list[str]:
+    """Write ``output_dir/<stem>.png`` (``<stem>_aug.png`` with ``train_aug``) for the first
+    ``num`` images of ``dataset`` (all when ``num`` <= 0) with their ground-truth boxes.
+
+    The data sets of ``cfg.CADET.DATA`` are registered first. ``train_aug`` runs the training
+    mapper (``MultiModalDatasetMapper(cfg, is_train=True)``: resize, flip, RGB jitter) and draws
+    the transformed boxes on the augmented image; ``seed`` seeds numpy's global RNG, which
+    Detectron2's augmentations draw from. Returns the written paths.
+    """
+    register_from_config(cfg)
+    if dataset not in DatasetCatalog.list():
+        known = sorted(n for n in DatasetCatalog.list() if n.startswith(cfg.CADET.DATA.NAME + "_"))
+        raise KeyError(f"data set {dataset!r} is not registered; the config registers {known}")
+    dicts = DatasetCatalog.get(dataset)
+    dicts = dicts[:num] if num > 0 else dicts
+    names = list(MetadataCatalog.get(dataset).get("thing_classes", []))
+    mapper = MultiModalDatasetMapper(cfg, is_train=True) if train_aug else None
+    if train_aug and seed is not None:
+        np.random.seed(seed)
+    slices = modality_slices(cfg)
+    written = []
+    for d in dicts:
+        image, boxes, classes = augmented_ground_truth(mapper, d) if mapper else stored_ground_truth(cfg, d)
+        stem = d.get("stem") or os.path.splitext(os.path.basename(d["file_name"]))[0]
+        path = os.path.join(output_dir, f"{stem}{'_aug' if train_aug else ''}.png")
+        save_detections(path, image, slices, boxes, classes, None, names)
+        written.append(path)
+    logger.info(f"[cadet] {dataset}: {len(written)} ground-truth pictures in {output_dir}")
+    return written

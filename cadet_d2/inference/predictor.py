@@ -1,0 +1,121 @@
+"""``BatchPredictor``: a trained CadetRCNN over ``.npy`` files of any size, in batches."""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import torch
+from detectron2.config import CfgNode
+from detectron2.modeling import build_model
+
+from ..data.mapper import MultiModalDatasetMapper
+from ..data.npy import read_image_size
+
+logger = logging.getLogger("cadet_d2")
+
+
+@dataclass
+class Prediction:
+    """Detections of one image, in the coordinates of the original file.
+
+    ``boxes``: (N, 4) float32 XYXY pixels, inside [0, width] x [0, height]; ``scores``: (N,)
+    float32, descending; ``classes``: (N,) int64 contiguous class indices (0-based).
+    """
+
+    file_name: str
+    height: int
+    width: int
+    boxes: np.ndarray
+    scores: np.ndarray
+    classes: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+
+def load_model(cfg: CfgNode) -> torch.nn.Module:
+    """``build_model(cfg)`` on ``cfg.MODEL.DEVICE`` with ``cfg.MODEL.WEIGHTS`` loaded (safely:
+    ``torch.load(weights_only=True)``), in eval mode. Empty ``MODEL.WEIGHTS``: random weights,
+    with a warning."""
+    from ..engine.checkpoint import CadetCheckpointer
+
+    model = build_model(cfg)
+    weights = cfg.MODEL.WEIGHTS
+    if weights:
+        if "://" not in weights and not os.path.isfile(weights):
+            raise FileNotFoundError(f"MODEL.WEIGHTS {weights}: no such file")
+        CadetCheckpointer(model).load(weights)
+    else:
+        logger.warning("[cadet] MODEL.WEIGHTS is empty: predicting with an untrained (random) model")
+    return model.eval()
+
+
+class BatchPredictor:
+    """Run a model built from ``cfg`` on ``.npy`` files, ``batch_size`` images at a time.
+
+    Each file is read and resized like a test image (``MultiModalDatasetMapper(cfg,
+    is_train=False)``: the configured channels, shorter side ``INPUT.MIN_SIZE_TEST``); the model
+    maps its boxes back to the file's own size. Only images of the same size share a batch, so
+    padding never changes a result: batch size 1 and N give the same detections. Detections
+    scoring below ``score_thresh`` are dropped after inference (the model's own
+    ``MODEL.ROI_HEADS.SCORE_THRESH_TEST`` and ``TEST.DETECTIONS_PER_IMAGE`` apply first).
+    A bad file raises :class:`~cadet_d2.data.DataError` naming it.
+    """
+
+    def __init__(self, cfg: CfgNode, batch_size: int = 4, score_thresh: float = 0.0,
+                 model: torch.nn.Module | None = None):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if not 0.0 <= score_thresh <= 1.0:
+            raise ValueError(f"score threshold {score_thresh} must lie in [0, 1]")
+        self.cfg = cfg
+        self.batch_size = batch_size
+        self.score_thresh = score_thresh
+        self.model = load_model(cfg) if model is None else model.eval()
+        self.mapper = MultiModalDatasetMapper(cfg, is_train=False)
+        self.channels = cfg.CADET.INPUT.FILE_CHANNELS
+
+    def batches(self, files: list[str]) -> list[list[int]]:
+        """Indices of ``files`` per batch: same-size images together, each size in first-seen order."""
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, f in enumerate(files):
+            groups.setdefault(read_image_size(f, self.channels), []).append(i)
+        return [idx[k:k + self.batch_size] for idx in groups.values() for k in range(0, len(idx), self.batch_size)]
+
+    def map(self, file_name: str) -> dict:
+        """Model input of one file: {"file_name", "height", "width" (original), "image" (C, h, w)}."""
+        height, width = read_image_size(file_name, self.channels)
+        return self.mapper({"file_name": file_name, "height": height, "width": width})
+
+    def run_batch(self, inputs: list[dict]) -> list[Prediction]:
+        """Detections of mapped inputs (:meth:`map`), in original image coordinates."""
+        with torch.no_grad():
+            outputs = self.model(inputs)
+        preds = []
+        for x, out in zip(inputs, outputs):
+            inst = out["instances"].to("cpu")
+            keep = inst.scores >= self.score_thresh
+            preds.append(Prediction(
+                file_name=x["file_name"], height=int(x["height"]), width=int(x["width"]),
+                boxes=inst.pred_boxes.tensor[keep].numpy().astype(np.float32),
+                scores=inst.scores[keep].numpy().astype(np.float32),
+                classes=inst.pred_classes[keep].numpy().astype(np.int64),
+            ))
+        return preds
+
+    def iter_batches(self, files: list[str]) -> Iterator[list[tuple[int, dict, Prediction]]]:
+        """Per batch: (index in ``files``, mapped input, prediction) of each of its images."""
+        for idx in self.batches(files):
+            inputs = [self.map(files[i]) for i in idx]
+            yield list(zip(idx, inputs, self.run_batch(inputs)))
+
+    def __call__(self, files: list[str]) -> list[Prediction]:
+        """Predictions of ``files``, in the same order."""
+        out: list[Prediction | None] = [None] * len(files)
+        for batch in self.iter_batches(files):
+            for i, _, pred in batch:
+                out[i] = pred
+        return out  # type: ignore[return-value]

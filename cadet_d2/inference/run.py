@@ -1,0 +1,80 @@
+"""A prediction run: files -> ``predictions.json`` (COCO-style) and, optionally, pictures."""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import Counter
+
+from detectron2.config import CfgNode
+
+from ..config import file_channel_indices, modality_slices
+from ..data.datasets import read_classes
+from ..data.npy import load_image, select_channels
+from ..utils.visualize import fusion_panels, save_detections
+from .inputs import collect_inputs, output_names
+from .predictor import BatchPredictor, Prediction
+from .results import write_coco_results
+
+logger = logging.getLogger("cadet_d2")
+PREDICTIONS_FILE = "predictions.json"
+VIS_DIR = "vis"
+
+
+def class_names(cfg: CfgNode) -> list[str]:
+    """``CADET.DATA.CLASSES``, else ``ROOT/classes.txt``, else "object"; "class<i>" names when
+    their number is not ``MODEL.ROI_HEADS.NUM_CLASSES``."""
+    names = read_classes(cfg.CADET.DATA.ROOT, cfg.CADET.DATA.CLASSES)
+    n = cfg.MODEL.ROI_HEADS.NUM_CLASSES
+    return names if len(names) == n else [f"class{i}" for i in range(n)]
+
+
+def save_prediction_picture(path: str, cfg: CfgNode, pred: Prediction, names: list[str],
+                            model=None, model_input: dict | None = None) -> None:
+    """PNG of one prediction on its original image; with ``model`` and its mapped
+    ``model_input``, the fusion heat maps too."""
+    image = select_channels(load_image(pred.file_name, cfg.CADET.INPUT.FILE_CHANNELS), file_channel_indices(cfg))
+    extra = fusion_panels(model, model_input["image"], (pred.height, pred.width)) if model is not None else []
+    save_detections(path, image, modality_slices(cfg), pred.boxes, pred.classes, pred.scores, names, extra)
+
+
+def predict_files(cfg: CfgNode, inputs: list[str], output_dir: str, batch_size: int = 4,
+                  score_thresh: float = 0.0, vis: bool = False, vis_fusion: bool = False,
+                  recursive: bool = False, progress: bool = True) -> dict:
+    """Predict every ``.npy`` of ``inputs`` (files and folders, see ``collect_inputs``); write
+    ``output_dir/predictions.json`` and, with ``vis`` / ``vis_fusion``, ``output_dir/vis/<name>.png``.
+
+    Returns the summary that is also logged: images, detections, per-class counts, seconds.
+    """
+    from tqdm import tqdm
+
+    files = collect_inputs(inputs, recursive)
+    predictor = BatchPredictor(cfg, batch_size, score_thresh)
+    names = class_names(cfg)
+    pictures = output_names(files) if vis or vis_fusion else []
+    fusion_model = predictor.model if vis_fusion else None
+    if vis_fusion and not getattr(getattr(predictor.model.backbone, "bottom_up", None), "fusions", None):
+        logger.warning("[cadet] --vis-fusion: the model has no fusion modules (early fusion or one stream); "
+                       "pictures show the modalities only")
+    preds: list[Prediction | None] = [None] * len(files)
+    start = time.perf_counter()
+    with tqdm(total=len(files), unit="img", disable=not progress, desc="predict") as bar:
+        for batch in predictor.iter_batches(files):
+            for i, mapped, pred in batch:
+                preds[i] = pred
+                if pictures:
+                    path = os.path.join(output_dir, VIS_DIR, pictures[i] + ".png")
+                    save_prediction_picture(path, cfg, pred, names, fusion_model, mapped)
+            bar.update(len(batch))
+    seconds = time.perf_counter() - start
+    results = write_coco_results(os.path.join(output_dir, PREDICTIONS_FILE), preds, names)
+    per_class = Counter(names[r["category_id"] - 1] for r in results)
+    summary = {"images": len(files), "detections": len(results), "per_class": dict(sorted(per_class.items())),
+               "score_thresh": score_thresh, "seconds": round(seconds, 3),
+               "predictions": os.path.join(output_dir, PREDICTIONS_FILE),
+               "pictures": len(pictures)}
+    logger.info(f"[cadet] {summary['images']} images, {summary['detections']} detections with score >= "
+                f"{score_thresh} ({summary['per_class']}), {seconds:.1f} s ({len(files) / max(seconds, 1e-9):.2f} img/s "
+                f"incl. pictures); wrote {summary['predictions']}"
+                + (f" and {len(pictures)} pictures in {os.path.join(output_dir, VIS_DIR)}" if pictures else ""))
+    return summary
