@@ -3,6 +3,7 @@ test-time conditions in the test mapper, and the per-condition evaluation table 
 from __future__ import annotations
 
 import json
+import math
 import os
 
 import numpy as np
@@ -125,3 +126,51 @@ def test_eval_reports_every_condition(tiny_root, tmp_path):
             return json.load(f)
     clean = predictions(".")  # the clean run writes under inference/synth_daytest1
     assert clean and predictions("drop_rgb_zero") != clean and predictions("drop_thermal_event_noise") != clean
+
+
+def _fake_run(run_dir: str, day_ap: dict[str, float]) -> None:
+    from cadet_d2.utils.io import atomic_write_json
+    conditions = [{"name": c, "datasets": {"synth_daytest1": {"AP": ap, "AP50": None}}} for c, ap in day_ap.items()]
+    atomic_write_json(os.path.join(run_dir, "eval_metrics.json"), {"datasets": {}, "conditions": conditions})
+
+
+def test_sensor_study_commands_and_report(tmp_path):
+    from cadet_d2.study.sensor import command, load_sensor_study, report, run_study
+
+    spec = tmp_path / "s.yaml"
+    spec.write_text(
+        "name: s\noutput: " + str(tmp_path / "out") + "\nseeds: 2\n"
+        "arms: {early: configs/demo.yaml, cssa: configs/demo/demo_cssa.yaml}\n"
+        "opts: [SOLVER.MAX_ITER, 2]\ndropout: [CADET.INPUT.MODALITY_DROPOUT.PROB, 0.3]\n"
+        "eval: [CADET.TEST.DROP_MODALITIES, '[\"rgb\"]']\n")
+    study = load_sensor_study(str(spec))
+    assert study.seeds == [0, 1] and len(study.runs()) == 8
+    cmd = command(study, "cssa", "drop", 1)
+    assert cmd[cmd.index("--config-file") + 1] == "configs/demo/demo_cssa.yaml"
+    assert "CADET.INPUT.MODALITY_DROPOUT.PROB" in cmd and "--eval-only" not in cmd
+    assert cmd[-4:] == ["SEED", "1", "OUTPUT_DIR", study.run_dir("cssa", "drop", 1)]
+    assert "CADET.INPUT.MODALITY_DROPOUT.PROB" not in command(study, "cssa", "nodrop", 1)
+    # finished weights without per-condition metrics: evaluated, not retrained
+    os.makedirs(study.run_dir("early", "nodrop", 0))
+    open(os.path.join(study.run_dir("early", "nodrop", 0), "model_final.pth"), "wb").close()
+    assert "--eval-only" in command(study, "early", "nodrop", 0)
+    for seed, (clean, drop) in enumerate([(50.0, 10.0), (54.0, 14.0)]):
+        _fake_run(study.run_dir("early", "nodrop", seed), {"clean": clean, "-rgb (zero)": drop})
+        _fake_run(study.run_dir("early", "drop", seed), {"clean": clean - 1, "-rgb (zero)": drop + 20 + seed})
+    lines = report(study).splitlines()
+    assert "4 of 8 runs finished" in lines[2]
+    assert "| early | nodrop | 52.0 ± 2.8 | 12.0 ± 2.8 |" in lines
+    assert "| early | -1.0 ± 0.0 | +20.5 ± 0.7 |" in lines  # drop - nodrop, paired by seed
+    assert "| cssa | nodrop | – | – |" in lines
+    assert run_study(study, dry_run=True, echo=lambda s: None) == 0
+    with pytest.raises(ValueError, match="unknown keys \\['seed'\\]"):
+        spec.write_text(spec.read_text() + "seed: 3\n")
+        load_sensor_study(str(spec))
+
+
+def test_no_detections_count_as_zero_ap():
+    from cadet_d2.evaluation.robustness import no_detections_as_zero
+    nan = float("nan")
+    out = no_detections_as_zero({"a": {"AP": nan, "AP50": nan}, "b": {"AP": 12.0, "APl": nan}})
+    assert out["a"] == {"AP": 0.0, "AP50": 0.0}
+    assert out["b"]["AP"] == 12.0 and math.isnan(out["b"]["APl"])  # a metric without objects stays NaN

@@ -8,6 +8,7 @@ table of the issue: a row per condition (the clean run first), AP and AP50 per d
 from __future__ import annotations
 
 import logging
+import math
 import os
 
 from detectron2.data import DatasetCatalog, build_detection_test_loader
@@ -34,7 +35,14 @@ def evaluate_condition(cfg, model: nn.Module, condition: Condition) -> dict[str,
         folder = f"drop_{condition.group.replace('+', '_')}_{condition.mode}"
         evaluator = build_coco_evaluator(cfg, name, os.path.join(cfg.OUTPUT_DIR, "inference", folder, name))
         results[name] = inference_on_dataset(model, loader, evaluator)
-    return box_metrics(results) if comm.is_main_process() else {}
+    return no_detections_as_zero(box_metrics(results)) if comm.is_main_process() else {}
+
+
+def no_detections_as_zero(metrics: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """COCOEvaluator reports NaN for every metric when a model makes no detection at all ("No
+    predictions from the model!"); a failed sensor often does that, and its AP is then 0."""
+    return {ds: ({k: 0.0 for k in m} if m and all(math.isnan(v) for v in m.values()) else m)
+            for ds, m in metrics.items()}
 
 
 def evaluate_conditions(cfg, model: nn.Module) -> dict[str, dict[str, dict[str, float]]]:
