@@ -7,6 +7,10 @@
     python tools/benchmark.py --config-file configs/baselines/frm_ffm_mit_b2.yaml --memory MODEL.DEVICE cpu \
         CADET.BACKBONE.CHECKPOINT_STAGES [1,2,3,4]
     python tools/benchmark.py --config-file configs/demo.yaml --mode input   # .npy reading and the mapper
+    # inference, one image: PyTorch eager vs the exported files of --export-dir (ONNX Runtime fp32,
+    # int8, TorchScript), in turn; exports ONNX there first when the folder is empty
+    python tools/benchmark.py --config-file configs/demo/demo_frm_ffm.yaml --mode deploy --export-dir output/export/frm \
+        --size 320 404 --threads 1 --iters 20 MODEL.WEIGHTS output/demo_frm_ffm/model_final.pth
     # paired: steps of the base config and of each --vs variant alternate in one process
     python tools/benchmark.py --config-file configs/simple/sum_mit_b1.yaml \
         --vs "CADET.FUSION.NAME cssa CADET.FUSION.DEFAULT cssa" MODEL.DEVICE cpu
@@ -42,7 +46,12 @@ def _input_mode(cfg, args) -> dict:
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config-file", required=True)
-    p.add_argument("--mode", choices=("train", "infer", "input"), default="train")
+    p.add_argument("--mode", choices=("train", "infer", "input", "deploy"), default="train",
+                   help="deploy: one-image inference of PyTorch vs the exported files of --export-dir")
+    p.add_argument("--export-dir", default="", help="deploy mode: export folder (tools/export.py)")
+    p.add_argument("--runtimes", default="pytorch,onnx,onnx_int8,torchscript",
+                   help="deploy mode: comma-separated runtimes to time (those the folder has)")
+    p.add_argument("--image", default="", help="deploy mode: an (H, W, C) .npy image instead of a random --size one")
     p.add_argument("--iters", type=int, default=10, help="timed iterations (after --warmup)")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--batch", type=int, default=2, help="images per step (per micro-batch with SOLVER.ACCUM_STEPS)")
@@ -59,11 +68,18 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
     if args.vs and args.mode != "train":
         p.error("--vs compares training steps: use it with --mode train")
+    if (args.mode == "deploy") != bool(args.export_dir):
+        p.error("--export-dir goes with --mode deploy (and deploy needs it)")
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = load_config(args.config_file, args.opts)
     if args.mode == "input":
         result = _input_mode(cfg, args)
+    elif args.mode == "deploy":
+        from cadet_d2.export.benchmark import benchmark_runtimes
+
+        result = benchmark_runtimes(cfg, args.export_dir, *args.size, iters=args.iters, warmup=args.warmup,
+                                    threads=args.threads or 1, runtimes=args.runtimes.split(","), image_file=args.image)
     elif args.vs:
         from cadet_d2.utils.benchmark import paired_benchmark
 

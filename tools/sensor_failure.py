@@ -26,10 +26,12 @@ def main(argv: list[str] | None = None) -> int:
     study = load_sensor_study(args.study)
     if args.output:
         study.output = args.output
-    if args.seeds and args.command == "run":
-        study.seeds = [s for s in study.seeds if s in args.seeds]
     if args.command == "run":
+        seeds = study.seeds
+        if args.seeds:  # run these seeds only; the report below covers them all
+            study.seeds = [s for s in seeds if s in args.seeds]
         failed = run_study(study, dry_run=args.dry_run)
+        study.seeds = seeds
         if failed:
             print(f"[sensor] {failed} runs failed", file=sys.stderr)
             return 1

@@ -1,0 +1,81 @@
+"""Inference speed of the PyTorch model against its exported files, one image at a time.
+
+The runtimes are called in turn, round after round (pytorch, onnx, onnx_int8, torchscript,
+pytorch, ...), so a load that drifts over minutes slows them all alike; each gets its median
+latency, 90th percentile, images/s and the median over rounds of its time / PyTorch's time.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import torch
+
+from ..utils.benchmark import cpu_model_name
+from .contract import preprocess, read_meta
+from .exporter import build_export_model, export_model
+from .runtime import TorchRunner, load_runner
+from .tracing import example_image
+
+RUNTIMES = ("pytorch", "onnx", "onnx_int8", "torchscript")
+
+
+def _runners(cfg, model, export_dir: str, runtimes, threads: int) -> dict:
+    if not os.path.isfile(os.path.join(export_dir, "export_meta.json")):
+        export_model(cfg, "onnx", export_dir, model=model)
+    files = read_meta(export_dir)["files"]
+    out = {}
+    for name in runtimes:
+        if name == "pytorch":
+            out[name] = TorchRunner(model)
+        elif name in files:
+            out[name] = load_runner(export_dir, name, threads)
+    return out
+
+
+def benchmark_runtimes(cfg, export_dir: str, height: int = 320, width: int = 404, iters: int = 20,
+                       warmup: int = 3, threads: int = 1, runtimes=RUNTIMES, image_file: str = "") -> dict:
+    """Latency of one (1, C, ``height``, ``width``) image through each runtime of ``runtimes`` that
+    ``export_dir`` has (the folder is exported to ONNX first when it holds no export).
+    ``threads``: torch intra-op threads and ONNX Runtime intra-op threads. ``image_file``: an
+    (H, W, file channels) ``.npy`` image, preprocessed by the contract, instead of a random image
+    (a trained model finds objects in it, so NMS does real work). Returns a JSON-ready dict."""
+    import onnxruntime
+
+    torch.set_num_threads(threads)
+    load_before = os.getloadavg()[0]
+    model = build_export_model(cfg)
+    runners = _runners(cfg, model, export_dir, runtimes, threads)
+    if image_file:
+        x = preprocess(np.load(image_file, allow_pickle=False), read_meta(export_dir))
+    else:
+        x = example_image(len(cfg.MODEL.PIXEL_MEAN), height, width).numpy()
+    times: dict[str, list[float]] = {n: [] for n in runners}
+    counts = {}
+    for r in range(warmup + iters):
+        for name, run in runners.items():
+            t0 = time.perf_counter()
+            det = run(x)
+            dt = time.perf_counter() - t0
+            if r >= warmup:
+                times[name].append(dt)
+            counts[name] = len(det.scores)
+    out = {"mode": "deploy", "height": int(x.shape[-2]), "width": int(x.shape[-1]), "channels": int(x.shape[1]),
+           "iters": iters, "warmup": warmup, "threads": threads, "machine": cpu_model_name(), "cpus": os.cpu_count(),
+           "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "load_avg_before": load_before,
+           "load_avg_after": os.getloadavg()[0], "export_dir": export_dir, "image": image_file or "random",
+           "weights": cfg.MODEL.WEIGHTS, "backbone_size": cfg.CADET.BACKBONE.SIZE, "backbone": cfg.MODEL.BACKBONE.NAME,
+           "fusion": cfg.CADET.FUSION.NAME, "runtimes": {}}
+    base = times.get("pytorch")
+    for name, ts in times.items():
+        s = sorted(ts)
+        med = s[len(s) // 2]
+        entry = {"median_ms": 1e3 * med, "p90_ms": 1e3 * s[min(len(s) - 1, int(0.9 * len(s)))],
+                 "mean_ms": 1e3 * sum(s) / len(s), "images_per_s": 1.0 / med, "detections": counts[name],
+                 "times_ms": [1e3 * t for t in ts]}
+        if base:
+            ratios = sorted(a / b for a, b in zip(ts, base))
+            entry["time_ratio_to_pytorch"] = ratios[len(ratios) // 2]
+        out["runtimes"][name] = entry
+    return out

@@ -1,0 +1,85 @@
+"""COCO box AP of an exported model (or the PyTorch model) on a registered test set."""
+from __future__ import annotations
+
+import itertools
+import logging
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+from detectron2.data import DatasetCatalog
+from detectron2.modeling.postprocessing import detector_postprocess
+from detectron2.structures import Boxes, Instances
+
+from .runtime import Detections
+
+logger = logging.getLogger("cadet_d2")
+
+
+def model_inputs(cfg, dataset_name: str, limit: int = 0) -> Iterator[tuple[dict, np.ndarray]]:
+    """(dataset dict, model input (1, C, H, W) float32) for the images of a registered data
+    set, through the test mapper (the contract's preprocessing); the first ``limit`` (0: all)."""
+    from ..data import MultiModalDatasetMapper
+
+    mapper = MultiModalDatasetMapper(cfg, is_train=False)
+    dicts = DatasetCatalog.get(dataset_name)
+    for d in itertools.islice(dicts, limit or None):
+        yield d, mapper(d)["image"][None].numpy()
+
+
+def to_instances(det: Detections, input_hw: tuple[int, int], height: int, width: int) -> Instances:
+    """Detections in input pixels -> Instances in original pixels, as the model's own
+    postprocessing does (rescale, clip, drop empty boxes: ``detector_postprocess``)."""
+    inst = Instances(tuple(input_hw))
+    inst.pred_boxes = Boxes(torch.from_numpy(det.boxes))
+    inst.scores = torch.from_numpy(det.scores)
+    inst.pred_classes = torch.from_numpy(det.classes)
+    return detector_postprocess(inst, height, width)
+
+
+def evaluate_runner(runner: Callable[[np.ndarray], Detections], cfg, dataset_name: str,
+                    output_dir: str | None = None, limit: int = 0) -> dict[str, float]:
+    """COCO box metrics (AP, AP50, ...) of ``runner`` on ``dataset_name`` (registered, e.g. by
+    ``cadet_d2.data.register_from_config(cfg)``), with the project's evaluator."""
+    from ..evaluation.coco import build_coco_evaluator
+
+    evaluator = build_coco_evaluator(cfg, dataset_name, output_dir)
+    evaluator.reset()
+    n = 0
+    for d, x in model_inputs(cfg, dataset_name, limit):
+        out = to_instances(runner(x), x.shape[-2:], d["height"], d["width"])
+        evaluator.process([d], [{"instances": out}])
+        n += 1
+    logger.info(f"[cadet] {dataset_name}: {n} images")
+    return dict(evaluator.evaluate().get("bbox", {}))
+
+
+def evaluate_export(cfg, model: torch.nn.Module, export_dir: str, datasets: list[str], limit: int = 0,
+                    threads: int = 0) -> dict[str, dict[str, dict[str, float]]]:
+    """{dataset: {runtime: metrics}} for the PyTorch model and every file of ``export_dir``
+    (``onnx``, ``onnx_int8``, ``torchscript``), each through the same pre- and postprocessing."""
+    import os
+
+    from .contract import read_meta
+    from .runtime import TorchRunner, load_runner
+
+    runners = {"pytorch": TorchRunner(model)}
+    for kind in read_meta(export_dir).get("files", {}):
+        runners[kind] = load_runner(export_dir, kind, threads)
+    out: dict = {}
+    for ds in datasets:
+        out[ds] = {name: evaluate_runner(r, cfg, ds, os.path.join(export_dir, "eval", name, ds), limit)
+                   for name, r in runners.items()}
+    return out
+
+
+def format_ap_table(results: dict[str, dict[str, dict[str, float]]]) -> str:
+    """A markdown table: one row per (dataset, runtime), AP AP50 AP75 and AP minus PyTorch's."""
+    rows = ["| dataset | runtime | AP | AP50 | AP75 | ΔAP vs PyTorch |", "|---|---|---:|---:|---:|---:|"]
+    for ds, by_runtime in results.items():
+        base = by_runtime.get("pytorch", {}).get("AP", float("nan"))
+        for name, m in by_runtime.items():
+            delta = "ref" if name == "pytorch" else f"{m.get('AP', float('nan')) - base:+.2f}"
+            rows.append(f"| {ds} | {name} | {m.get('AP', float('nan')):.2f} | {m.get('AP50', float('nan')):.2f} | "
+                        f"{m.get('AP75', float('nan')):.2f} | {delta} |")
+    return "\n".join(rows)

@@ -1,0 +1,122 @@
+"""``export_model``: config (+ weights) -> an export folder with the model file(s) and
+``export_meta.json``, checked against the PyTorch model."""
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+from detectron2.modeling import build_model
+
+from .compare import match_detections
+from .contract import build_meta, read_meta, resized_hw, write_meta
+from .runtime import FILES, OnnxRunner, TorchRunner, TorchScriptRunner
+from .tracing import example_image
+from .wrapper import ExportableDetector
+
+logger = logging.getLogger("cadet_d2")
+FORMATS = ("onnx", "torchscript")
+
+
+class ExportMismatchError(RuntimeError):
+    """The exported file does not give the PyTorch model's detections."""
+
+
+def build_export_model(cfg) -> torch.nn.Module:
+    """The config's model on the CPU in eval mode, with ``MODEL.WEIGHTS`` loaded when set
+    (else initialised with torch seed 0)."""
+    from ..engine.checkpoint import CadetCheckpointer
+
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.MODEL.DEVICE = "cpu"  # the files are traced on the CPU; ONNX Runtime picks its own device
+    if not cfg.MODEL.WEIGHTS:
+        # an untrained model, the same on every call: an ONNX and a TorchScript export agree
+        logger.warning("[cadet] MODEL.WEIGHTS is empty: exporting an untrained model (seed 0)")
+        torch.manual_seed(0)
+    model = build_model(cfg)
+    if cfg.MODEL.WEIGHTS:
+        CadetCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    return model.eval()
+
+
+def default_export_hw(cfg) -> tuple[int, int]:
+    """The test mapper's size for a 3:4 (H:W) image: the tracing example's size."""
+    s = cfg.INPUT.MIN_SIZE_TEST or 320
+    return resized_hw(3 * s, 4 * s, {"input": {"resize": {"min_size": s, "max_size": cfg.INPUT.MAX_SIZE_TEST}}})
+
+
+def verify(runner, reference: TorchRunner, images: list[torch.Tensor], min_iou: float = 0.99,
+           max_score_diff: float = 1e-3) -> list[dict]:
+    """Compare ``runner`` with the PyTorch model on each (1, C, H, W) image; raise on a mismatch."""
+    reports = []
+    for image in images:
+        x = image.numpy()
+        r = match_detections(reference(x), runner(x), min_iou)
+        r["hw"] = list(image.shape[-2:])
+        reports.append(r)
+        if not r["same"] or r["max_score_diff"] > max_score_diff:
+            name = getattr(runner, "path", runner)
+            raise ExportMismatchError(f"{name} differs from PyTorch on a {r['hw']} image: {r}")
+    return reports
+
+
+def export_model(cfg, fmt: str, output_dir: str, height: int = 0, width: int = 0, opset: int = 17,
+                 int8: bool = False, int8_method: str = "static", calibration: list | None = None,
+                 calibration_source: str = "", check: bool = True, model: torch.nn.Module | None = None) -> dict:
+    """Export the full detector of ``cfg`` to ``output_dir`` as ``fmt`` ("onnx" or "torchscript").
+
+    Writes ``model.onnx`` (and ``model_int8.onnx`` with ``int8``) or ``model.ts``, and
+    ``export_meta.json`` (the contract, see :mod:`.contract`; an existing meta of the folder keeps
+    its other files). ``height``/``width``: size of the tracing example (0: the test mapper's
+    size of a 3:4 image); the files accept any size. ``check``: run the file on the example and
+    on an image of another size and raise :class:`ExportMismatchError` unless it gives the
+    PyTorch model's detections (same count, IoU >= 0.99, scores within 1e-3). ``calibration``:
+    (1, C, H, W) images for ``int8_method="static"`` (``calibration_source``: where they come
+    from, for the meta). Returns the meta.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"format {fmt!r}: choose from {list(FORMATS)}")
+    if int8 and fmt != "onnx":
+        raise ValueError("--int8 needs --format onnx (quantization by ONNX Runtime)")
+    model = model if model is not None else build_export_model(cfg)
+    wrapper = ExportableDetector(model)
+    dh, dw = default_export_hw(cfg)
+    height, width = height or dh, width or dw
+    channels = len(cfg.MODEL.PIXEL_MEAN)
+    image = example_image(channels, height, width)
+    os.makedirs(output_dir, exist_ok=True)
+    path = os.path.join(output_dir, FILES[fmt])
+    if fmt == "onnx":
+        from .to_onnx import export_onnx
+
+        found = export_onnx(wrapper, image, path, opset)
+    else:
+        from .to_torchscript import export_torchscript
+
+        found = export_torchscript(wrapper, image, path)
+    logger.info(f"[cadet] {path}: traced with {len(found)} distinct warnings (expected, see docs/export.md)")
+    exports = {fmt: {"file": FILES[fmt], "trace_warnings": found, "weights": cfg.MODEL.WEIGHTS}}
+    if fmt == "onnx":
+        exports[fmt].update(opset=opset, exporter="torch.onnx.export(dynamo=False)")
+    if check:
+        other = example_image(channels, height + 32, max(32, width - 32), seed=1)
+        runner = OnnxRunner(path) if fmt == "onnx" else TorchScriptRunner(path)
+        exports[fmt]["checks"] = verify(runner, TorchRunner(wrapper), [image, other])
+    if int8:
+        from .quantize import quantize_int8
+
+        quantize_int8(path, os.path.join(output_dir, FILES["onnx_int8"]), int8_method, calibration)
+        exports["onnx_int8"] = {"file": FILES["onnx_int8"], "method": int8_method, "from": FILES["onnx"]}
+        if int8_method == "static":
+            exports["onnx_int8"]["calibration"] = {"source": calibration_source, "images": len(calibration or [])}
+    try:
+        old = read_meta(output_dir).get("exports", {})
+    except FileNotFoundError:
+        old = {}
+    if fmt == "onnx":  # a new model.onnx makes an older model_int8.onnx stale
+        old.pop("onnx_int8", None)
+    exports = {**old, **exports}
+    meta = build_meta(cfg, (height, width), {k: v["file"] for k, v in exports.items()}, exports=exports)
+    write_meta(output_dir, meta)
+    return meta

@@ -1,0 +1,206 @@
+"""Export of tiny dual-stream detectors to ONNX and TorchScript: same detections as PyTorch.
+
+The reference is the PyTorch model itself (``model.inference(do_postprocess=False)``), never
+the export wrapper: a wrong trace (a frozen size, a dropped branch) changes the count or the
+boxes. Images: the tiny data root's files through the test mapper (48 x 64 -> 64 x 85, not the
+64 x 96 export size) and random images of other sizes, so the dynamic H, W are exercised.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_tiny_root, tiny_cfg
+
+from cadet_d2.config import file_channel_indices
+from cadet_d2.data import MultiModalDatasetMapper
+from cadet_d2.export import (
+    META_FILE, Detections, ExportMismatchError, OnnxRunner, TorchRunner, build_export_model,
+    export_model, load_runner, match_detections, preprocess, read_meta,
+)
+from cadet_d2.export.exporter import verify
+
+pytest.importorskip("onnxruntime")
+FUSIONS = ("frm_ffm", "cssa", "gaff")
+EXPORT_HW = (64, 96)
+
+
+def fusion_cfg(root: str, out: str, fusion: str, *opts: str):
+    return tiny_cfg(root, out, "MODEL.BACKBONE.NAME", "build_dual_mit_fpn_backbone", "CADET.FUSION.NAME", fusion,
+                    "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0", *opts)
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> str:
+    return make_tiny_root(str(tmp_path_factory.mktemp("export_data")), n=4, n_test=2)
+
+
+@pytest.fixture(scope="module")
+def test_inputs(data_root) -> list[np.ndarray]:
+    """Model inputs (1, 5, H, W): two data files through the test mapper, two random images."""
+    cfg = fusion_cfg(data_root, "unused", "frm_ffm")
+    mapper = MultiModalDatasetMapper(cfg, is_train=False)
+    files = sorted(os.listdir(os.path.join(data_root, "images")))[:2]
+    out = [mapper({"file_name": os.path.join(data_root, "images", f)})["image"][None].numpy() for f in files]
+    g = torch.Generator().manual_seed(7)
+    out += [(torch.rand(1, 5, h, w, generator=g) * 255).numpy() for h, w in ((96, 64), (72, 100))]
+    assert {x.shape[-2:] for x in out} >= {(64, 85), (96, 64)}
+    return out
+
+
+@pytest.fixture(scope="module", params=FUSIONS)
+def exported(request, data_root, tmp_path_factory):
+    """(cfg, model, export dir) with model.onnx and model.ts of a seeded tiny model."""
+    fusion = request.param
+    out = str(tmp_path_factory.mktemp(f"export_{fusion}"))
+    cfg = fusion_cfg(data_root, out, fusion)
+    torch.manual_seed(0)
+    model = build_export_model(cfg)
+    with torch.no_grad():  # BatchNorm running stats away from (0, 1), so a wrong normalisation shows
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    export_model(cfg, "onnx", out, *EXPORT_HW, check=False, model=model)
+    export_model(cfg, "torchscript", out, *EXPORT_HW, check=False, model=model)
+    return cfg, model, out
+
+
+def pytorch_detections(model, image: np.ndarray) -> Detections:
+    """The model's own inference on one (1, C, H, W) input, boxes in input pixels."""
+    with torch.no_grad():
+        inst = model.inference([{"image": torch.from_numpy(image[0])}], do_postprocess=False)[0]
+    return Detections(inst.pred_boxes.tensor.numpy(), inst.scores.numpy(), inst.pred_classes.numpy())
+
+
+def assert_same(ref: Detections, got: Detections) -> None:
+    r = match_detections(ref, got, min_iou=0.99)
+    assert r["count_ref"] > 0, "no detections: the comparison would prove nothing"
+    assert r["count_ref"] == r["count_other"], r
+    assert r["same"], r
+    assert r["max_score_diff"] <= 1e-3, r
+    assert got.classes.dtype == np.int64 and got.boxes.shape == (r["count_ref"], 4)
+
+
+@pytest.mark.parametrize("kind", ["onnx", "torchscript"])
+def test_export_matches_pytorch(exported, test_inputs, kind, one_thread):
+    cfg, model, out = exported
+    runner = load_runner(out, kind, threads=1)
+    for image in test_inputs:
+        ref = pytorch_detections(model, image)
+        assert_same(ref, runner(image))
+        h, w = image.shape[-2:]
+        assert (ref.boxes[:, [0, 2]] <= w).all() and (ref.boxes[:, [1, 3]] <= h).all()
+
+
+def test_meta_records_the_contract(exported):
+    cfg, _, out = exported
+    meta = read_meta(out)
+    assert set(meta["files"]) == {"onnx", "torchscript"}
+    inp = meta["input"]
+    assert inp["shape"] == [1, 5, "height", "width"] and inp["dynamic_hw"] and inp["export_hw"] == list(EXPORT_HW)
+    assert inp["file_channels"] == file_channel_indices(cfg) == [0, 1, 2, 3, 4]
+    assert [c["modality"] for c in inp["channels"]] == ["rgb"] * 3 + ["thermal", "event"]
+    assert inp["pixel_mean"] == list(cfg.MODEL.PIXEL_MEAN) and inp["normalized_inside"]
+    assert inp["resize"]["min_size"] == 64 and inp["resize"]["max_size"] == 96
+    assert meta["exports"]["onnx"]["opset"] == 17 and meta["classes"] == ["object"]
+    json.dumps(meta)
+
+
+def test_batch_of_two_is_refused(exported):
+    _, _, out = exported
+    two = np.zeros((2, 5, 64, 96), np.float32)
+    with pytest.raises(Exception, match="(?i)dimension|shape|size"):
+        load_runner(out, "onnx")(two)
+    with pytest.raises(Exception, match="(?i)shape|size"):
+        load_runner(out, "torchscript")(two)
+
+
+def test_preprocess_equals_the_test_mapper(data_root, tmp_path):
+    """The contract's preprocessing (used without Detectron2's mapper) gives the mapper's input."""
+    cfg = fusion_cfg(data_root, str(tmp_path), "frm_ffm", "CADET.INPUT.MODALITIES", "['thermal', 'rgb']",
+                     "MODEL.PIXEL_MEAN", "[1, 2, 3, 4]", "MODEL.PIXEL_STD", "[1, 1, 1, 1]")
+    from cadet_d2.export import build_meta
+
+    meta = build_meta(cfg, EXPORT_HW, {})
+    assert meta["input"]["file_channels"] == [3, 0, 1, 2]
+    path = os.path.join(data_root, "images", sorted(os.listdir(os.path.join(data_root, "images")))[0])
+    expected = MultiModalDatasetMapper(cfg, is_train=False)({"file_name": path})["image"][None].numpy()
+    got = preprocess(np.load(path), meta)
+    assert got.shape == expected.shape == (1, 4, 64, 85)
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_verify_catches_a_wrong_export(exported, test_inputs):
+    """The export check is not vacuous: a runner that loses a box or shifts one fails it."""
+    _, model, out = exported
+    onnx = OnnxRunner(os.path.join(out, "model.onnx"), threads=1)
+    image = torch.from_numpy(test_inputs[2])
+    verify(onnx, TorchRunner(model), [image])
+
+    def drop_last(x):
+        d = onnx(x)
+        return Detections(d.boxes[:-1], d.scores[:-1], d.classes[:-1])
+
+    def shift_one(x):
+        d = onnx(x)
+        d.boxes[0] += 3.0
+        return d
+
+    for bad in (drop_last, shift_one):
+        with pytest.raises(ExportMismatchError):
+            verify(bad, TorchRunner(model), [image])
+
+
+def test_cli_exports_checks_and_evaluates(data_root, tmp_path, one_thread):
+    """tools/export.py main(argv): ONNX + dynamic int8, its own check, then AP of each runtime."""
+    import importlib.util
+
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    spec = importlib.util.spec_from_file_location("export_cli", os.path.join(here, "tools", "export.py"))
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    out = str(tmp_path / "cli")
+    opts = ["MODEL.DEVICE", "cpu", "CADET.DATA.ROOT", data_root, "CADET.BACKBONE.SIZE", "b0",
+            "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "96", "CADET.FUSION.NAME", "cssa",
+            "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0", "OUTPUT_DIR", str(tmp_path / "o")]
+    torch.manual_seed(0)
+    meta = cli.main(["--config-file", os.path.join(here, "configs", "Base-CADET.yaml"), "--format", "onnx",
+                     "--output", out, "--height", "64", "--width", "80", "--int8", "--calib-images", "2",
+                     "--evaluate", "synth_daytest1", *opts])
+    assert os.path.isfile(os.path.join(out, "model.onnx")) and os.path.isfile(os.path.join(out, "model_int8.onnx"))
+    assert os.path.isfile(os.path.join(out, META_FILE)) and meta["input"]["export_hw"] == [64, 80]
+    checks = meta["exports"]["onnx"]["checks"]
+    assert [c["hw"] for c in checks] == [[64, 80], [96, 48]] and all(c["same"] and c["count_ref"] for c in checks)
+    ap = meta["evaluation"]["synth_daytest1"]
+    assert set(ap) == {"pytorch", "onnx", "onnx_int8"} and all("AP" in m for m in ap.values())
+    assert abs(ap["onnx"]["AP"] - ap["pytorch"]["AP"]) < 1e-6 or np.isnan(ap["pytorch"]["AP"])
+    int8 = load_runner(out, "onnx_int8", threads=1)(np.full((1, 5, 64, 80), 100, np.float32))
+    assert int8.boxes.shape[1] == 4
+    with pytest.raises(FileNotFoundError, match="torchscript"):
+        load_runner(out, "torchscript")
+
+
+@pytest.mark.parametrize("exported", ["gaff"], indirect=True)  # one fusion is enough
+def test_deploy_benchmark_mode(exported, tmp_path):
+    """tools/benchmark.py --mode deploy times PyTorch and each file of the folder in turn."""
+    import importlib.util
+
+    cfg, _, out = exported
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    spec = importlib.util.spec_from_file_location("benchmark_cli", os.path.join(here, "tools", "benchmark.py"))
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    image = os.path.join(cfg.CADET.DATA.ROOT, "images", "img0000.npy")
+    opts = ["MODEL.DEVICE", "cpu", "CADET.DATA.ROOT", cfg.CADET.DATA.ROOT, "CADET.BACKBONE.SIZE", "b0",
+            "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "96", "CADET.FUSION.NAME", cfg.CADET.FUSION.NAME]
+    r = cli.main(["--config-file", os.path.join(here, "configs", "Base-CADET.yaml"), "--mode", "deploy",
+                  "--export-dir", out, "--iters", "2", "--warmup", "0", "--threads", "1", "--image", image,
+                  "--json", str(tmp_path / "b.json"), *opts])
+    assert set(r["runtimes"]) == {"pytorch", "onnx", "torchscript"} and (r["height"], r["width"]) == (64, 85)
+    assert all(v["median_ms"] > 0 and len(v["times_ms"]) == 2 for v in r["runtimes"].values())
+    assert r["runtimes"]["pytorch"]["time_ratio_to_pytorch"] == 1.0
+    assert json.load(open(tmp_path / "b.json"))["mode"] == "deploy"

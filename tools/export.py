@@ -1,0 +1,83 @@
+#!/usr/bin/env python
+"""Export a cadet_d2 detector (backbone + FPN + RPN + RoI heads + NMS) to ONNX or TorchScript.
+
+    python tools/export.py --config-file configs/demo/demo_frm_ffm.yaml --format onnx --output output/export/frm_ffm \
+        MODEL.WEIGHTS output/demo_frm_ffm/model_final.pth
+    python tools/export.py ... --format torchscript --output output/export/frm_ffm          # same folder: model.ts
+    python tools/export.py ... --format onnx --int8 --output output/export/frm_ffm \
+        --evaluate synth_daytest1,synth_nighttest1    # + model_int8.onnx, AP of PyTorch / ONNX / int8
+
+Writes DIR/model.onnx (model_int8.onnx) or DIR/model.ts and DIR/export_meta.json, the input
+contract: (1, C, H, W) float32 0-255 in CADET.INPUT.MODALITIES order, resized like the test
+mapper, any H and W; outputs boxes (N, 4) xyxy in input pixels, scores (N,), classes (N,) int64.
+Details: docs/export.md.
+"""
+import argparse
+import logging
+import os
+
+from cadet_d2.engine import load_config
+from cadet_d2.export import META_FILE, build_export_model, evaluate_export, export_model, format_ap_table, model_inputs
+from cadet_d2.utils.io import atomic_write_json
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config-file", required=True)
+    p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
+    p.add_argument("--output", required=True, help="export folder")
+    p.add_argument("--height", type=int, default=0, help="tracing example height (default: test size of a 3:4 image)")
+    p.add_argument("--width", type=int, default=0, help="tracing example width; the files accept any size")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 16)")
+    p.add_argument("--int8", action="store_true", help="also write model_int8.onnx (ONNX Runtime quantization)")
+    p.add_argument("--int8-method", choices=("static", "dynamic"), default="static",
+                   help="static: calibrated on --calib-images of --calib-dataset (faster); dynamic: no data")
+    p.add_argument("--calib-dataset", default="", help="static int8: registered data set (default DATASETS.TRAIN[0])")
+    p.add_argument("--calib-images", type=int, default=32, help="static int8: calibration images")
+    p.add_argument("--no-check", action="store_true", help="skip comparing the file with the PyTorch model")
+    p.add_argument("--evaluate", action="append", default=[], metavar="DATASET[,DATASET]",
+                   help="then COCO AP of PyTorch and of every file in the folder on these registered data sets "
+                        "(repeatable or comma-separated)")
+    p.add_argument("--eval-limit", type=int, default=0, help="evaluate the first N images only (0: all)")
+    p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
+    args = p.parse_args(argv)
+    if args.int8 and args.format != "onnx":
+        p.error("--int8 quantizes the ONNX file: use it with --format onnx")
+    if args.opset < 16:
+        p.error("--opset must be >= 16 (RoIAlign with half-pixel coordinates)")
+    args.evaluate = [d for item in args.evaluate for d in item.split(",") if d]
+    return args
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    cfg = load_config(args.config_file, args.opts)
+    if args.evaluate or (args.int8 and args.int8_method == "static"):
+        from cadet_d2.data import register_from_config
+
+        register_from_config(cfg)
+    calib, name = None, ""
+    if args.int8 and args.int8_method == "static":
+        name = args.calib_dataset or cfg.DATASETS.TRAIN[0]
+        calib = [x for _, x in model_inputs(cfg, name, args.calib_images)]
+    model = build_export_model(cfg)
+    meta = export_model(cfg, args.format, args.output, args.height, args.width, args.opset, int8=args.int8,
+                        int8_method=args.int8_method, calibration=calib, calibration_source=name,
+                        check=not args.no_check, model=model)
+    for kind, info in meta["exports"].items():
+        checks = "; ".join(f"{c['hw']}: {c['count_ref']} detections, matched {c['matched']}, "
+                           f"max |Δscore| {c['max_score_diff']:.1e}" for c in info.get("checks", []))
+        print(f"{os.path.join(args.output, info['file'])}" + (f"  (check vs PyTorch: {checks})" if checks else ""))
+    print(f"{os.path.join(args.output, META_FILE)}: input {meta['input']['shape']} float32 0-255, "
+          f"channels {meta['input']['modalities']}, resize shorter side {meta['input']['resize']['min_size']}")
+    if args.evaluate:
+        results = evaluate_export(cfg, model, args.output, args.evaluate, args.eval_limit)
+        atomic_write_json(os.path.join(args.output, "eval_ap.json"), results)
+        print(format_ap_table(results))
+        meta = dict(meta, evaluation=results)
+    return meta
+
+
+if __name__ == "__main__":
+    main()
