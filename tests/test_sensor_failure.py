@@ -140,7 +140,7 @@ def test_sensor_study_commands_and_report(tmp_path):
     spec = tmp_path / "s.yaml"
     spec.write_text(
         "name: s\noutput: " + str(tmp_path / "out") + "\nseeds: 2\n"
-        "arms: {early: configs/demo.yaml, cssa: configs/demo/demo_cssa.yaml}\n"
+        "arms: {early: configs/demo.yaml, cssa: configs/demo/demo_cssa.yaml}\nbaseline: cssa\n"
         "opts: [SOLVER.MAX_ITER, 2]\ndropout: [CADET.INPUT.MODALITY_DROPOUT.PROB, 0.3]\n"
         "eval: [CADET.TEST.DROP_MODALITIES, '[\"rgb\"]']\n")
     study = load_sensor_study(str(spec))
@@ -162,7 +162,10 @@ def test_sensor_study_commands_and_report(tmp_path):
     assert "| early | nodrop | 52.0 ± 2.8 | 12.0 ± 2.8 |" in lines
     assert "| early | -1.0 ± 0.0 | +20.5 ± 0.7 |" in lines  # drop - nodrop, paired by seed
     assert "| cssa | nodrop | – | – |" in lines
+    assert "| cssa | drop | ref | ref |" in lines and "| early | nodrop | – | – |" in lines  # Δ vs baseline, none run
     assert run_study(study, dry_run=True, echo=lambda s: None) == 0
+    _fake_run(study.run_dir("cssa", "nodrop", 0), {"clean": 40.0, "-rgb (zero)": 20.0})
+    assert "| early | nodrop | +10.0 | -10.0 |" in report(study).splitlines()  # seed 0 only is paired
     with pytest.raises(ValueError, match="unknown keys \\['seed'\\]"):
         spec.write_text(spec.read_text() + "seed: 3\n")
         load_sensor_study(str(spec))

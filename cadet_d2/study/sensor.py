@@ -25,7 +25,7 @@ from .report import mean_std
 from .run import fmt_duration
 
 TRAININGS = ("nodrop", "drop")
-KEYS = {"name", "output", "seeds", "arms", "opts", "dropout", "eval", "env"}
+KEYS = {"name", "output", "seeds", "arms", "baseline", "opts", "dropout", "eval", "env"}
 TRAIN_NET = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                          "tools", "train_net.py")
 
@@ -41,6 +41,7 @@ class SensorStudy:
     dropout: list[str]
     eval: list[str]
     env: dict[str, str]
+    baseline: str = ""
 
     def run_dir(self, arm: str, training: str, seed: int) -> str:
         return os.path.join(self.output, f"{arm}_{training}", f"seed{seed}")
@@ -64,9 +65,13 @@ def load_sensor_study(path: str) -> SensorStudy:
     for arm, cfg in raw["arms"].items():
         if not os.path.isfile(cfg):
             raise FileNotFoundError(f"{path}: arms.{arm}: no such config {cfg}")
+    baseline = str(raw.get("baseline", ""))
+    if baseline and baseline not in raw["arms"]:
+        raise ValueError(f"{path}: baseline {baseline!r} is not one of the arms {list(raw['arms'])}")
     as_str = lambda xs: [str(x) for x in xs or []]  # noqa: E731
     return SensorStudy(path, raw["name"], raw["output"], seeds, dict(raw["arms"]), as_str(raw.get("opts")),
-                       as_str(raw["dropout"]), as_str(raw["eval"]), {k: str(v) for k, v in (raw.get("env") or {}).items()})
+                       as_str(raw["dropout"]), as_str(raw["eval"]), {k: str(v) for k, v in (raw.get("env") or {}).items()},
+                       baseline)
 
 
 def read_conditions(run_dir: str) -> Optional[list[dict]]:
@@ -154,6 +159,14 @@ def report(study: SensorStudy) -> str:
                   "|---|---|" + "---|" * len(conds)]
         for (arm, training), cell in data.items():
             lines.append(f"| {arm} | {training} | " + " | ".join(_cell(cell.get(c, {}).get(ds, [])) for c in conds) + " |")
+        if study.baseline:
+            lines += ["", f"Δ vs the baseline `{study.baseline}` with the same training on {ds} (paired by seed):", "",
+                      "| arm | training | " + " | ".join(conds) + " |", "|---|---|" + "---|" * len(conds)]
+            for (arm, training), cell in data.items():
+                ref = data[(study.baseline, training)]
+                lines.append(f"| {arm} | {training} | " + " | ".join(
+                    "ref" if arm == study.baseline else _paired_delta(cell.get(c, {}).get(ds, []), ref.get(c, {}).get(ds, []))
+                    for c in conds) + " |")
         lines += ["", f"Modality dropout's effect on {ds} (drop - nodrop, paired by seed):", "",
                   "| arm | " + " | ".join(conds) + " |", "|---|" + "---|" * len(conds)]
         for arm in study.arms:
