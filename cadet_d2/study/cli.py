@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
 from typing import Optional
 
@@ -54,8 +53,8 @@ def format_plan(plan: Plan) -> str:
               f"runs: {states.count('done')} done, {states.count('failed')} failed, "
               f"{states.count('pending')} pending (phase 2, needs phase-1 results), "
               f"{len(states) - states.count('done') - states.count('failed') - states.count('pending')} to run"]
-    if left_out_note(s):
-        lines.append(left_out_note(s))
+    if note := left_out_note(s):
+        lines.append(note)
     return "\n".join(lines)
 
 
@@ -119,19 +118,6 @@ def _run_one(study: Study, args: argparse.Namespace) -> int:
     return 0 if status["state"] == "done" else 1
 
 
-def _follow_up_with_optional(folder: str) -> None:
-    """Pass --with-optional on to the follow-up job (``next.sbatch``), which plans again for phase 2.
-    (The array's ``run-one`` tasks find optional arms by name without it.)"""
-    path = os.path.join(folder, "next.sbatch")
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
-    flags = " --slurm --submit --new-only"
-    if flags not in text:
-        raise OSError(f"{path}: no '{flags.strip()}' line to add --with-optional to")
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text.replace(flags, flags + " --with-optional", 1))
-
-
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -150,8 +136,6 @@ def main(argv: Optional[list[str]] = None) -> int:
                 if folder is None:
                     print("nothing to submit: every concrete run is finished (or, with --new-only, attempted)")
                     return 0
-                if args.with_optional:
-                    _follow_up_with_optional(folder)
                 print(f"SLURM scripts in {folder}: submit with `bash {folder}/submit.sh` (array + follow-up job that "
                       "submits phase 2 when phase 1 is done)")
                 if args.submit:

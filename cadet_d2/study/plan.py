@@ -288,8 +288,8 @@ def study_arms(study: Study, data_name: str = "", freeze: bool = False,
     if bad:
         raise StudyError(f"{study.path}: arm name(s) {bad} are not usable as folder names (letters, digits, "
                          "'_', '.', '+', '-'): change the study name, phase2.grid tag or value")
-    if left_out_note(study):
-        notes.append(left_out_note(study))
+    if note := left_out_note(study):
+        notes.append(note)
     return arms, notes
 
 

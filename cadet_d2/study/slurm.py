@@ -23,8 +23,10 @@ from .rundir import read_status
 ABLATE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "tools", "ablate.py")
 
 
-def _ablate_args(study_path: str, output: Optional[str], cli_opts: list[str]) -> list[str]:
-    args = [study_path] + (["--output", output] if output else [])
+def _ablate_args(plan: Plan, output: Optional[str], cli_opts: list[str]) -> list[str]:
+    """The study file and the options every ``ablate.py`` call of this plan passes on (``--opts`` last)."""
+    args = [plan.study.path] + (["--with-optional"] if plan.study.include_optional else [])
+    args += ["--output", output] if output else []
     return args + (["--opts", *cli_opts] if cli_opts else [])
 
 
@@ -61,11 +63,10 @@ def write_slurm(plan: Plan, output: Optional[str], cli_opts: list[str], new_only
     folder = os.path.abspath(os.path.join(plan.study.output, "slurm", time.strftime("%Y%m%d-%H%M%S")))
     os.makedirs(folder, exist_ok=True)
     py = shlex.quote(sys.executable)
-    common = _ablate_args(plan.study.path, output, cli_opts)
+    common = _ablate_args(plan, output, cli_opts)
     with open(os.path.join(folder, "tasks.txt"), "w", encoding="utf-8") as f:
         for r in runs:
-            args = ["run-one", plan.study.path, "--arm", r.arm.name, "--seed", str(r.seed), *common[1:]]
-            f.write(" ".join([py, shlex.quote(ABLATE), *map(shlex.quote, args)]) + "\n")
+            f.write(" ".join(map(shlex.quote, _run_one_cmd(plan, r, output, cli_opts))) + "\n")
     name = f"ablate-{plan.study.name}"
     parallel = int(plan.study.slurm.get("parallel", 0))
     array = f"0-{len(runs) - 1}" + (f"%{parallel}" if parallel else "")
@@ -104,7 +105,7 @@ def submit(plan: Plan, folder: str, output: Optional[str], cli_opts: list[str], 
 
 def _run_one_cmd(plan: Plan, run: Run, output: Optional[str], cli_opts: list[str]) -> list[str]:
     return [sys.executable, ABLATE, "run-one", plan.study.path, "--arm", run.arm.name, "--seed", str(run.seed),
-            *_ablate_args(plan.study.path, output, cli_opts)[1:]]
+            *_ablate_args(plan, output, cli_opts)[1:]]
 
 
 def _submit_submitit(plan: Plan, folder: str, output: Optional[str], cli_opts: list[str], new_only: bool,
