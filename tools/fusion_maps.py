@@ -10,21 +10,16 @@ Trailing KEY VALUE pairs override config keys, e.g. ``MODEL.WEIGHTS output/model
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
-from detectron2.modeling import build_model  # noqa: E402
-
 from cadet_d2.config import modality_slices  # noqa: E402
 from cadet_d2.data import MultiModalDatasetMapper  # noqa: E402
 from cadet_d2.engine import load_config  # noqa: E402
+from cadet_d2.inference import load_model  # noqa: E402
 from cadet_d2.utils.attention import save_fusion_maps  # noqa: E402
-
-logger = logging.getLogger("cadet_d2")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -35,11 +30,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     args = parser.parse_args(argv)
     cfg = load_config(args.config_file, args.opts)
-    model = build_model(cfg)
-    if cfg.MODEL.WEIGHTS:
-        DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
-    else:
-        logger.warning("[cadet] MODEL.WEIGHTS is empty: the maps are those of an untrained model")
+    model = load_model(cfg)  # MODEL.WEIGHTS, loaded safely; a warning when empty
     image = MultiModalDatasetMapper(cfg, is_train=False)({"file_name": args.image})["image"]
     thermal = modality_slices(cfg).get("thermal")
     maps = save_fusion_maps(model, image, args.output, thermal_channel=thermal.start if thermal else None)

@@ -53,6 +53,14 @@ def read_classes(root: str, classes: list[str] | tuple[str, ...] = ()) -> list[s
     return ["object"]
 
 
+def class_names(cfg) -> list[str]:
+    """The model's class names: :func:`read_classes` of ``CADET.DATA``, or ``class<i>`` names when
+    their number is not ``MODEL.ROI_HEADS.NUM_CLASSES``."""
+    names = read_classes(cfg.CADET.DATA.ROOT, cfg.CADET.DATA.CLASSES)
+    n = cfg.MODEL.ROI_HEADS.NUM_CLASSES
+    return names if len(names) == n else [f"class{i}" for i in range(n)]
+
+
 def list_stems(root: str) -> list[str]:
     """Sorted stems of ``root/images/*.npy``; checks that every label file has an image."""
     image_dir, label_dir = os.path.join(root, "images"), os.path.join(root, "labels")

@@ -25,25 +25,13 @@ from detectron2.data.transforms import ResizeShortestEdge, ResizeTransform
 from PIL import Image
 
 from ..config import file_channel_indices
+from ..data.datasets import class_names
 from ..data.npy import select_channels
 
 CONTRACT_VERSION = 1
 META_FILE = "export_meta.json"
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("boxes", "scores", "classes")
-
-
-def class_names(cfg) -> list[str]:
-    """Class names of the config's data (``CADET.DATA.CLASSES``, else ROOT/classes.txt, else
-    ``object``); ``class_<i>`` when the data root cannot be read."""
-    from ..data.datasets import read_classes
-
-    n = cfg.MODEL.ROI_HEADS.NUM_CLASSES
-    try:
-        names = read_classes(cfg.CADET.DATA.ROOT, cfg.CADET.DATA.CLASSES)
-    except Exception:  # noqa: BLE001  (no data root where the model is exported)
-        names = []
-    return names if len(names) == n else [f"class_{i}" for i in range(n)]
 
 
 def build_meta(cfg, export_hw: tuple[int, int], files: dict[str, str], **extra) -> dict:

@@ -6,7 +6,6 @@ import logging
 import os
 
 import torch
-from detectron2.modeling import build_model
 
 from .compare import match_detections
 from .contract import build_meta, read_meta, resized_hw, write_meta
@@ -24,20 +23,16 @@ class ExportMismatchError(RuntimeError):
 
 def build_export_model(cfg) -> torch.nn.Module:
     """The config's model on the CPU in eval mode, with ``MODEL.WEIGHTS`` loaded when set
-    (else initialised with torch seed 0)."""
-    from ..engine.checkpoint import CadetCheckpointer
+    (:func:`~cadet_d2.inference.load_model`); without weights, initialised with torch seed 0, so
+    that an ONNX and a TorchScript export of the same config agree."""
+    from ..inference.predictor import load_model
 
     cfg = cfg.clone()
     cfg.defrost()
     cfg.MODEL.DEVICE = "cpu"  # the files are traced on the CPU; ONNX Runtime picks its own device
     if not cfg.MODEL.WEIGHTS:
-        # an untrained model, the same on every call: an ONNX and a TorchScript export agree
-        logger.warning("[cadet] MODEL.WEIGHTS is empty: exporting an untrained model (seed 0)")
         torch.manual_seed(0)
-    model = build_model(cfg)
-    if cfg.MODEL.WEIGHTS:
-        CadetCheckpointer(model).load(cfg.MODEL.WEIGHTS)
-    return model.eval()
+    return load_model(cfg)
 
 
 def default_export_hw(cfg) -> tuple[int, int]:

@@ -49,7 +49,7 @@ def load_model(cfg: CfgNode) -> torch.nn.Module:
             raise FileNotFoundError(f"MODEL.WEIGHTS {weights}: no such file")
         CadetCheckpointer(model).load(weights)
     else:
-        logger.warning("[cadet] MODEL.WEIGHTS is empty: predicting with an untrained (random) model")
+        logger.warning("[cadet] MODEL.WEIGHTS is empty: the model is untrained (random weights)")
     return model.eval()
 
 

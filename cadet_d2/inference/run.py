@@ -9,7 +9,7 @@ from collections import Counter
 from detectron2.config import CfgNode
 
 from ..config import file_channel_indices, modality_slices
-from ..data.datasets import read_classes
+from ..data.datasets import class_names
 from ..data.npy import load_image, select_channels
 from ..utils.visualize import fusion_panels, save_detections
 from .inputs import collect_inputs, output_names
@@ -19,14 +19,6 @@ from .results import write_coco_results
 logger = logging.getLogger("cadet_d2")
 PREDICTIONS_FILE = "predictions.json"
 VIS_DIR = "vis"
-
-
-def class_names(cfg: CfgNode) -> list[str]:
-    """``CADET.DATA.CLASSES``, else ``ROOT/classes.txt``, else "object"; "class<i>" names when
-    their number is not ``MODEL.ROI_HEADS.NUM_CLASSES``."""
-    names = read_classes(cfg.CADET.DATA.ROOT, cfg.CADET.DATA.CLASSES)
-    n = cfg.MODEL.ROI_HEADS.NUM_CLASSES
-    return names if len(names) == n else [f"class{i}" for i in range(n)]
 
 
 def save_prediction_picture(path: str, cfg: CfgNode, pred: Prediction, names: list[str],
