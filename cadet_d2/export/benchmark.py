@@ -6,13 +6,13 @@ latency, 90th percentile, images/s and the median over rounds of its time / PyTo
 """
 from __future__ import annotations
 
+import functools
 import os
-import time
 
 import numpy as np
 import torch
 
-from ..utils.benchmark import cpu_model_name
+from ..utils.benchmark import alternating_timings, cpu_model_name, upper_median
 from .contract import preprocess, read_meta
 from .exporter import build_export_model, export_model
 from .runtime import TorchRunner, load_runner
@@ -51,16 +51,8 @@ def benchmark_runtimes(cfg, export_dir: str, height: int = 320, width: int = 404
         x = preprocess(np.load(image_file, allow_pickle=False), read_meta(export_dir))
     else:
         x = example_image(len(cfg.MODEL.PIXEL_MEAN), height, width).numpy()
-    times: dict[str, list[float]] = {n: [] for n in runners}
-    counts = {}
-    for r in range(warmup + iters):
-        for name, run in runners.items():
-            t0 = time.perf_counter()
-            det = run(x)
-            dt = time.perf_counter() - t0
-            if r >= warmup:
-                times[name].append(dt)
-            counts[name] = len(det.scores)
+    times, last = alternating_timings({name: functools.partial(run, x) for name, run in runners.items()},
+                                      iters, warmup)
     out = {"mode": "deploy", "height": int(x.shape[-2]), "width": int(x.shape[-1]), "channels": int(x.shape[1]),
            "iters": iters, "warmup": warmup, "threads": threads, "machine": cpu_model_name(), "cpus": os.cpu_count(),
            "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "load_avg_before": load_before,
@@ -70,12 +62,11 @@ def benchmark_runtimes(cfg, export_dir: str, height: int = 320, width: int = 404
     base = times.get("pytorch")
     for name, ts in times.items():
         s = sorted(ts)
-        med = s[len(s) // 2]
+        med = upper_median(ts)
         entry = {"median_ms": 1e3 * med, "p90_ms": 1e3 * s[min(len(s) - 1, int(0.9 * len(s)))],
-                 "mean_ms": 1e3 * sum(s) / len(s), "images_per_s": 1.0 / med, "detections": counts[name],
+                 "mean_ms": 1e3 * sum(s) / len(s), "images_per_s": 1.0 / med, "detections": len(last[name].scores),
                  "times_ms": [1e3 * t for t in ts]}
         if base:
-            ratios = sorted(a / b for a, b in zip(ts, base))
-            entry["time_ratio_to_pytorch"] = ratios[len(ratios) // 2]
+            entry["time_ratio_to_pytorch"] = upper_median([a / b for a, b in zip(ts, base)])
         out["runtimes"][name] = entry
     return out

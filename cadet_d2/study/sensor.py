@@ -23,6 +23,7 @@ import yaml
 from ..utils.io import atomic_write_bytes
 from .report import mean_std
 from .run import fmt_duration
+from .spec import parse_seeds
 
 TRAININGS = ("nodrop", "drop")
 KEYS = {"name", "output", "seeds", "arms", "baseline", "opts", "dropout", "eval", "env"}
@@ -60,8 +61,7 @@ def load_sensor_study(path: str) -> SensorStudy:
     missing = {"name", "output", "arms", "dropout", "eval"} - set(raw)
     if missing:
         raise ValueError(f"{path}: missing keys {sorted(missing)}")
-    seeds = raw.get("seeds", [0])
-    seeds = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
+    seeds = parse_seeds(path, raw.get("seeds", 1))
     for arm, cfg in raw["arms"].items():
         if not os.path.isfile(cfg):
             raise FileNotFoundError(f"{path}: arms.{arm}: no such config {cfg}")

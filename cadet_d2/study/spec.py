@@ -179,7 +179,8 @@ def _fusion_study(path: str, i: int, node: dict, backbone: str) -> FusionStudy:
     return fs
 
 
-def _seeds(path: str, seeds) -> list[int]:
+def parse_seeds(path: str, seeds) -> list[int]:
+    """A study file's ``seeds``: a count N (seeds 0..N-1) or a list of distinct integers."""
     if isinstance(seeds, int) and seeds >= 1:
         return list(range(seeds))
     if isinstance(seeds, list) and seeds and all(isinstance(s, int) for s in seeds) and len(set(seeds)) == len(seeds):
@@ -232,7 +233,7 @@ def load_study(path: str) -> Study:
     _check_keys(path, "report", report, set(DEFAULT_REPORT))
     return Study(
         path=path, name=str(raw["name"]), base_config=str(raw["base_config"]), output=str(raw["output"]),
-        seeds=_seeds(path, raw.get("seeds", 1)), backbone=backbone, data=data,
+        seeds=parse_seeds(path, raw.get("seeds", 1)), backbone=backbone, data=data,
         schedule=_schedule(path, raw["schedule"]), opts=opts,
         env={str(k): str(v) for k, v in (raw.get("env") or {}).items()},
         baseline_fusion=str(base.get("fusion", "frm_ffm")), baseline_sizes=sizes, fusion_studies=studies,

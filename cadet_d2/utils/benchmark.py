@@ -15,6 +15,7 @@ import os
 import platform
 import resource
 import time
+from typing import Any, Callable
 
 import torch
 from detectron2.modeling import build_model
@@ -140,7 +141,7 @@ def benchmark(cfg, mode: str = "train", iters: int = 10, warmup: int = 3, batch:
             result_extra.update(measure_peak_tensor_memory(step, model, opt, data, device))
         if profile:
             result_extra["profile"] = profile_step(step, device, profile)
-    sec = sorted(timed)[len(timed) // 2]
+    sec = upper_median(timed)
     images = batch * accum
     result = {
         "mode": mode, "images_per_s": images / sec, "median_step_s": sec, "mean_step_s": sum(timed) / len(timed),
@@ -166,6 +167,28 @@ def benchmark(cfg, mode: str = "train", iters: int = 10, warmup: int = 3, batch:
     return result
 
 
+def upper_median(values: list[float]) -> float:
+    """The middle value, the upper one of the two middle values for an even count."""
+    return sorted(values)[len(values) // 2]
+
+
+def alternating_timings(fns: dict[str, Callable[[], Any]], rounds: int,
+                        warmup: int) -> tuple[dict[str, list[float]], dict[str, Any]]:
+    """Call every function of ``fns`` in turn, round after round (A, B, C, A, B, C, ...), so that a
+    load drifting over minutes slows them all alike. Returns each one's ``rounds`` timed durations
+    (s; the first ``warmup`` rounds are not timed) and its last result."""
+    times: dict[str, list[float]] = {n: [] for n in fns}
+    last: dict[str, Any] = {}
+    for r in range(warmup + rounds):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            last[name] = fn()
+            dt = time.perf_counter() - t0
+            if r >= warmup:
+                times[name].append(dt)
+    return times, last
+
+
 def paired_benchmark(cfgs: dict, rounds: int = 5, warmup: int = 1, batch: int = 2, height: int = 301,
                      width: int = 391) -> dict:
     """Training steps of several configs in one process, alternating A, B, C, A, B, C, ...
@@ -185,20 +208,13 @@ def paired_benchmark(cfgs: dict, rounds: int = 5, warmup: int = 1, batch: int = 
         opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
         steps[name] = (AccumAMPTrainer(model, itertools.repeat(data), opt, accum_steps=int(cfg.SOLVER.ACCUM_STEPS),
                                        precision=resolve_precision(cfg)), batch * int(cfg.SOLVER.ACCUM_STEPS))
-    times: dict[str, list[float]] = {n: [] for n in cfgs}
     with EventStorage(0):
-        for r in range(warmup + rounds):
-            for name, (trainer, _) in steps.items():
-                t0 = time.perf_counter()
-                trainer.run_step()
-                if r >= warmup:
-                    times[name].append(time.perf_counter() - t0)
+        times, _ = alternating_timings({n: trainer.run_step for n, (trainer, _) in steps.items()}, rounds, warmup)
     first = next(iter(cfgs))
     out = {"rounds": rounds, "batch": batch, "height": height, "width": width, "threads": torch.get_num_threads(),
            "machine": cpu_model_name(), "load_avg_after": os.getloadavg()[0], "settings": {}}
     for name, ts in times.items():
-        med = sorted(ts)[len(ts) // 2]
-        ratios = sorted(a / b for a, b in zip(ts, times[first]))
+        med = upper_median(ts)
         out["settings"][name] = {"median_step_s": med, "images_per_s": steps[name][1] / med, "step_times_s": ts,
-                                 "ratio_to_first": ratios[len(ratios) // 2]}
+                                 "ratio_to_first": upper_median([a / b for a, b in zip(ts, times[first])])}
     return out

@@ -18,6 +18,7 @@ from typing import Callable
 import numpy as np
 
 from ..data.npy import select_channels
+from .benchmark import upper_median
 
 
 def _fancy(a: np.ndarray, idx: list[int]) -> np.ndarray:
@@ -43,7 +44,7 @@ def _time_per_item(fn: Callable[[], None], n: int, repeats: int) -> float:
         t0 = time.perf_counter()
         fn()
         runs.append((time.perf_counter() - t0) / n * 1e3)
-    return sorted(runs)[len(runs) // 2]
+    return upper_median(runs)
 
 
 def read_strategies(image_dir: str, channel_sets: dict[str, list[int]], limit: int = 200,
