@@ -97,6 +97,9 @@ def _finish() -> None:
     to it can abort gloo ("terminate called without an active exception")."""
     comm.synchronize()
     dist.destroy_process_group()
+    # Release the Python handles of the groups now, not in the interpreter's shutdown
+    comm._LOCAL_PROCESS_GROUP = None
+    getattr(getattr(comm, "_get_global_gloo_group", None), "cache_clear", lambda: None)()
 
 
 def _spawned_worker(local_rank: int, main_func: Callable, world_size: int, local_size: int, machine_rank: int,
@@ -128,7 +131,7 @@ def launch(main_func: Callable, num_processes_per_machine: int, num_machines: in
             return main_func(*args)
         _init(backend, "env://", world_size, rank, local_rank, local_size, timeout)
         result = main_func(*args)
-        comm.synchronize()  # torchrun tears the group down with the processes
+        _finish()
         return result
     world_size = num_machines * num_processes_per_machine
     if world_size <= 1:
