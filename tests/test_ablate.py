@@ -49,6 +49,44 @@ def _fake_finished(run_dir: str, test_ap: float) -> None:
         json.dump({"datasets": {"synth_test": {"AP": test_ap}}, "weights": ""}, f)
 
 
+# ---- every study file: each planned run is a valid config ---------------------------------------
+FUSION_STUDY_FILES = sorted(os.path.join("configs", "studies", f) for f in os.listdir(os.path.join(REPO, "configs", "studies"))
+                            if f.endswith(".yaml") and f != "sensor_failure.yaml")  # that one: test_sensor_failure
+
+
+@pytest.mark.parametrize("path", FUSION_STUDY_FILES)
+def test_every_planned_run_loads_as_a_config(path, tmp_path, monkeypatch):
+    """Optional arms included: each concrete run's command line (base config, study opts, arm
+    overrides, seed) loads and validates, and says the arm's fusion module and seed."""
+    from cadet_d2.engine.setup import load_config
+
+    monkeypatch.chdir(REPO)  # study files name their configs relative to the repository
+    study = dataclasses.replace(_study(path, str(tmp_path / "out")), include_optional=True)
+    plan = make_plan(study, ["CADET.DATA.ROOT", make_tiny_root(str(tmp_path / "data"))])
+    runs = [r for r in plan.runs if not r.arm.pending]
+    assert runs and any(r.arm.group != "baseline" for r in runs)
+    for run in runs:
+        argv = plan.command(run)
+        cfg = load_config(argv[2], argv[3:])
+        assert cfg.CADET.FUSION.NAME == run.arm.fusion and cfg.SEED == run.seed, run.key
+        assert cfg.OUTPUT_DIR == run.dir and cfg.CADET.BACKBONE.SIZE == run.arm.backbone, run.key
+
+
+def test_a_typo_in_a_study_file_stops_before_any_run(tmp_path, capsys):
+    from cadet_d2.study.cli import main
+
+    raw = yaml.safe_load(open(SYNTH_SMALL))
+    raw["fusion_studies"][1]["options"] = {"CADET.FUSION.GAFF.SE_REDUCTON": 4}
+    raw["output"] = str(tmp_path / "out")
+    path = tmp_path / "typo.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    for cmd in (["plan"], ["run"], ["run", "--slurm"]):
+        assert main([*cmd, str(path), "--opts", "CADET.DATA.ROOT", str(tmp_path)]) == 2
+        err = capsys.readouterr().err
+        assert "arm gaff_s4" in err and "SE_REDUCTON" in err and "did you mean CADET.FUSION.GAFF.SE_REDUCTION" in err
+    assert not os.path.exists(tmp_path / "out" / "baseline_frm_ffm_mit_b0")  # nothing ran
+
+
 # ---- (a) the cadet48 plan -----------------------------------------------------------------------
 def test_cadet48_plan(tmp_path):
     root = make_tiny_root(str(tmp_path / "data"))

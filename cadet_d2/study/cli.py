@@ -16,7 +16,7 @@ import dataclasses
 import sys
 from typing import Optional
 
-from .plan import Plan, fmt_value, left_out_note, make_plan
+from .plan import Plan, check_configs, fmt_value, left_out_note, make_plan
 from .spec import Study, StudyError, load_study
 
 
@@ -123,7 +123,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         study = _load(args)
         if args.cmd == "plan":
-            print(format_plan(make_plan(study, args.opts)))
+            plan = make_plan(study, args.opts)
+            print(format_plan(plan))
+            check_configs(plan)
             return 0
         if args.cmd == "run-one":
             return _run_one(study, args)
@@ -132,6 +134,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 from .slurm import submit, write_slurm
 
                 plan = make_plan(study, args.opts, freeze=True)
+                check_configs(plan)
                 folder = write_slurm(plan, args.output or None, args.opts, args.new_only)
                 if folder is None:
                     print("nothing to submit: every concrete run is finished (or, with --new-only, attempted)")

@@ -101,6 +101,26 @@ class Plan:
         return [self.study.train_script, "--config-file", self.study.base_config, *(["--resume"] if resume else []), *opts]
 
 
+def check_configs(plan: "Plan", skip: frozenset[str] = frozenset()) -> set[str]:
+    """Load (and validate) the config of every concrete arm not in ``skip``, once per arm, before
+    anything runs: a typo in a study file's ``options`` or ``opts`` stops here, naming the arm and
+    the key, instead of failing every run of the arm. Fusion names are checked when a run builds
+    its model (``CADET.FUSION.IMPORTS`` may register them there). Returns the arms checked."""
+    from ..engine.setup import load_config
+
+    checked = set()
+    for arm in plan.arms:
+        if arm.pending or arm.name in skip:
+            continue
+        checked.add(arm.name)
+        argv = plan.command(Run(arm, plan.study.seeds[0], run_dir(plan.study, arm.name, plan.study.seeds[0])))
+        try:
+            load_config(argv[2], argv[3:])
+        except (KeyError, ValueError, AssertionError) as e:
+            raise StudyError(f"{plan.study.path}: arm {arm.name}: {e.args[0] if e.args else e}") from None
+    return checked
+
+
 def fmt_value(v: Any) -> str:
     """A value as Detectron2's ``merge_from_list`` reads it back (literal_eval, else string)."""
     if isinstance(v, str):

@@ -19,7 +19,7 @@ import time
 from contextlib import contextmanager
 from typing import Callable, Iterator, Optional
 
-from .plan import Plan, Run, make_plan
+from .plan import Plan, Run, check_configs, make_plan
 from .rundir import checkpoint_iteration, last_checkpoint, read_status, write_status
 from .spec import Study
 
@@ -146,10 +146,12 @@ def run_study(study: Study, cli_opts: Optional[list[str]] = None, dry_run: bool 
     attempted: set[str] = set()
     durations: list[float] = []
     counts = {"ran": 0, "failed": 0, "locked": 0}
+    checked: set[str] = set()  # arms whose config loaded (phase 2 arms appear later)
     while True:
         plan = make_plan(study, cli_opts, freeze=not dry_run)
         if not plan.schedule_ok:
             raise SystemExit(f"cannot run: {plan.schedule_note}")
+        checked |= check_configs(plan, frozenset(checked))
         todo = [r for r in plan.runs if r.key not in attempted and r.state() not in ("done", "pending")
                 and (retry_failed or r.state() != "failed")]
         todo.sort(key=lambda r: run_order(plan, r))
