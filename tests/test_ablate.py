@@ -323,6 +323,7 @@ def test_optional_study_report_run_one_and_slurm(tmp_path, capsys):
     assert "Baseline: `baseline_frm_ffm_mit_b0`" in table
     assert "| **baseline_frm_ffm_mit_b0** (baseline) | 2/2 | 10.50 ± 0.71 | ref |" in table
     assert "| cssa_soft_s4 | 2/2 | 13.50 ± 0.71 | +3.00 |" in table
+    assert "| 1.00 | 0.001000 |" in table  # params, fusion params (M): a few hundred parameters still show
     assert "left out" not in md
     rows = {r["arm"]: r for r in csv.DictReader(open(os.path.join(out, "report", "results.csv")))}
     assert float(rows["cssa_soft_s4"]["test_AP_delta"]) == pytest.approx(3.0)

@@ -160,7 +160,8 @@ class Reporter:
         wall = _mean([x["wall_s"] for x in c])
         rss = max([x["peak_rss_mb"] for x in c if x["peak_rss_mb"]], default=None)
         gpu = max([x["peak_gpu_mb"] for x in c if x["peak_gpu_mb"]], default=None)
-        cells += [_f(p.get("params", 0) / 1e6 if p else None, 2), _f(p.get("fusion_params", 0) / 1e6 if p else None, 3),
+        fusion_m = p.get("fusion_params", 0) / 1e6 if p else None
+        cells += [_f(p.get("params", 0) / 1e6 if p else None, 2), _f(fusion_m, 6 if fusion_m and fusion_m < 0.01 else 3),
                   _f(p.get("gflops"), 1), fmt_duration(wall) if wall else "–", _f(_mean([x["img_per_s"] for x in c])),
                   _f(rss / 1024 if rss else None, 2), _f(gpu / 1024 if gpu else None, 2)]
         return cells
