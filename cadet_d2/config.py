@@ -116,6 +116,10 @@ def add_cadet_config(cfg: CN) -> CN:
     # cssa_learnable: temperature T of the sigmoid surrogate sigmoid((tau - w) / T) through
     # which the learned threshold gets its gradient (THRESHOLD is its initial value).
     _C.CADET.FUSION.CSSA.TEMPERATURE = 0.05
+    # cssa_learnable: learning rate of the threshold logit = SOLVER.BASE_LR x this (its own param
+    # group). Adam/AdamW move a parameter by about its LR per step, so at BASE_LR 4e-4 the
+    # threshold can move by at most ~0.02 in 200 iterations; 100 lets it move.
+    _C.CADET.FUSION.CSSA.THRESHOLD_LR_MULT = 1.0
 
     _C.CADET.FUSION.HYBRID = CN()
     # NAME "hybrid": stages in EARLY_STAGES use the module EARLY, the other stages LATE.
@@ -224,6 +228,8 @@ def validate_cadet_config(cfg: CN) -> None:
     tau = cfg.CADET.FUSION.CSSA.THRESHOLD
     if not 0.0 <= tau <= 1.0:
         raise ValueError(f"CADET.FUSION.CSSA.THRESHOLD = {tau} must lie in [0, 1]")
+    if not cfg.CADET.FUSION.CSSA.THRESHOLD_LR_MULT > 0:
+        raise ValueError(f"CADET.FUSION.CSSA.THRESHOLD_LR_MULT = {cfg.CADET.FUSION.CSSA.THRESHOLD_LR_MULT} must be > 0")
     if not 0.0 < cfg.CADET.DATA.TEST_FRACTION < 1.0:
         raise ValueError(f"CADET.DATA.TEST_FRACTION = {cfg.CADET.DATA.TEST_FRACTION} must lie in (0, 1)")
     max_fail = cfg.CADET.DATA.MAX_LOAD_FAILURES

@@ -37,6 +37,27 @@ def test_fusion_module_trains(tiny_root, tmp_path, name):
         assert trainer.storage.history("fusion/stage2/threshold").values()[0][0] == pytest.approx(0.5)
 
 
+@pytest.mark.parametrize("optimizer", ["SGD", "ADAMW"])
+def test_learned_threshold_has_its_own_learning_rate(tiny_root, tmp_path, optimizer):
+    cfg = tiny_cfg(tiny_root, str(tmp_path), "CADET.FUSION.NAME", "cssa_learnable", "CADET.FUSION.STAGES", "[2, 4]",
+                   "CADET.FUSION.DEFAULT", "sum", "CADET.FUSION.CSSA.THRESHOLD_LR_MULT", "50.0",
+                   "CADET.SOLVER.OPTIMIZER", optimizer, "SOLVER.BASE_LR", "0.002", "SOLVER.BIAS_LR_FACTOR", "2.0")
+    model = CadetTrainer.build_model(cfg)
+    opt = CadetTrainer.build_optimizer(cfg, model)
+    assert isinstance(opt, torch.optim.SGD if optimizer == "SGD" else torch.optim.AdamW)
+    lr_of = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    thresholds = [p for n, p in model.named_parameters() if n.endswith(".threshold_logit")]
+    assert len(thresholds) == 2 and all(lr_of[id(p)] == pytest.approx(0.1) for p in thresholds)
+    biases = [p for n, p in model.named_parameters() if n.endswith(".bias")]
+    assert biases and all(lr_of[id(p)] == pytest.approx(0.004) for p in biases)  # Detectron2's groups kept
+    others = [p for n, p in model.named_parameters() if n.endswith(".weight")]
+    assert all(lr_of[id(p)] == pytest.approx(0.002) for p in others)
+    if optimizer == "SGD":
+        assert all(g["momentum"] == cfg.SOLVER.MOMENTUM for g in opt.param_groups)
+    with pytest.raises(ValueError, match="THRESHOLD_LR_MULT"):
+        tiny_cfg(tiny_root, str(tmp_path), "CADET.FUSION.CSSA.THRESHOLD_LR_MULT", "0.0")
+
+
 def test_hybrid_trains_cssa_early_gaff_late(tiny_root, tmp_path):
     cfg = tiny_cfg(tiny_root, str(tmp_path), "CADET.FUSION.NAME", "hybrid", "CADET.FUSION.HYBRID.EARLY_STAGES", "[1]",
                    "DATASETS.TEST", "()", "SOLVER.MAX_ITER", "2")

@@ -14,6 +14,7 @@ from ..data.mapper import MultiModalDatasetMapper
 from ..data.stream import build_deterministic_train_loader
 from ..evaluation import (CLEAN, box_metrics, build_coco_evaluator, condition_table, evaluate_conditions,
                           format_table, write_metrics)
+from ..modeling.fusion.cssa_variants import THRESHOLD_PARAM
 from .reliability import ReliableTrainerMixin
 from .scale import ScaleTrainerMixin
 
@@ -42,19 +43,22 @@ class CadetTrainer(ScaleTrainerMixin, ReliableTrainerMixin, DefaultTrainer):
 
     @classmethod
     def build_optimizer(cls, cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
-        """SGD as in Detectron2, or AdamW (``CADET.SOLVER.OPTIMIZER``), with its param groups."""
-        if cfg.CADET.SOLVER.OPTIMIZER.upper() == "SGD":
-            return super().build_optimizer(cfg, model)
+        """SGD (Detectron2's settings) or AdamW (``CADET.SOLVER.OPTIMIZER``) over Detectron2's
+        param groups; learned CSSA thresholds at ``BASE_LR x CADET.FUSION.CSSA.THRESHOLD_LR_MULT``."""
+        lr = cfg.SOLVER.BASE_LR
         params = get_default_optimizer_params(
             model,
-            base_lr=cfg.SOLVER.BASE_LR,
+            base_lr=lr,
             weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM,
             bias_lr_factor=cfg.SOLVER.BIAS_LR_FACTOR,
             weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS,
+            overrides={THRESHOLD_PARAM: {"lr": lr * cfg.CADET.FUSION.CSSA.THRESHOLD_LR_MULT}},
         )
-        return maybe_add_gradient_clipping(cfg, torch.optim.AdamW)(
-            params, lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY
-        )
+        if cfg.CADET.SOLVER.OPTIMIZER.upper() == "SGD":
+            optim, extra = torch.optim.SGD, {"momentum": cfg.SOLVER.MOMENTUM, "nesterov": cfg.SOLVER.NESTEROV}
+        else:
+            optim, extra = torch.optim.AdamW, {}
+        return maybe_add_gradient_clipping(cfg, optim)(params, lr=lr, weight_decay=cfg.SOLVER.WEIGHT_DECAY, **extra)
 
     @classmethod
     def test(cls, cfg, model, evaluators=None) -> dict:

@@ -11,7 +11,9 @@ of temperature T (``CADET.FUSION.CSSA.TEMPERATURE``)::
 
 so theta and the ECA convs get the gradient of the soft mask s. The learned tau is logged per
 stage as ``fusion/stage{s}/threshold`` (training) and read with :attr:`learned_threshold`.
-Weight decay applies to theta like to any weight (it pulls tau towards 0.5).
+Weight decay applies to theta like to any weight (it pulls tau towards 0.5); its learning rate
+is ``SOLVER.BASE_LR x CADET.FUSION.CSSA.THRESHOLD_LR_MULT`` (the trainer gives parameters named
+``threshold_logit`` their own group).
 
 ``cssa_soft``: no threshold; each channel of each stream takes the other stream's channel in
 proportion to how weak its own ECA weight is and how strong the other's is::
@@ -34,6 +36,8 @@ from torch import nn
 from .base import log_scalar, register_fusion
 from .cssa import CSSAFusion, expected_params as cssa_params
 
+THRESHOLD_PARAM = "threshold_logit"  # the parameter name the trainer's optimizer groups look for
+
 
 @register_fusion("cssa_learnable")
 class LearnableThresholdCSSA(CSSAFusion):
@@ -46,7 +50,7 @@ class LearnableThresholdCSSA(CSSAFusion):
             raise ValueError(f"cssa_learnable: TEMPERATURE must be > 0, got {temperature}")
         self.temperature = temperature
         tau = min(max(self.threshold, 1e-3), 1 - 1e-3)
-        self.threshold_logit = nn.Parameter(torch.tensor(math.log(tau / (1 - tau))))
+        self.threshold_logit = nn.Parameter(torch.tensor(math.log(tau / (1 - tau))))  # THRESHOLD_PARAM
 
     @classmethod
     def from_config(cls, cfg, channels: int, stage: int) -> dict:
