@@ -8,9 +8,12 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from dataclasses import dataclass
 
 import torch
+
+logger = logging.getLogger("cadet_d2")
 
 AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 _SHORT = {None: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
@@ -48,6 +51,16 @@ class Precision:
         return torch.amp.GradScaler(self.device_type) if self.use_grad_scaler else None
 
 
+def cpu_has_fast_bf16() -> bool:
+    """Whether oneDNN runs bf16 natively on this CPU (AVX-512 BW/VL/DQ or newer). Without it,
+    bf16 convolutions fall back to slow reference kernels (unknown: assume yes)."""
+    check = getattr(getattr(torch.ops, "mkldnn", None), "_is_mkldnn_bf16_supported", None)
+    try:
+        return bool(check()) if check is not None else True
+    except RuntimeError:
+        return True
+
+
 def resolve_precision(cfg) -> Precision:
     """The :class:`Precision` of ``cfg`` (``SOLVER.AMP.ENABLED``, ``CADET.SOLVER.AMP_DTYPE``,
     ``MODEL.DEVICE``), checked against this machine: fp16 needs CUDA, bf16 on CUDA needs a GPU
@@ -68,6 +81,10 @@ def resolve_precision(cfg) -> Precision:
         if dtype != torch.bfloat16:
             raise ValueError("SOLVER.AMP.ENABLED on the CPU needs CADET.SOLVER.AMP_DTYPE bfloat16 "
                              "(fp16 autocast and its grad scaler are CUDA-only)")
+        if not cpu_has_fast_bf16():
+            logger.warning("[cadet] bf16 autocast on a CPU without native bf16 support (oneDNN: no AVX-512): "
+                           "convolutions fall back to slow kernels (a dual MiT-b1 step took 16x as long as "
+                           "in fp32 on an AVX2 CPU, docs/benchmarks.md); consider SOLVER.AMP.ENABLED False")
     else:
         raise ValueError(f"SOLVER.AMP.ENABLED is supported on cuda and cpu, not on {cfg.MODEL.DEVICE!r}")
     return Precision(device_type, dtype)
