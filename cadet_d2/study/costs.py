@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from ..utils.io import atomic_write_json
-from .plan import Arm, Plan, fmt_value
+from .plan import Arm, Plan
 from .rundir import peak_gpu_mb, read_json, read_status, training_speed
 
 
@@ -16,10 +16,7 @@ def arm_config(plan: Plan, arm: Arm):
     """The config of ``arm`` (any seed), on the CPU."""
     from ..engine.setup import load_config
 
-    opts = [*plan.common_opts]
-    for k, v in arm.overrides:
-        opts += [k, fmt_value(v)]
-    return load_config(plan.study.base_config, [*opts, *plan.cli_opts, "MODEL.DEVICE", "cpu"])
+    return load_config(plan.study.base_config, [*plan.arm_opts(arm), *plan.cli_opts, "MODEL.DEVICE", "cpu"])
 
 
 def arm_params(plan: Plan, arm: Arm, flops: bool = False) -> dict:

@@ -93,12 +93,16 @@ class Plan:
     def arm(self, name: str) -> Optional[Arm]:
         return next((a for a in self.arms if a.name == name), None)
 
+    def arm_opts(self, arm: Arm) -> list[str]:
+        """The overrides every run of ``arm`` gets before its seed, output folder and --opts."""
+        opts = [*self.common_opts]
+        for k, v in arm.overrides:
+            opts += [k, fmt_value(v)]
+        return opts
+
     def command(self, run: Run, resume: bool = False) -> list[str]:
         """The tools/train_net.py argument list of ``run`` (without the interpreter)."""
-        opts = [*self.common_opts]
-        for k, v in run.arm.overrides:
-            opts += [k, fmt_value(v)]
-        opts += ["SEED", str(run.seed), "OUTPUT_DIR", run.dir, *self.cli_opts]
+        opts = [*self.arm_opts(run.arm), "SEED", str(run.seed), "OUTPUT_DIR", run.dir, *self.cli_opts]
         return [self.study.train_script, "--config-file", self.study.base_config, *(["--resume"] if resume else []), *opts]
 
 
@@ -114,9 +118,8 @@ def check_configs(plan: "Plan", skip: frozenset[str] = frozenset()) -> set[str]:
         if arm.pending or arm.name in skip:
             continue
         checked.add(arm.name)
-        argv = plan.command(Run(arm, plan.study.seeds[0], run_dir(plan.study, arm.name, plan.study.seeds[0])))
         try:
-            load_config(argv[2], argv[3:])
+            load_config(plan.study.base_config, [*plan.arm_opts(arm), *plan.cli_opts])
         except (KeyError, ValueError, AssertionError) as e:
             raise StudyError(f"{plan.study.path}: arm {arm.name}: {e.args[0] if e.args else e}") from None
     return checked
