@@ -12,9 +12,8 @@ from __future__ import annotations
 
 from detectron2.config import CfgNode as CN
 
-# The modalities a data file can hold and the file channels each takes by default.
-MODALITY_CHANNELS = {"rgb": [0, 1, 2], "thermal": [3], "event": [4]}
-MIT_SIZES = ("b0", "b1", "b2", "b4", "b5")
+from .layout import (MIT_SIZES, MODALITY_CHANNELS, ON_ERROR_POLICIES, TEST_MODES, TRAIN_MODES, UNLABELED_POLICIES,
+                     file_channel_indices, group_channels, modality_slices)
 
 
 def add_cadet_config(cfg: CN) -> CN:
@@ -164,24 +163,6 @@ def add_cadet_config(cfg: CN) -> CN:
     return cfg
 
 
-def modality_slices(cfg: CN) -> dict[str, slice]:
-    """Where each modality of ``CADET.INPUT.MODALITIES`` sits in the model's input channels.
-
-    E.g. ["rgb", "thermal", "event"] -> {"rgb": 0:3, "thermal": 3:4, "event": 4:5}.
-    """
-    out, start = {}, 0
-    for name in cfg.CADET.INPUT.MODALITIES:
-        n = len(cfg.CADET.INPUT.LAYOUT[name])
-        out[name] = slice(start, start + n)
-        start += n
-    return out
-
-
-def file_channel_indices(cfg: CN) -> list[int]:
-    """File channels read for the model input, in model order."""
-    return [c for name in cfg.CADET.INPUT.MODALITIES for c in cfg.CADET.INPUT.LAYOUT[name]]
-
-
 def _check_choice(key: str, value, allowed) -> None:
     if value not in allowed:
         raise ValueError(f"{key} = {value!r} is not allowed; choose from {list(allowed)}")
@@ -189,8 +170,6 @@ def _check_choice(key: str, value, allowed) -> None:
 
 def validate_cadet_config(cfg: CN) -> None:
     """Stop before training on a config that cannot work, saying what is allowed."""
-    from .data.datasets import ON_ERROR_POLICIES, UNLABELED_POLICIES
-
     mods = list(cfg.CADET.INPUT.MODALITIES)
     layout = cfg.CADET.INPUT.LAYOUT
     if not mods:
@@ -251,8 +230,6 @@ def validate_cadet_config(cfg: CN) -> None:
 
 def _validate_sensor_failure(cfg: CN) -> None:
     """Modality dropout and test conditions name modalities the model has, and known modes."""
-    from .data.corrupt import TEST_MODES, TRAIN_MODES, group_channels
-
     slices = modality_slices(cfg)
     drop = cfg.CADET.INPUT.MODALITY_DROPOUT
     if not 0.0 <= drop.PROB <= 1.0:

@@ -8,7 +8,7 @@ import pytest
 import torch
 from detectron2.modeling import build_model
 
-from cadet_d2.config import modality_slices
+from cadet_d2.layout import modality_slices
 from cadet_d2.engine import load_config
 from cadet_d2.modeling import DualStreamMiT, SingleStreamMiT
 from cadet_d2.modeling.fusion import FUSION_REGISTRY

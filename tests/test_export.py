@@ -15,7 +15,7 @@ import pytest
 import torch
 from conftest import make_tiny_root, tiny_cfg
 
-from cadet_d2.config import file_channel_indices
+from cadet_d2.layout import file_channel_indices
 from cadet_d2.data import MultiModalDatasetMapper
 from cadet_d2.export import (
     META_FILE, Detections, ExportMismatchError, OnnxRunner, TorchRunner, build_export_model,

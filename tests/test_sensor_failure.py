@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from cadet_d2.config import modality_slices, validate_cadet_config
+from cadet_d2.config import validate_cadet_config
+from cadet_d2.layout import modality_slices
 from cadet_d2.data.corrupt import Condition, ModalityDropout, corrupt, group_channels, conditions_from_config
 from cadet_d2.data.mapper import MultiModalDatasetMapper
 from conftest import registered_cfg, tiny_cfg

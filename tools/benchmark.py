@@ -32,7 +32,7 @@ from cadet_d2.utils.io import atomic_write_json
 def _input_mode(cfg, args) -> dict:
     import os
 
-    from cadet_d2.config import file_channel_indices
+    from cadet_d2.layout import file_channel_indices
     from cadet_d2.utils.input_benchmark import mapper_speed, read_strategies
 
     n = cfg.CADET.INPUT.FILE_CHANNELS

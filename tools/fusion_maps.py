@@ -15,7 +15,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from cadet_d2.config import modality_slices  # noqa: E402
+from cadet_d2.layout import modality_slices  # noqa: E402
 from cadet_d2.data import MultiModalDatasetMapper  # noqa: E402
 from cadet_d2.engine import load_config  # noqa: E402
 from cadet_d2.inference import load_model  # noqa: E402

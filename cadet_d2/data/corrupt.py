@@ -22,19 +22,8 @@ from typing import Optional
 import cv2
 import numpy as np
 
-TRAIN_MODES = ("zero", "noise")
-TEST_MODES = ("zero", "noise", "frozen")
+from ..layout import TEST_MODES, TRAIN_MODES, group_channels, modality_slices  # noqa: F401
 
-
-def group_channels(group: str, slices: dict[str, slice], key: str) -> list[int]:
-    """``"thermal+event"`` -> the model-input channels of those modalities (``key`` names the
-    config key in errors)."""
-    names = [g.strip() for g in group.split("+")]
-    unknown = [n for n in names if n not in slices]
-    if not group or unknown:
-        raise ValueError(f"{key}: {group!r} names {unknown or 'no'} modality; the model's modalities are "
-                         f"{list(slices)} (join several with '+', e.g. 'thermal+event')")
-    return [c for n in names for c in range(slices[n].start, slices[n].stop)]
 
 
 def corrupt(image: np.ndarray, channels: list[int], mode: str, rng,
@@ -81,8 +70,6 @@ class Condition:
 
 def conditions_from_config(cfg) -> list[Condition]:
     """The conditions of ``CADET.TEST.DROP_MODALITIES`` x ``CADET.TEST.CORRUPT`` (group-major)."""
-    from ..config import modality_slices
-
     slices = modality_slices(cfg)
     return [Condition(g, m, tuple(group_channels(g, slices, "CADET.TEST.DROP_MODALITIES")))
             for g in cfg.CADET.TEST.DROP_MODALITIES for m in cfg.CADET.TEST.CORRUPT]
@@ -96,8 +83,6 @@ class ModalityDropout:
 
     @classmethod
     def from_config(cls, cfg) -> Optional["ModalityDropout"]:
-        from ..config import modality_slices
-
         opt = cfg.CADET.INPUT.MODALITY_DROPOUT
         if opt.PROB <= 0:
             return None

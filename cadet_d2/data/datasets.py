@@ -16,13 +16,12 @@ from dataclasses import dataclass, field
 import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
+from ..layout import ON_ERROR_POLICIES, UNLABELED_POLICIES
 from .errors import DataError
 from .npy import read_image_size
 from .yolo import read_yolo_labels
 
 logger = logging.getLogger(__name__)
-UNLABELED_POLICIES = ("skip", "negative")
-ON_ERROR_POLICIES = ("raise", "skip")
 
 
 @dataclass

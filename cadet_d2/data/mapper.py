@@ -10,7 +10,7 @@ from detectron2.config import configurable
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 
-from ..config import file_channel_indices, modality_slices
+from ..layout import file_channel_indices, modality_slices
 from .corrupt import Condition, ModalityDropout
 from .npy import load_image, select_channels
 

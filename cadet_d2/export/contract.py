@@ -24,7 +24,7 @@ import torch
 from detectron2.data.transforms import ResizeShortestEdge, ResizeTransform
 from PIL import Image
 
-from ..config import file_channel_indices
+from ..layout import file_channel_indices
 from ..data.datasets import class_names
 from ..data.npy import select_channels
 

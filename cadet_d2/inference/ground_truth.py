@@ -9,7 +9,7 @@ from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 
-from ..config import file_channel_indices, modality_slices
+from ..layout import file_channel_indices, modality_slices
 from ..data.datasets import register_from_config
 from ..data.mapper import MultiModalDatasetMapper
 from ..data.npy import load_image, select_channels

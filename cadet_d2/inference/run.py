@@ -8,7 +8,7 @@ from collections import Counter
 
 from detectron2.config import CfgNode
 
-from ..config import file_channel_indices, modality_slices
+from ..layout import file_channel_indices, modality_slices
 from ..data.datasets import class_names
 from ..data.npy import load_image, select_channels
 from ..utils.visualize import fusion_panels, save_detections

@@ -4,7 +4,7 @@ from __future__ import annotations
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
 
-from ..config import modality_slices
+from ..layout import modality_slices
 
 
 @META_ARCH_REGISTRY.register()

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-MIT_CHANNEL_SETS = {"b0": (32, 64, 160, 256), "b1-b5": (64, 128, 320, 512)}
+from ..layout import MIT_SPECS, MIT_SIZES
+
+MIT_CHANNEL_SETS = {"b0": MIT_SPECS["b0"]["embed_dims"], "b1-b5": MIT_SPECS["b1"]["embed_dims"]}
 STAGE_SETS = ((1,), (2,), (3,), (4,), (2, 3), (3, 4), (1, 2, 3, 4))
 
 
@@ -68,7 +70,7 @@ def fusion_param_table(cfg=None, names: Optional[Sequence[str]] = None,
 
 
 DETECTOR_ROWS = (  # (MiT size, fusion at STAGES, STAGES); other stages use frm_ffm
-    *[(size, "frm_ffm", (1, 2, 3, 4)) for size in ("b0", "b1", "b2", "b4", "b5")],
+    *[(size, "frm_ffm", (1, 2, 3, 4)) for size in MIT_SIZES],
     *[("b1", name, (1, 2, 3, 4)) for name in ("sum", "concat", "cssa", "gaff")],
     *[("b1", "cssa", s) for s in ((1,), (4,), (3, 4))],
     *[("b1", "gaff", s) for s in ((1,), (4,), (2, 3, 4))],

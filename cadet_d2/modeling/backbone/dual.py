@@ -9,7 +9,7 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 from torch import nn
 
-from ...config import modality_slices
+from ...layout import modality_slices
 from ..fusion import build_fusion
 from .common import OUT_NAMES, MiTBackbone, build_stream, wrap_fpn
 from .mit import MiT

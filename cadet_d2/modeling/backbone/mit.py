@@ -11,16 +11,7 @@ import torch
 from timm.models.pvt_v2 import PyramidVisionTransformerV2
 from torch import nn
 
-MIT_SPECS = {
-    "b0": dict(embed_dims=(32, 64, 160, 256), depths=(2, 2, 2, 2)),
-    "b1": dict(embed_dims=(64, 128, 320, 512), depths=(2, 2, 2, 2)),
-    "b2": dict(embed_dims=(64, 128, 320, 512), depths=(3, 4, 6, 3)),
-    "b4": dict(embed_dims=(64, 128, 320, 512), depths=(3, 8, 27, 3)),
-    "b5": dict(embed_dims=(64, 128, 320, 512), depths=(3, 6, 40, 3)),
-}
-MIT_HEADS = (1, 2, 5, 8)
-MIT_SR_RATIOS = (8, 4, 2, 1)
-MIT_STRIDES = (4, 8, 16, 32)
+from ...layout import MIT_HEADS, MIT_SPECS, MIT_SR_RATIOS, MIT_STRIDES  # noqa: F401 (re-exported)
 
 
 class MiT(nn.Module):
