@@ -112,6 +112,13 @@ def add_cadet_config(cfg: CN) -> CN:
     _C.CADET.FUSION.CSSA.THRESHOLD = 0.5
     # Also rescale the kept channels by their ECA weight (plain ECA does; CSSA's default: no).
     _C.CADET.FUSION.CSSA.RESCALE = False
+    # Component ablation (cssa and its variants; docs/fusion.md). ECA False: channel weights by
+    # the fixed rule sigmoid(GAP(x)) instead of ECA's learned 1-D conv (no parameters).
+    _C.CADET.FUSION.CSSA.ECA = True
+    # SWITCH False: no channel switching, R_s = R and X_s = X (cssa only; the variants refuse it).
+    _C.CADET.FUSION.CSSA.SWITCH = True
+    # SPATIAL False: no spatial attention, fused = (R_s + X_s) / 2.
+    _C.CADET.FUSION.CSSA.SPATIAL = True
     # cssa_learnable: temperature T of the sigmoid surrogate sigmoid((tau - w) / T) through
     # which the learned threshold gets its gradient (THRESHOLD is its initial value).
     _C.CADET.FUSION.CSSA.TEMPERATURE = 0.05
@@ -135,6 +142,14 @@ def add_cadet_config(cfg: CN) -> CN:
     _C.CADET.FUSION.GAFF.INTER_KERNEL = 1
     # Merge: conv 2C->C (False) or conv 2C->C, ReLU, conv C->C (True).
     _C.CADET.FUSION.GAFF.MERGE_BOTTLENECK = False
+
+    # ---- initialisation -------------------------------------------------------------------
+    _C.CADET.INIT = CN()
+    # Single-stream RGB checkpoint of this project (same MiT size, classes and FPN/heads) that a
+    # dual-stream model starts from when MODEL.WEIGHTS is empty (cadet_d2/modeling/init_from_rgb.py):
+    # RGB stream, FPN, RPN and RoI heads copied, the auxiliary stream from the RGB stream with
+    # its first patch embedding adapted. Empty = off.
+    _C.CADET.INIT.RGB_DETECTOR = ""
 
     # ---- solver ---------------------------------------------------------------------------
     _C.CADET.SOLVER = CN()

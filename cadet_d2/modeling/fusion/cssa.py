@@ -12,6 +12,16 @@ For R, X (B, C, H, W) and threshold tau::
 
 ``rescale=True`` also multiplies the kept channels by their ECA weight (plain ECA).
 
+Component ablation (``CADET.FUSION.CSSA.ECA`` / ``SWITCH`` / ``SPATIAL``, all True = CSSA):
+
+* ``eca=False``: the channel weights come from a fixed rule, ECA without its 1-D conv:
+  ``w = sigmoid(GAP(x))`` (no parameters); switching (and ``rescale``) use these weights as
+  above, so a channel is switched when its mean is below logit(tau) (0 at tau = 0.5).
+* ``switch=False``: ``R_s = R``, ``X_s = X`` (with ``rescale``: ``R_s = w_R * R``,
+  ``X_s = w_X * X``, plain ECA). Without ``rescale`` the weights are not used and no ECA conv is
+  built; no switch rates are logged.
+* ``spatial=False``: ``fused = (R_s + X_s) / 2``; no 7x7 conv is built, ``last_attention`` stays None.
+
 Gradient of the ECA convs: the hard ``where`` carries none, so every selected channel (kept or
 switched) is multiplied by a straight-through factor ``st = exp(log w - (log w).detach())`` of
 its own modality's weight: exactly 1 in the forward pass (so outputs equal the formulas above),
@@ -64,15 +74,20 @@ class CSSAFusion(nn.Module):
 
     @configurable
     def __init__(self, *, channels: int, stage: int, threshold: float = 0.5,
-                 rescale: bool = False) -> None:
+                 rescale: bool = False, eca: bool = True, switch: bool = True,
+                 spatial: bool = True) -> None:
         super().__init__()
         self.channels = channels
         self.stage = stage
         self.threshold = threshold
         self.rescale = rescale
-        self.eca_rgb = ECA(channels)
-        self.eca_aux = ECA(channels)
-        self.spatial = nn.Conv2d(2, 1, kernel_size=7, padding=3, bias=True)
+        self.use_eca, self.use_switch, self.use_spatial = eca, switch, spatial
+        if eca and (switch or rescale):  # otherwise the weights are unused: no parameters
+            self.eca_rgb = ECA(channels)
+            self.eca_aux = ECA(channels)
+        else:
+            self.eca_rgb = self.eca_aux = None
+        self.spatial = nn.Conv2d(2, 1, kernel_size=7, padding=3, bias=True) if spatial else None
         self.last_attention: Optional[torch.Tensor] = None
         self.last_switch_rates: Optional[tuple[torch.Tensor, torch.Tensor]] = None
 
@@ -80,7 +95,15 @@ class CSSAFusion(nn.Module):
     def from_config(cls, cfg, channels: int, stage: int) -> dict:
         opt = cfg.CADET.FUSION.CSSA
         return {"channels": channels, "stage": stage, "threshold": opt.THRESHOLD,
-                "rescale": opt.RESCALE}
+                "rescale": opt.RESCALE, "eca": opt.ECA, "switch": opt.SWITCH, "spatial": opt.SPATIAL}
+
+    def channel_weights(self, x: torch.Tensor, which: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, C, H, W) -> weights w and log w (B, C, 1, 1): ECA of stream ``which`` ("rgb" or
+        "aux"), or the fixed rule sigmoid(GAP(x)) when ECA is off."""
+        if not self.use_eca:
+            z = x.mean(dim=(2, 3), keepdim=True)
+            return torch.sigmoid(z), F.logsigmoid(z)
+        return (self.eca_rgb if which == "rgb" else self.eca_aux)(x)
 
     def _select(self, own: torch.Tensor, other: torch.Tensor, w: torch.Tensor,
                 logw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -91,8 +114,12 @@ class CSSAFusion(nn.Module):
 
     def switch(self, rgb: torch.Tensor, aux: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Channel switching: (B, C, H, W) x 2 -> the switched maps R_s, X_s (B, C, H, W) each."""
-        w_rgb, logw_rgb = self.eca_rgb(rgb)
-        w_aux, logw_aux = self.eca_aux(aux)
+        if not self.use_switch:
+            if not self.rescale:
+                return rgb, aux
+            return rgb * self.channel_weights(rgb, "rgb")[0], aux * self.channel_weights(aux, "aux")[0]
+        w_rgb, logw_rgb = self.channel_weights(rgb, "rgb")
+        w_aux, logw_aux = self.channel_weights(aux, "aux")
         rgb_s, sw_rgb = self._select(rgb, aux, w_rgb, logw_rgb)
         aux_s, sw_aux = self._select(aux, rgb, w_aux, logw_aux)
         self.record_switch(sw_rgb.float().mean(), sw_aux.float().mean())
@@ -106,6 +133,8 @@ class CSSAFusion(nn.Module):
 
     def forward(self, rgb: torch.Tensor, aux: torch.Tensor) -> FusionOutput:
         rgb_s, aux_s = self.switch(rgb, aux)
+        if self.spatial is None:
+            return FusionOutput((rgb_s + aux_s) / 2, rgb, aux)
         both = torch.cat([rgb_s, aux_s], dim=1)
         s = torch.cat([both.mean(dim=1, keepdim=True), both.amax(dim=1, keepdim=True)], dim=1)
         a = torch.sigmoid(self.spatial(s))  # (B, 1, H, W)
@@ -113,8 +142,10 @@ class CSSAFusion(nn.Module):
         return FusionOutput(a * rgb_s + (1 - a) * aux_s, rgb, aux)
 
 
-def expected_params(channels: int) -> int:
-    """Closed-form parameter count of ``cssa``: two ECA kernels + a 7x7 conv (2 -> 1) with bias."""
+def expected_params(channels: int, eca: bool = True, switch: bool = True, spatial: bool = True,
+                    rescale: bool = False) -> int:
+    """Closed-form parameter count of ``cssa``: two ECA kernels (when ECA is on and its weights
+    are used: switching or rescaling) + a 7x7 conv (2 -> 1) with bias (when spatial is on)."""
     t = math.floor((math.log2(channels) + 1) / 2)
     k = t + 1 - t % 2  # odd: t if odd else t + 1
-    return 2 * k + 2 * 7 * 7 + 1
+    return (2 * k if eca and (switch or rescale) else 0) + (2 * 7 * 7 + 1 if spatial else 0)

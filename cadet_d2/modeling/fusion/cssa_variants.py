@@ -24,6 +24,9 @@ proportion to how weak its own ECA weight is and how strong the other's is::
 (the hard limit w in {0, 1} switches a channel when its own weight is 0 and the other's is 1).
 ``THRESHOLD`` and ``RESCALE`` are not used. The mean gates are logged and kept as CSSA's switch
 rates (``switch_rgb_from_aux`` = mean g_R, ``switch_aux_from_rgb`` = mean g_X).
+
+Both follow CSSA's ``ECA`` (off: w = sigmoid(GAP(x))) and ``SPATIAL`` (off: mean of R_s, X_s)
+options; both change the switch, so both refuse ``SWITCH False`` (that ablation is ``cssa``'s).
 """
 from __future__ import annotations
 
@@ -39,6 +42,13 @@ from .cssa import CSSAFusion, expected_params as cssa_params
 THRESHOLD_PARAM = "threshold_logit"  # the parameter name the trainer's optimizer groups look for
 
 
+def check_switch_on(module: CSSAFusion, name: str) -> None:
+    """The variants replace the switch: without it they are ``cssa`` with ``SWITCH False``."""
+    if not module.use_switch:
+        raise ValueError(f"{name}: CADET.FUSION.CSSA.SWITCH False leaves nothing of {name}; "
+                         "use NAME cssa with SWITCH False for the no-switching ablation")
+
+
 @register_fusion("cssa_learnable")
 class LearnableThresholdCSSA(CSSAFusion):
     """CSSA with a learned threshold per stage. forward(rgb, aux) as CSSA's."""
@@ -46,6 +56,7 @@ class LearnableThresholdCSSA(CSSAFusion):
     @configurable
     def __init__(self, *, temperature: float = 0.05, **kwargs) -> None:
         super().__init__(**kwargs)
+        check_switch_on(self, "cssa_learnable")
         if temperature <= 0:
             raise ValueError(f"cssa_learnable: TEMPERATURE must be > 0, got {temperature}")
         self.temperature = temperature
@@ -69,8 +80,8 @@ class LearnableThresholdCSSA(CSSAFusion):
 
     def switch(self, rgb: torch.Tensor, aux: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         tau = torch.sigmoid(self.threshold_logit)
-        w_rgb, _ = self.eca_rgb(rgb)
-        w_aux, _ = self.eca_aux(aux)
+        w_rgb, _ = self.channel_weights(rgb, "rgb")
+        w_aux, _ = self.channel_weights(aux, "aux")
         m_rgb, hard_rgb = self._mask(w_rgb, tau)
         m_aux, hard_aux = self._mask(w_aux, tau)
         keep_rgb = rgb * w_rgb if self.rescale else rgb
@@ -86,15 +97,20 @@ class LearnableThresholdCSSA(CSSAFusion):
 class SoftGateCSSA(CSSAFusion):
     """CSSA with a soft per-channel gate from both modalities' ECA weights (no threshold)."""
 
+    @configurable
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        check_switch_on(self, "cssa_soft")
+
     def switch(self, rgb: torch.Tensor, aux: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        w_rgb, _ = self.eca_rgb(rgb)
-        w_aux, _ = self.eca_aux(aux)
+        w_rgb, _ = self.channel_weights(rgb, "rgb")
+        w_aux, _ = self.channel_weights(aux, "aux")
         g_rgb = (1 - w_rgb) * w_aux
         g_aux = (1 - w_aux) * w_rgb
         self.record_switch(g_rgb.mean(), g_aux.mean())
         return rgb + g_rgb * (aux - rgb), aux + g_aux * (rgb - aux)
 
 
-def expected_params(channels: int, name: str = "cssa_learnable") -> int:
-    """Closed-form parameter count: CSSA's, plus one threshold for ``cssa_learnable``."""
-    return cssa_params(channels) + (1 if name == "cssa_learnable" else 0)
+def expected_params(channels: int, name: str = "cssa_learnable", eca: bool = True, spatial: bool = True) -> int:
+    """Closed-form parameter count: CSSA's (switching on), plus one threshold for ``cssa_learnable``."""
+    return cssa_params(channels, eca=eca, spatial=spatial) + (1 if name == "cssa_learnable" else 0)
