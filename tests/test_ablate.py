@@ -191,7 +191,9 @@ def test_plan_adds_the_baseline_and_refuses_conflicting_opts(tmp_path):
 # ---- optional fusion studies --------------------------------------------------------------------
 OPTIONAL = {"cssa_learnable": ["cssa_learnable_s23", "cssa_learnable_s34", "cssa_learnable_s1234"],
             "cssa_soft": ["cssa_soft_s23", "cssa_soft_s34", "cssa_soft_s1234"],
-            "hybrid": ["hybrid_s1234", "hybrid_s1234_e1", "hybrid_s1234_e123"]}
+            "hybrid": ["hybrid_s1234", "hybrid_s1234_e1", "hybrid_s1234_e123"],
+            "cssa_no_eca": ["cssa_no_eca_s1234"], "cssa_no_switch": ["cssa_no_switch_s1234"],
+            "cssa_no_spatial": ["cssa_no_spatial_s1234"]}
 
 
 def _fusion_study(raw: dict, name: str) -> dict:
@@ -210,10 +212,11 @@ def test_optional_studies_left_out_unless_included(tmp_path, capsys):
     assert len(plan.arms) == 55 and not {a.group for a in plan.arms} & set(OPTIONAL)
     text = format_plan(plan)
     assert "48 study arms (5 baselines + 11 cssa + 32 gaff) + 7 modality = 55 arms" in text
-    assert "9 optional arm(s) left out (cssa_learnable 3, cssa_soft 3, hybrid 3): add --with-optional" in text
+    assert ("12 optional arm(s) left out (cssa_learnable 3, cssa_soft 3, hybrid 3, cssa_no_eca 1, cssa_no_switch 1, "
+            "cssa_no_spatial 1): add --with-optional") in text
 
     plan = make_plan(dataclasses.replace(study, include_optional=True), ["CADET.DATA.ROOT", root])
-    assert len(plan.arms) == 64 and "left out" not in format_plan(plan)
+    assert len(plan.arms) == 67 and "left out" not in format_plan(plan)
     for group, names in OPTIONAL.items():
         assert [a.name for a in plan.arms if a.group == group] == names
         assert all(plan.arm(n).baseline == "baseline_frm_ffm_mit_b1" for n in names)
@@ -230,7 +233,12 @@ def test_optional_studies_left_out_unless_included(tmp_path, capsys):
     early = {n: _over(plan.arm(n))["CADET.FUSION.HYBRID.EARLY_STAGES"] for n in OPTIONAL["hybrid"]}
     assert early == {"hybrid_s1234": [1, 2], "hybrid_s1234_e1": [1], "hybrid_s1234_e123": [1, 2, 3]}
     assert _over(plan.arm("hybrid_s1234"))["CADET.FUSION.NAME"] == "hybrid"
-    for name in ("cssa_learnable_s23", "cssa_soft_s23", "hybrid_s1234_e123"):  # the overrides make a valid config
+    parts = {n: _over(plan.arm(f"{n}_s1234")) for n in ("cssa_no_eca", "cssa_no_switch", "cssa_no_spatial")}
+    assert {n: (o["CADET.FUSION.NAME"], o.get("CADET.FUSION.CSSA.ECA"), o.get("CADET.FUSION.CSSA.SWITCH"),
+                o.get("CADET.FUSION.CSSA.SPATIAL")) for n, o in parts.items()} == {
+        "cssa_no_eca": ("cssa", False, None, None), "cssa_no_switch": ("cssa", None, False, None),
+        "cssa_no_spatial": ("cssa", None, None, False)}
+    for name in ("cssa_no_switch_s1234", "cssa_learnable_s23", "cssa_soft_s23", "hybrid_s1234_e123"):  # valid configs
         arm = plan.arm(name)
         opts = [x for k, v in arm.overrides for x in (k, fmt_value(v))]
         cfg = load_config(os.path.join(REPO, study.base_config), [*plan.common_opts, *opts, *plan.cli_opts])
@@ -241,8 +249,9 @@ def test_optional_studies_left_out_unless_included(tmp_path, capsys):
     out = ["--output", str(tmp_path / "out"), "--opts", "CADET.DATA.ROOT", root]
     assert main(["plan", CADET48, "--with-optional", *out]) == 0
     text = capsys.readouterr().out
-    assert ("57 study arms (5 baselines + 11 cssa + 32 gaff + 3 cssa_learnable (optional) + 3 cssa_soft (optional) "
-            "+ 3 hybrid (optional)) + 7 modality = 64 arms x 3 seeds = 192 runs") in text
+    assert ("60 study arms (5 baselines + 11 cssa + 32 gaff + 3 cssa_learnable (optional) + 3 cssa_soft (optional) "
+            "+ 3 hybrid (optional) + 1 cssa_no_eca (optional) + 1 cssa_no_switch (optional) "
+            "+ 1 cssa_no_spatial (optional)) + 7 modality = 67 arms x 3 seeds = 201 runs") in text
     assert "hybrid_s1234_e123/seed2" in text
     raw = yaml.safe_load(open(CADET48))
     raw["include_optional"] = True
@@ -252,7 +261,7 @@ def test_optional_studies_left_out_unless_included(tmp_path, capsys):
     path.write_text(yaml.safe_dump(raw))
     assert main(["plan", str(path), *out]) == 0
     text = capsys.readouterr().out
-    assert "54 study arms (2 baselines + 11 cssa + 32 gaff + 3 cssa_learnable (optional)" in text
+    assert "57 study arms (2 baselines + 11 cssa + 32 gaff + 3 cssa_learnable (optional)" in text
     assert "note: added baseline_frm_ffm_mit_b2" in text and "cssa_learnable_s23/seed0" in text
     plan = make_plan(_study(str(path), str(tmp_path / "out")), ["CADET.DATA.ROOT", root])
     assert plan.arm("cssa_learnable_s23").baseline == "baseline_frm_ffm_mit_b2"
