@@ -1,10 +1,14 @@
 """``CadetRCNN``: Detectron2's GeneralizedRCNN for N-channel multimodal input."""
 from __future__ import annotations
 
+import logging
+
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
 
 from ..layout import modality_slices
+
+logger = logging.getLogger(__name__)
 
 
 @META_ARCH_REGISTRY.register()
@@ -14,14 +18,24 @@ class CadetRCNN(GeneralizedRCNN):
     Same inputs and outputs as GeneralizedRCNN; ``MODEL.PIXEL_MEAN``/``PIXEL_STD`` hold one
     value per channel. Training visualisation (``VIS_PERIOD``) draws on the RGB channels, or on
     the first channel as grey when there is no RGB.
+
+    ``rgb_detector`` (``CADET.INIT.RGB_DETECTOR``, used only when ``MODEL.WEIGHTS`` is empty): a
+    single-stream RGB checkpoint the dual-stream model starts from (``init_from_rgb.py``); its
+    report is kept in ``self.rgb_init_report``. A checkpoint loaded later (``MODEL.WEIGHTS``,
+    ``--resume``) replaces these weights as it replaces any initialisation.
     """
 
     @configurable
-    def __init__(self, *, vis_channels: list[int], **kwargs):
+    def __init__(self, *, vis_channels: list[int], rgb_detector: str = "", **kwargs):
         super().__init__(**kwargs)
         self.vis_channels = list(vis_channels)
         if len(self.pixel_mean) != len(self.pixel_std):
             raise ValueError("MODEL.PIXEL_MEAN and MODEL.PIXEL_STD need the same number of entries")
+        self.rgb_init_report = None
+        if rgb_detector:
+            from .init_from_rgb import init_from_rgb_detector
+
+            self.rgb_init_report = init_from_rgb_detector(self, rgb_detector)
 
     @classmethod
     def from_config(cls, cfg) -> dict:
@@ -36,6 +50,9 @@ class CadetRCNN(GeneralizedRCNN):
         ret = super().from_config(cfg)
         ret["vis_channels"] = list(range(rgb.start, rgb.stop)) if rgb else [0, 0, 0]
         ret["input_format"] = "RGB"
+        ret["rgb_detector"] = "" if cfg.MODEL.WEIGHTS else cfg.CADET.INIT.RGB_DETECTOR
+        if cfg.MODEL.WEIGHTS and cfg.CADET.INIT.RGB_DETECTOR:
+            logger.info(f"[cadet] CADET.INIT.RGB_DETECTOR not used: MODEL.WEIGHTS {cfg.MODEL.WEIGHTS} is loaded instead")
         return ret
 
     def visualize_training(self, batched_inputs, proposals):

@@ -13,6 +13,9 @@ config into keyword arguments). ``stage`` is 1-4.
 * ``rgb``, ``aux`` (B, C, H, W): the maps that continue in the two MiT streams. A module that
   rectifies the streams (CMX's FRM, ``feedback=True``) returns the rectified maps here; every
   other module returns its inputs unchanged, so the streams stay independent.
+
+Optional: ``start_as_rgb()`` sets the module's weights so that ``fused`` equals the RGB map (used
+when a dual model starts from an RGB detector, ``CADET.INIT.RGB_DETECTOR``); ``concat`` has it.
 """
 from __future__ import annotations
 

@@ -51,6 +51,14 @@ class ConcatFusion(_PlainFusion):
     def forward(self, rgb: torch.Tensor, aux: torch.Tensor) -> FusionOutput:
         return FusionOutput(self.proj(torch.cat([rgb, aux], dim=1)), rgb, aux)
 
+    @torch.no_grad()
+    def start_as_rgb(self) -> None:
+        """Set the kernel to [I, 0] and the bias to 0, so that F = R exactly (the fused map is
+        the RGB stream's: a dual model started from an RGB detector is that detector)."""
+        self.proj.weight.zero_()
+        self.proj.weight[:, : self.channels, 0, 0].copy_(torch.eye(self.channels))
+        self.proj.bias.zero_()
+
 
 def expected_params(channels: int, name: str = "concat") -> int:
     """Parameter count of ``sum`` (0) or ``concat`` (2C*C weights + C biases)."""
