@@ -7,8 +7,10 @@ import pytest
 import torch
 from detectron2.modeling import build_model
 
+from cadet_d2.data import register_from_config
+from cadet_d2.engine import CadetTrainer
 from cadet_d2.modeling.init_from_rgb import RGBInitError
-from conftest import tiny_cfg
+from conftest import make_tiny_root, tiny_cfg
 
 RGB_STATS = ["MODEL.PIXEL_MEAN", "[74.0, 76.0, 75.0]", "MODEL.PIXEL_STD", "[65.0, 66.0, 68.0]"]
 
@@ -102,9 +104,9 @@ def test_bad_uses_stop_with_the_file(tmp_path, rgb_detector):
         build_dual(dual_cfg(tmp_path, str(tmp_path / "missing.pth")))
     with pytest.raises(RGBInitError, match="needs a dual-stream model"):
         build_model(rgb_cfg(tmp_path, "CADET.INIT.RGB_DETECTOR", path))
-    dual = build_dual(dual_cfg(tmp_path, ""))
-    dual_path = str(tmp_path / "dual.pth")
-    torch.save({"model": dual.state_dict()}, dual_path)
+    dual_path = str(tmp_path / "dual.pth")  # keys of a dual-stream model
+    torch.save({"model": {k.replace(".stream.", ".rgb_stream."): v for k, v in rgb_model.state_dict().items()}},
+               dual_path)
     with pytest.raises(RGBInitError, match="not a single-stream detector"):
         build_dual(dual_cfg(tmp_path, dual_path))
     state = dict(rgb_model.state_dict())
@@ -117,3 +119,33 @@ def test_bad_uses_stop_with_the_file(tmp_path, rgb_detector):
     torch.save({"model": state}, bad)
     with pytest.raises(RGBInitError, match="not in the file"):
         build_dual(dual_cfg(tmp_path, bad))
+
+
+def test_trains_from_the_rgb_detector_and_resume_loads_the_run(tmp_path, rgb_detector, one_thread):
+    # through the trainer, with a CSSA ablation option; --resume then loads the run's checkpoint
+    rgb_model, path = rgb_detector
+    root = make_tiny_root(str(tmp_path / "data"), n=4, n_test=1)
+    cfg = tiny_cfg(root, str(tmp_path / "run"), "CADET.FUSION.NAME", "cssa", "CADET.FUSION.DEFAULT", "cssa",
+                   "CADET.FUSION.CSSA.SPATIAL", "False", "CADET.INIT.RGB_DETECTOR", path, "DATASETS.TEST", "()",
+                   "SOLVER.BASE_LR", "0.01")
+    register_from_config(cfg)
+    trainer = CadetTrainer(cfg)
+    key = "roi_heads.box_predictor.cls_score.weight"
+    assert torch.equal(trainer.model.state_dict()[key], rgb_model.state_dict()[key])
+    # MiT-b0 channels 32, 64, 160, 256: ECA kernels 3, 3, 5, 5 per stream, no spatial conv
+    assert trainer.model.rgb_init_report["new"] == [f"backbone.bottom_up.fusions.{i}.eca_{s}.conv.weight"
+                                                    for i in range(4) for s in ("rgb", "aux")]
+    assert count_fusion_params(trainer.model) == 2 * (3 + 3 + 5 + 5)
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    losses = trainer.storage.history("total_loss").values()
+    assert len(losses) == 2 and all(torch.isfinite(torch.tensor(v)) for v, _ in losses)
+    final = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    assert not torch.equal(final[key], rgb_model.state_dict()[key])
+    again = CadetTrainer(cfg)
+    again.resume_or_load(resume=True)
+    assert all(torch.equal(v, final[k]) for k, v in again.model.state_dict().items())
+
+
+def count_fusion_params(model) -> int:
+    return sum(p.numel() for p in model.backbone.bottom_up.fusions.parameters())
