@@ -219,6 +219,7 @@ def validate_cadet_config(cfg: CN) -> None:
     for key in ("EARLY", "LATE"):
         if cfg.CADET.FUSION.HYBRID[key] == "hybrid":
             raise ValueError(f"CADET.FUSION.HYBRID.{key} cannot be 'hybrid'; name a module such as cssa or gaff")
+    _validate_cssa_parts(cfg)
     tau = cfg.CADET.FUSION.CSSA.THRESHOLD
     if not 0.0 <= tau <= 1.0:
         raise ValueError(f"CADET.FUSION.CSSA.THRESHOLD = {tau} must lie in [0, 1]")
@@ -241,6 +242,20 @@ def validate_cadet_config(cfg: CN) -> None:
     accum = cfg.SOLVER.ACCUM_STEPS
     if not isinstance(accum, int) or isinstance(accum, bool) or accum < 1:
         raise ValueError(f"SOLVER.ACCUM_STEPS = {accum!r} must be an integer >= 1 (micro-batches per optimizer step)")
+
+
+def _validate_cssa_parts(cfg: CN) -> None:
+    """CSSA.SWITCH False is an ablation of ``cssa``; the variants replace the switch itself."""
+    f = cfg.CADET.FUSION
+    if f.CSSA.SWITCH:
+        return
+    used = {f.NAME} | ({f.DEFAULT} if set(f.STAGES) != {1, 2, 3, 4} else set())
+    if "hybrid" in used:
+        used |= {f.HYBRID.EARLY, f.HYBRID.LATE}
+    variants = sorted(used & {"cssa_learnable", "cssa_soft"})
+    if variants:
+        raise ValueError(f"CADET.FUSION.CSSA.SWITCH False does not apply to {', '.join(variants)} (they replace "
+                         "the switch); use cssa with SWITCH False for the no-switching ablation")
 
 
 def _validate_sensor_failure(cfg: CN) -> None:

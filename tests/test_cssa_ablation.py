@@ -3,6 +3,7 @@ closed forms, and the forward pass of each reduced module on hand-sized tensors.
 from __future__ import annotations
 
 import itertools
+import os
 
 import pytest
 import torch
@@ -10,20 +11,24 @@ import torch.nn.functional as F
 from detectron2.config import get_cfg
 from detectron2.utils.events import EventStorage
 
-from cadet_d2.config import add_cadet_config
+from cadet_d2.config import add_cadet_config, validate_cadet_config
 from cadet_d2.modeling.fusion import build_fusion, cssa, cssa_variants
-from cadet_d2.utils.params import count_params
+from cadet_d2.utils.params import count_params, fusion_param_counts
 
 B, H, W = 2, 5, 6
 ECA_KERNEL = {8: 3, 32: 3, 64: 3, 160: 5, 320: 5, 512: 5}  # k = int((log2 C + 1) / 2), made odd
 SPATIAL_PARAMS = 2 * 7 * 7 + 1  # 7x7 conv, 2 -> 1, with bias
 
 
-def make_module(name="cssa", channels=8, stage=1, seed=0, **opts):
+def _cfg(**opts):
     cfg = add_cadet_config(get_cfg())
     cfg.merge_from_list([x for k, v in opts.items() for x in (f"CADET.FUSION.CSSA.{k.upper()}", str(v))])
+    return cfg
+
+
+def make_module(name="cssa", channels=8, stage=1, seed=0, **opts):
     torch.manual_seed(seed)
-    return build_fusion(cfg, name, channels, stage)
+    return build_fusion(_cfg(**opts), name, channels, stage)
 
 
 def inputs(channels, rgb_means=None, aux_means=None, seed=1):
@@ -64,10 +69,36 @@ def test_variants_param_count(name, extra, eca, spatial):
     assert count_params(module) == expected == cssa_variants.expected_params(64, name, eca=eca, spatial=spatial)
 
 
+@pytest.mark.parametrize("opts,refused", [
+    (["CADET.FUSION.NAME", "cssa_soft"], True),
+    (["CADET.FUSION.NAME", "cssa_learnable"], True),
+    (["CADET.FUSION.NAME", "hybrid", "CADET.FUSION.HYBRID.EARLY", "cssa_soft"], True),
+    (["CADET.FUSION.NAME", "gaff", "CADET.FUSION.STAGES", "[4]", "CADET.FUSION.DEFAULT", "cssa_learnable"], True),
+    (["CADET.FUSION.NAME", "cssa"], False),
+    (["CADET.FUSION.NAME", "hybrid"], False),  # EARLY cssa, LATE gaff
+    (["CADET.FUSION.NAME", "cssa", "CADET.FUSION.DEFAULT", "cssa_soft"], False),  # DEFAULT at no stage
+])
+def test_no_switching_with_a_variant_stops_at_validation(opts, refused):
+    cfg = add_cadet_config(get_cfg())
+    cfg.merge_from_file(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                     "configs", "Base-CADET.yaml"))
+    cfg.merge_from_list([*opts, "CADET.FUSION.CSSA.SWITCH", "False"])
+    if refused:
+        with pytest.raises(ValueError, match="SWITCH False does not apply to cssa_"):
+            validate_cadet_config(cfg)
+    else:
+        validate_cadet_config(cfg)
+
+
 @pytest.mark.parametrize("name", ["cssa_learnable", "cssa_soft"])
-def test_variants_refuse_no_switching(name):
-    with pytest.raises(ValueError, match="SWITCH False"):
-        make_module(name, switch=False)
+def test_variants_built_directly_always_switch(name):
+    # the parameter table builds every module under one config: SWITCH is cssa's option only
+    on, off = make_module(name, channels=32), make_module(name, channels=32, switch=False)
+    assert off.use_switch and count_params(off) == count_params(on)
+    rgb, aux = inputs(32)
+    assert torch.equal(on(rgb, aux).fused, off(rgb, aux).fused)
+    counts = fusion_param_counts(_cfg(SWITCH=False), names=["cssa", name], channel_sets={"x": [32, 64]})["x"]
+    assert counts["cssa"] == [SPATIAL_PARAMS] * 2 and counts[name] == [count_params(on)] * 2  # C 32, 64: kernel 3
 
 
 @pytest.mark.parametrize("eca", [True, False])

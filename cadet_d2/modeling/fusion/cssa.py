@@ -72,6 +72,8 @@ class ECA(nn.Module):
 class CSSAFusion(nn.Module):
     """CSSA. forward(rgb, aux): (B, C, H, W) each -> FusionOutput(fused, rgb, aux), streams unchanged."""
 
+    switch_can_be_off = True  # False in the variants: their switch is the point, SWITCH is not theirs
+
     @configurable
     def __init__(self, *, channels: int, stage: int, threshold: float = 0.5,
                  rescale: bool = False, eca: bool = True, switch: bool = True,
@@ -81,8 +83,9 @@ class CSSAFusion(nn.Module):
         self.stage = stage
         self.threshold = threshold
         self.rescale = rescale
-        self.use_eca, self.use_switch, self.use_spatial = eca, switch, spatial
-        if eca and (switch or rescale):  # otherwise the weights are unused: no parameters
+        self.use_eca, self.use_spatial = eca, spatial
+        self.use_switch = switch or not self.switch_can_be_off
+        if eca and (self.use_switch or rescale):  # otherwise the weights are unused: no parameters
             self.eca_rgb = ECA(channels)
             self.eca_aux = ECA(channels)
         else:

@@ -26,7 +26,9 @@ proportion to how weak its own ECA weight is and how strong the other's is::
 rates (``switch_rgb_from_aux`` = mean g_R, ``switch_aux_from_rgb`` = mean g_X).
 
 Both follow CSSA's ``ECA`` (off: w = sigmoid(GAP(x))) and ``SPATIAL`` (off: mean of R_s, X_s)
-options; both change the switch, so both refuse ``SWITCH False`` (that ablation is ``cssa``'s).
+options. Both change the switch, so ``SWITCH`` is not theirs: built directly they always switch,
+and ``validate_cadet_config`` refuses ``SWITCH False`` with a variant in use (that ablation is
+``cssa``'s).
 """
 from __future__ import annotations
 
@@ -42,21 +44,15 @@ from .cssa import CSSAFusion, expected_params as cssa_params
 THRESHOLD_PARAM = "threshold_logit"  # the parameter name the trainer's optimizer groups look for
 
 
-def check_switch_on(module: CSSAFusion, name: str) -> None:
-    """The variants replace the switch: without it they are ``cssa`` with ``SWITCH False``."""
-    if not module.use_switch:
-        raise ValueError(f"{name}: CADET.FUSION.CSSA.SWITCH False leaves nothing of {name}; "
-                         "use NAME cssa with SWITCH False for the no-switching ablation")
-
-
 @register_fusion("cssa_learnable")
 class LearnableThresholdCSSA(CSSAFusion):
     """CSSA with a learned threshold per stage. forward(rgb, aux) as CSSA's."""
 
+    switch_can_be_off = False
+
     @configurable
     def __init__(self, *, temperature: float = 0.05, **kwargs) -> None:
         super().__init__(**kwargs)
-        check_switch_on(self, "cssa_learnable")
         if temperature <= 0:
             raise ValueError(f"cssa_learnable: TEMPERATURE must be > 0, got {temperature}")
         self.temperature = temperature
@@ -97,10 +93,7 @@ class LearnableThresholdCSSA(CSSAFusion):
 class SoftGateCSSA(CSSAFusion):
     """CSSA with a soft per-channel gate from both modalities' ECA weights (no threshold)."""
 
-    @configurable
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        check_switch_on(self, "cssa_soft")
+    switch_can_be_off = False
 
     def switch(self, rgb: torch.Tensor, aux: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         w_rgb, _ = self.channel_weights(rgb, "rgb")
