@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from detectron2.config import CfgNode as CN
 
-from .layout import (MIT_SIZES, MODALITY_CHANNELS, ON_ERROR_POLICIES, TEST_MODES, TRAIN_MODES, UNLABELED_POLICIES,
-                     file_channel_indices, group_channels, modality_slices)
+from .layout import (MIT_SIZES, MODALITY_CHANNELS, OCCLUSION_LEVELS, ON_ERROR_POLICIES, TEST_MODES, TRAIN_MODES,
+                     UNLABELED_POLICIES, file_channel_indices, group_channels, modality_slices)
 
 
 def add_cadet_config(cfg: CN) -> CN:
@@ -160,6 +160,23 @@ def add_cadet_config(cfg: CN) -> CN:
     # "frozen" (the data set's first frame). One table, one row per condition. [] = off.
     _C.CADET.TEST.DROP_MODALITIES = []
     _C.CADET.TEST.CORRUPT = ["zero"]
+    # KAIST's log-average miss rate MR^-2 (FPPI 1e-2..1e0; cadet_d2/evaluation/miss_rate.py,
+    # docs/evaluation.md) beside COCO AP on every DATASETS.TEST set, in the same table and
+    # METRICS_FILE: "MR-2 all" (every box of CLASS not an ignore region) and "MR-2 reasonable".
+    _C.CADET.TEST.MISS_RATE = CN()
+    _C.CADET.TEST.MISS_RATE.ENABLED = False
+    # The class evaluated (a class name of the data set); "" = "person" if the data set has it, else class 0.
+    _C.CADET.TEST.MISS_RATE.CLASS = ""
+    # "reasonable": boxes at least MIN_HEIGHT px tall (original image) with occlusion at most
+    # MAX_OCCLUSION (0 none, 1 partial, 2 heavy) count; the class's other boxes become ignore regions.
+    _C.CADET.TEST.MISS_RATE.MIN_HEIGHT = 55.0
+    _C.CADET.TEST.MISS_RATE.MAX_OCCLUSION = 1
+    # "reasonable": detections shorter than MIN_HEIGHT / HEIGHT_MARGIN are dropped before matching
+    # (the Caltech toolbox's expanded filtering, 1.25); 1.0 = cut at MIN_HEIGHT.
+    _C.CADET.TEST.MISS_RATE.HEIGHT_MARGIN = 1.25
+    # IoU a detection needs with a ground-truth box to match it (ignore regions: intersection over
+    # the detection's area).
+    _C.CADET.TEST.MISS_RATE.IOU = 0.5
     return cfg
 
 
@@ -201,6 +218,7 @@ def validate_cadet_config(cfg: CN) -> None:
             if s not in (1, 2, 3, 4):
                 raise ValueError(f"CADET.{key} entry {s!r} is not a stage; stages are 1, 2, 3, 4")
     _validate_sensor_failure(cfg)
+    _validate_miss_rate(cfg)
     for key in ("EARLY", "LATE"):
         if cfg.CADET.FUSION.HYBRID[key] == "hybrid":
             raise ValueError(f"CADET.FUSION.HYBRID.{key} cannot be 'hybrid'; name a module such as cssa or gaff")
@@ -246,3 +264,17 @@ def _validate_sensor_failure(cfg: CN) -> None:
         _check_choice("CADET.TEST.CORRUPT entry", m, TEST_MODES)
     if cfg.CADET.TEST.DROP_MODALITIES and not cfg.CADET.TEST.CORRUPT:
         raise ValueError("CADET.TEST.DROP_MODALITIES is set but CADET.TEST.CORRUPT is empty; e.g. [\"zero\"]")
+
+
+def _validate_miss_rate(cfg: CN) -> None:
+    """CADET.TEST.MISS_RATE's limits are in range (its CLASS is checked against each test set's
+    classes when the sets are registered: cadet_d2/evaluation/miss_rate.py)."""
+    mr = cfg.CADET.TEST.MISS_RATE
+    if not mr.MIN_HEIGHT >= 0:
+        raise ValueError(f"CADET.TEST.MISS_RATE.MIN_HEIGHT = {mr.MIN_HEIGHT} must be >= 0 (pixels)")
+    _check_choice("CADET.TEST.MISS_RATE.MAX_OCCLUSION", mr.MAX_OCCLUSION, OCCLUSION_LEVELS)
+    if not mr.HEIGHT_MARGIN >= 1.0:
+        raise ValueError(f"CADET.TEST.MISS_RATE.HEIGHT_MARGIN = {mr.HEIGHT_MARGIN} must be >= 1.0 (1.25 in the "
+                         "Caltech protocol)")
+    if not 0.0 < mr.IOU <= 1.0:
+        raise ValueError(f"CADET.TEST.MISS_RATE.IOU = {mr.IOU} must lie in (0, 1]")

@@ -28,6 +28,8 @@ ON_ERROR_POLICIES = ("raise", "skip")
 # Sensor-failure modes: modality dropout in training, test conditions (cadet_d2/data/corrupt.py).
 TRAIN_MODES = ("zero", "noise")
 TEST_MODES = ("zero", "noise", "frozen")
+# Occlusion level of a box (annotation "occlusion", KAIST's labels): 0 none, 1 partial, 2 heavy.
+OCCLUSION_LEVELS = (0, 1, 2)
 
 
 def modality_slices(cfg) -> dict[str, slice]:

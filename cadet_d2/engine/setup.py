@@ -10,6 +10,7 @@ from detectron2.utils.logger import setup_logger
 
 from ..config import add_cadet_config, validate_cadet_config
 from ..data.datasets import register_from_config
+from ..evaluation.miss_rate import check_miss_rate_config
 from .preflight import check_output_dir
 
 
@@ -59,4 +60,5 @@ def setup(args: argparse.Namespace) -> CfgNode:
     default_setup(cfg, args)
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="cadet_d2", abbrev_name="cadet")
     register_from_config(cfg)
+    check_miss_rate_config(cfg)  # its class is in every test set, before any training
     return cfg
