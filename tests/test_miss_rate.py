@@ -271,3 +271,16 @@ def test_trainer_test_writes_miss_rate_for_every_set(tiny_root, tmp_path, caplog
     for m in data["datasets"].values():
         assert {"AP", "AP50", "MR-2 all", "MR-2 reasonable"} <= set(m)
         assert 0.0 <= m["MR-2 all"] <= 100.0 and 0.0 <= m["MR-2 reasonable"] <= 100.0
+
+
+def test_setup_stops_on_unknown_class(tiny_root, tmp_path):
+    """tools/train_net.py's setup: a CLASS missing from the test sets stops before any training."""
+    from detectron2.engine import default_argument_parser
+
+    from cadet_d2.engine.setup import setup
+    args = default_argument_parser().parse_args([
+        "--config-file", os.path.join(REPO, "configs", "Base-CADET.yaml"), "MODEL.DEVICE", "cpu",
+        "CADET.DATA.ROOT", tiny_root, "OUTPUT_DIR", str(tmp_path / "run"),
+        "CADET.TEST.MISS_RATE.ENABLED", "True", "CADET.TEST.MISS_RATE.CLASS", "person"])
+    with pytest.raises(ValueError, match=r"CLASS = 'person' is not a class of 'synth_test' \(classes: \['object'\]\)"):
+        setup(args)
