@@ -158,6 +158,16 @@ def test_regular_match_preferred_to_ignore_region_and_gt_matched_once():
     assert flags.tolist() == [1, 0]  # without the region it is a duplicate: a false positive
 
 
+def test_equal_overlaps_take_the_last_box_as_the_toolbox():
+    # D1 (0.9) has IoU 80 / 120 = 0.67 with both G1 and G2; D2 (0.8) is G1 (IoU with G2: 60 / 140 =
+    # 0.43). evalRes keeps the last of equal overlaps, so D1 takes G2 and D2 is left G1: two true
+    # positives (taking the first, D1 -> G1, would leave D2 a false positive).
+    gt_boxes = np.array([[0, 0, 100, 100], [40, 0, 140, 100]], dtype=np.float64)
+    d1 = [20, 0, 120, 100]
+    flags, _ = match_image(np.array([d1, [0, 0, 100, 100]]), np.array([0.9, 0.8]), gt_boxes, np.array([False, False]))
+    assert flags.tolist() == [1, 1]
+
+
 def test_no_ground_truth_gives_nan():
     mr, _ = log_average_miss_rate(np.array([0.5]), np.array([0]), num_pos=0, num_images=1)
     assert math.isnan(mr)

@@ -100,8 +100,8 @@ def match_image(det_boxes: np.ndarray, det_scores: np.ndarray, gt_boxes: np.ndar
                 iou: float = 0.5) -> tuple[np.ndarray, int]:
     """Match one image's detections to its ground truth, highest score first.
 
-    A detection takes the regular gt box (not yet matched) of highest IoU >= ``iou``: a true
-    positive (1). Failing that, the first ignore region covering >= ``iou`` of the detection's
+    A detection takes the regular gt box (not yet matched) of highest IoU >= ``iou`` (the last
+    such box in ``gt_boxes`` order on a tie): a true positive (1). Failing that, the first ignore region covering >= ``iou`` of the detection's
     area: ignored (-1); an ignore region can take any number of detections. Otherwise a false
     positive (0).
 
@@ -116,14 +116,17 @@ def match_image(det_boxes: np.ndarray, det_scores: np.ndarray, gt_boxes: np.ndar
     if len(det_boxes) == 0 or len(gt_boxes) == 0:
         return flags, len(regular)
     oa = overlaps(det_boxes, gt_boxes, gt_ignore)
+    on_ignore = (oa[:, ignore] >= iou).any(axis=1)
+    flags[on_ignore] = -1  # unless a regular box takes the detection below
+    candidates = (oa[:, regular] >= iou).any(axis=1)  # only these can be true positives
     taken = np.zeros(len(gt_boxes), dtype=bool)
     for d in np.argsort(-np.asarray(det_scores, dtype=np.float64), kind="stable"):
+        if not candidates[d]:
+            continue
         free = regular[~taken[regular]]
         if len(free) and oa[d, free].max() >= iou:
-            g = free[np.argmax(oa[d, free])]
+            g = free[len(free) - 1 - np.argmax(oa[d, free][::-1])]  # equal overlaps: the last box, as evalRes
             taken[g], flags[d] = True, 1
-        elif len(ignore) and oa[d, ignore].max() >= iou:
-            flags[d] = -1
     return flags, len(regular)
 
 
