@@ -3,7 +3,7 @@
 Per image, detections of the evaluated class are matched greedily by score to its ground truth
 (:func:`match_image`); over the set, the miss rate is read off at 9 FPPI points evenly spaced in
 log space over [1e-2, 1e0] and averaged in log space (:func:`log_average_miss_rate`).
-Two subsets (:data:`SUBSETS`): "all" (every annotation of the class that is not an ignore region)
+Two subsets (:func:`subsets_from_config`): "all" (every annotation of the class that is not an ignore region)
 and "reasonable" (tall enough and at most partly occluded; the rest become ignore regions).
 The protocol, and where it follows the toolbox, is in docs/evaluation.md.
 
