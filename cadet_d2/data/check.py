@@ -73,7 +73,8 @@ class CheckReport:
     classes_source: str
     sets: list = field(default_factory=list)
     pixel_mean: list | None = None
-    pixel_std: list | None = None
+    pixel_std: list | None = None  # suggested: the measured std, 1.0 for a constant channel (never 0)
+    constant_channels: list = field(default_factory=list)  # file channels with one value in every image
     stats_images: int = 0
     stats_total: int = 0
     problems: list = field(default_factory=list)
@@ -116,6 +117,10 @@ class CheckReport:
                        f"({sub}; the model order with the default CADET.INPUT.LAYOUT):")
             out.append(f"  MODEL.PIXEL_MEAN: {[round(v, 1) for v in self.pixel_mean]}")
             out.append(f"  MODEL.PIXEL_STD: {[round(v, 1) for v in self.pixel_std]}")
+            for c in self.constant_channels:
+                out.append(f"  file channel {c} is constant ({round(self.pixel_mean[c], 1)} in every pixel): its "
+                           "std is 0, so 1.0 is given above; better drop that modality from "
+                           "CADET.INPUT.MODALITIES (e.g. [rgb, thermal] without an event camera)")
         out.append(f"{len(self.errors)} error(s), {len(self.warnings)} warning(s)")
         out += [str(p) for p in self.errors + self.warnings]
         return "\n".join(out)
@@ -247,6 +252,13 @@ def _channel_stats(paths: list[str], channels: int, progress) -> tuple[list[floa
     return mean.tolist(), std.tolist()
 
 
+def suggested_std(std: list[float]) -> tuple[list[float], list[int]]:
+    """(std with 1.0 for every channel whose std rounds to 0.0, those channels): a PIXEL_STD of 0
+    would divide by zero (``validate_cadet_config`` refuses it)."""
+    constant = [c for c, v in enumerate(std) if round(v, 1) == 0.0]
+    return [1.0 if c in constant else v for c, v in enumerate(std)], constant
+
+
 class _NoProgress:
     def update(self, n: int = 1) -> None:
         pass
@@ -318,7 +330,8 @@ def check_root(
             if progress:
                 bar.total += len(stat_paths)
                 bar.refresh()
-            report.pixel_mean, report.pixel_std = _channel_stats(stat_paths, channels, bar)
+            report.pixel_mean, std = _channel_stats(stat_paths, channels, bar)
+            report.pixel_std, report.constant_channels = suggested_std(std)
     finally:
         bar.close()
     for (a, sa), (b, sb) in itertools.combinations(stems_by_set.items(), 2):

@@ -29,7 +29,7 @@ def evaluate_condition(cfg, model: nn.Module, condition: Condition) -> dict[str,
     """{dataset: metrics} of ``model`` on every ``DATASETS.TEST`` set under ``condition``."""
     results = {}
     for name in cfg.DATASETS.TEST:
-        frozen = DatasetCatalog.get(name)[0]["file_name"] if condition.mode == "frozen" else None
+        frozen = DatasetCatalog.get(name)[0] if condition.mode == "frozen" else None  # its first dataset dict
         mapper = MultiModalDatasetMapper(cfg, False, condition=condition, frozen_file=frozen)
         loader = build_detection_test_loader(cfg, name, mapper=mapper)
         folder = f"drop_{condition.group.replace('+', '_')}_{condition.mode}"
