@@ -126,6 +126,10 @@ def test_thermal_bit_depth_and_grey_rules(tmp_path):
     p3 = str(tmp_path / "grey3.png")
     cv2.imwrite(p3, grey3)
     assert np.array_equal(read_grey(p3), grey3[:, :, 0])
+    pj = str(tmp_path / "grey3.jpg")
+    cv2.imwrite(pj, grey3)
+    first, again = read_grey(pj), read_grey(pj)  # the second read decodes the luma only
+    assert np.array_equal(first, cv2.imread(pj, cv2.IMREAD_COLOR)[:, :, 0]) and np.array_equal(first, again)
     colour = grey3.copy()
     colour[5, 5, 1] += 1
     pc = str(tmp_path / "colour.png")
@@ -378,3 +382,35 @@ def test_dual_backbone_accepts_a_fusion_returning_a_tensor(tmp_path):
     backbone = build_backbone(cfg).bottom_up
     outs = backbone(torch.rand(1, 5, 64, 64))
     assert sorted(outs) == ["res2", "res3", "res4", "res5"] and outs["res2"].shape[1] == 32
+
+
+def test_export_contract_preprocesses_pairs_like_the_test_mapper(tmp_path):
+    from cadet_d2.export.contract import build_meta, preprocess_pair
+
+    root = pairs_root(tmp_path)
+    d = os.path.join(root, "raw_test")
+    cv2.imwrite(os.path.join(d, sorted(f for f in os.listdir(d) if f.endswith("_ir.png"))[0]),
+                np.full((H // 2, W // 2), 90, np.uint8))  # a partner of another size: resized alike
+    cfg = pair_cfg(root, str(tmp_path / "o"), "CADET.INPUT.MODALITIES", "['thermal','rgb']")
+    register_from_config(cfg)
+    meta = build_meta(cfg, (64, 80), {})
+    assert meta["input"]["paired_files"]["channels"] == {"thermal": 1, "rgb": 3}
+    mapper = MultiModalDatasetMapper(cfg, False)
+    for rec in DatasetCatalog.get("synth_test"):
+        assert torch.equal(torch.from_numpy(preprocess_pair(rec["pair"], meta)[0]), mapper(rec)["image"])
+
+
+def test_check_data_reads_a_pairs_root(tmp_path):
+    from cadet_d2.data.check import check_root
+
+    root = pairs_root(tmp_path)
+    d = os.path.join(root, "raw_test")
+    ir = sorted(f for f in os.listdir(d) if f.endswith("_ir.png"))
+    cv2.imwrite(os.path.join(d, ir[0]), np.zeros((H // 2, W // 2), np.uint8))
+    os.remove(os.path.join(d, ir[1]))
+    report = check_root(root, progress=False)
+    assert [(s.name, s.images, s.labeled, s.boxes) for s in report.sets] == [("test", 3, 3, 3), ("train", 6, 6, 6)]
+    assert [p.message.split(" ")[0] for p in report.errors] == ["thermal"] and report.errors[0].line == 3
+    assert "resized to the RGB size" in report.warnings[0].message
+    assert report.stats_channels == ["rgb.R", "rgb.G", "rgb.B", "thermal"] and len(report.pixel_mean) == 4
+    assert "Per-channel mean/std of the train pairs" in report.format()

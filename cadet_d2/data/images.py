@@ -7,6 +7,8 @@
   are scaled to 0-255 linearly between ``lo`` and ``hi``: the fixed ``value_range`` when given,
   else the ``percentiles`` (e.g. 1 and 99) of that image (computed on every 4th pixel of every
   4th row), clipped.
+  A 3-channel JPEG found grey is remembered (per process): its later reads decode the luma
+  only (``IMREAD_GRAYSCALE``, the same values, ~2.5x faster than a colour decode plus check).
 * Reduced decoding: ``factor`` 2, 4 or 8 decodes a JPEG at 1/factor of its size in each axis
   (libjpeg's scaled IDCT: ``ceil(size / factor)`` pixels), which costs a fraction of a full
   decode. Other formats are decoded at full size (``factor`` ignored).
@@ -23,6 +25,9 @@ from .errors import DataError
 
 REDUCTION_FACTORS = (8, 4, 2)
 _REDUCED_COLOR = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
+_REDUCED_GREY = {1: cv2.IMREAD_GRAYSCALE, 2: cv2.IMREAD_REDUCED_GRAYSCALE_2, 4: cv2.IMREAD_REDUCED_GRAYSCALE_4,
+                 8: cv2.IMREAD_REDUCED_GRAYSCALE_8}
+_GREY_JPEGS: set[str] = set()  # JPEG files of this process found grey (all channels equal)
 
 
 def is_jpeg(path: str) -> bool:
@@ -99,7 +104,10 @@ def to_uint8(path: str, image: np.ndarray, percentiles=(1.0, 99.0), value_range=
 
 def read_grey(path: str, factor: int = 1, percentiles=(1.0, 99.0), value_range=()) -> np.ndarray:
     """(H, W) uint8 single-channel image of a thermal or event file (see the module docstring)."""
-    if factor > 1 and is_jpeg(path):
+    jpeg = is_jpeg(path)
+    if jpeg and path in _GREY_JPEGS:
+        return _read(path, _REDUCED_GREY[factor])
+    if factor > 1 and jpeg:
         image = _read(path, _REDUCED_COLOR[factor])  # colour, so that a non-grey file is still caught
     else:
         image = _read(path, cv2.IMREAD_UNCHANGED)
@@ -107,11 +115,13 @@ def read_grey(path: str, factor: int = 1, percentiles=(1.0, 99.0), value_range=(
         if image.shape[2] == 1:
             image = image[:, :, 0]
         elif image.shape[2] in (3, 4):
-            b, g, r = image[:, :, 0], image[:, :, 1], image[:, :, 2]
-            if not (np.array_equal(b, g) and np.array_equal(g, r)):
+            b, g, r = cv2.split(image)[:3]
+            if cv2.countNonZero(cv2.absdiff(b, g)) or cv2.countNonZero(cv2.absdiff(g, r)):
                 raise DataError(path, "3-channel image whose channels differ; a thermal/event image must be "
                                       "grey (1 channel, or 3 equal channels)")
             image = b
+            if jpeg:
+                _GREY_JPEGS.add(path)
         else:
             raise DataError(path, f"{image.shape[2]}-channel image; a thermal/event image must be grey")
     return to_uint8(path, np.ascontiguousarray(image), percentiles, value_range)
