@@ -218,6 +218,13 @@ def test_flir_coco(flir_coco_tree, tmp_path):
     assert rep["sets"]["train"]["boxes"] == {"person": 1, "bike": 0, "car": 1}
 
 
+def test_flir_boxes_are_normalised_to_the_thermal_image(flir_coco_tree, tmp_path):
+    write_img(str(flir_coco_tree / "images_rgb_train/data/FLIR_00001_RGB.jpg"), size=(128, 96))
+    rep = convert("flir", flir_coco_tree, tmp_path / "out")
+    assert np.allclose(read_labels(tmp_path / "out", "train", "FLIR_00001")[0], [0] + yolo(2, 3, 12, 23, 64, 48))
+    assert count(rep, "notes", "thermal size differs from the RGB size") == 2  # train + train_day
+
+
 def test_flir_bad_json_names_file_and_line(flir_coco_tree):
     from cadet_d2.convert import Report, convert_flir
 

@@ -16,8 +16,8 @@ VOC layout (``layout="voc"``)::
 
 Split ``train`` is the set ``train``; ``val``, ``validation`` and ``test`` are the set ``test``;
 each day / night part becomes ``<set>_day`` / ``<set>_night``. Stems are ``FLIR_<id>``. Boxes
-are those of the thermal image; the aligned RGB image has the same size (a size difference is
-counted). COCO boxes with ``iscrowd`` or ``ignore`` set are ignore regions. ``bicycle`` is read as
+are those of the thermal image and normalised to its size; the aligned RGB image has the same
+size (a size difference is counted). COCO boxes with ``iscrowd`` or ``ignore`` set are ignore regions. ``bicycle`` is read as
 ``bike``; other category names are dropped and counted.
 """
 from __future__ import annotations
@@ -124,7 +124,7 @@ def _coco_pairs(src: str, split: str, json_path: str, report: Report, policy: st
         if rgb is None:
             report.skip("missing RGB image", f"{rgb_dir}/{stem}_RGB.*")
             continue
-        pair = make_pair(report, stem, rgb, thermal)
+        pair = make_pair(report, stem, rgb, thermal, annotated="thermal")
         if pair is None:
             continue
         pair.boxes = []
@@ -205,7 +205,7 @@ def _voc_pairs(src: str, ids: list[str], report: Report, policy: str) -> list:
         if found["rgb"] is None:
             report.skip("missing RGB image", f"{image_dir}/{stem}_RGB.*")
             continue
-        pair = make_pair(report, stem, found["rgb"], found["thermal"])
+        pair = make_pair(report, stem, found["rgb"], found["thermal"], annotated="thermal")
         if pair is None:
             continue
         ann = next((os.path.join(ann_dir, n) for n in (stem + "_PreviewData.xml", stem + ".xml")

@@ -6,6 +6,7 @@ Layout (read by :mod:`cadet_d2.data`)::
     OUT/<set>/pairs.csv            header ``stem,rgb,thermal``; absolute source paths (or, with
                                    ``relative=True``, paths relative to OUT/<set>); nothing is copied
     OUT/<set>/labels/<stem>.txt    YOLO ``class cx cy w h`` normalised to the pair's image size
+                                   (the image the boxes were drawn on; the same size for aligned pairs)
                                    (KAIST adds a 6th column, the occlusion level 0/1/2); an empty
                                    file = labeled, no objects; no file = unlabeled
     OUT/<set>/ignore/<stem>.txt    ignore regions, same 5-column format (read as iscrowd=1)
@@ -85,9 +86,11 @@ def images_by_stem(folder: str, report: Report, suffix: str = "") -> dict[str, s
     return out
 
 
-def make_pair(report: Report, stem: str, rgb: str, thermal: str) -> Optional[Pair]:
-    """A :class:`Pair` sized by its RGB image, or None (counted) when an image is unreadable.
-    A thermal image of another size is counted (the reader resizes it or stops, by config)."""
+def make_pair(report: Report, stem: str, rgb: str, thermal: str, annotated: str = "rgb") -> Optional[Pair]:
+    """A :class:`Pair` sized by the image its boxes were drawn on (``annotated``: "rgb", or
+    "thermal" for FLIR), or None (counted) when an image is unreadable. A thermal image of
+    another size is counted (the reader resizes it to the RGB size or stops, by config; labels
+    normalised to the annotated image stay right either way)."""
     try:
         width, height = image_size(rgb)
         t_size = image_size(thermal)
@@ -96,6 +99,8 @@ def make_pair(report: Report, stem: str, rgb: str, thermal: str) -> Optional[Pai
         return None
     if t_size != (width, height):
         report.note("thermal size differs from the RGB size", f"{thermal} {t_size[0]}x{t_size[1]} vs {width}x{height}")
+    if annotated == "thermal":
+        width, height = t_size
     return Pair(stem, rgb, thermal, width, height)
 
 
