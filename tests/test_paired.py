@@ -414,3 +414,14 @@ def test_check_data_reads_a_pairs_root(tmp_path):
     assert "resized to the RGB size" in report.warnings[0].message
     assert report.stats_channels == ["rgb.R", "rgb.G", "rgb.B", "thermal"] and len(report.pixel_mean) == 4
     assert "Per-channel mean/std of the train pairs" in report.format()
+
+
+def test_stored_ground_truth_of_a_pair(tmp_path):
+    from cadet_d2.inference.ground_truth import stored_ground_truth
+
+    root = pairs_root(tmp_path)
+    cfg = pair_cfg(root, str(tmp_path / "o"))
+    register_from_config(cfg)
+    d = DatasetCatalog.get("synth_test")[0]
+    image, boxes, classes = stored_ground_truth(cfg, d)
+    assert image.shape == (H, W, 4) and boxes.shape == (1, 4) and classes.tolist() == [0]

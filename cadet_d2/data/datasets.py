@@ -301,7 +301,8 @@ def register_cadet_dataset(
                 dicts, stats = load_cadet_dicts(spec.folder, stems, len(class_names), channels, unlabeled, on_error)
             else:
                 source = spec.folder if spec.kind == "folders" else os.path.join(spec.folder, PAIRS_FILE)
-                absent = [m for m in modalities if m not in pairs[stems[0]].files] if stems else []
+                absent = ([m for m in modalities if m not in pairs[stems[0]].files]
+                          if stems and spec.kind == "pairs" else [])  # folders: validate_cadet_config
                 if absent:
                     raise DataError(source, f"CADET.INPUT.MODALITIES has {absent} but this set has only "
                                             f"{list(pairs[stems[0]].files)}; drop it from CADET.INPUT.MODALITIES")
