@@ -284,15 +284,23 @@ TINY = ["MODEL.DEVICE", "cpu", "CADET.BACKBONE.SIZE", "b0", "INPUT.MIN_SIZE_TRAI
 
 
 def test_train_and_evaluate_on_a_pairs_root(tmp_path):
+    """rgb+thermal JPEG/PNG pairs train and evaluate; an unlabeled night set with UNLABELED negative
+    is evaluated as images without objects (no COCO AP, its detections saved)."""
+    import shutil
+
     root = pairs_root(tmp_path, test_sets=("test_day", "test_night"))
+    shutil.rmtree(os.path.join(root, "test_night", "labels"))
     out = str(tmp_path / "run")
     r = _train_net("--config-file", "configs/Base-CADET.yaml", *TINY, "SOLVER.MAX_ITER", "2",
                    "CADET.DATA.ROOT", root, "CADET.DATA.TEST_SETS", "['test_day','test_night']",
+                   "CADET.DATA.UNLABELED", "negative",
                    "DATASETS.TEST", "('synth_test_day','synth_test_night')", "OUTPUT_DIR", out)
     assert r.returncode == 0, r.stderr[-3000:]
     with open(os.path.join(out, "eval_metrics.json")) as f:
         metrics = json.load(f)["datasets"]
     assert sorted(metrics) == ["synth_test_day", "synth_test_night"] and "AP" in metrics["synth_test_day"]
+    assert "images without any box" in r.stdout + r.stderr
+    assert os.path.isfile(os.path.join(out, "inference", "synth_test_night", "coco_instances_results.json"))
 
 
 @pytest.mark.parametrize("unlabeled", ["skip", "negative"])
@@ -311,7 +319,7 @@ def test_unlabeled_test_set_stops_before_training_or_is_negative(tmp_path, unlab
     else:
         check_datasets(cfg)
         assert "synth_test" in caplog.text and "2 images without any box; it is evaluated as images without " \
-            "objects: COCO AP is undefined there and reported as NaN" in caplog.text
+            "objects: COCO AP is undefined there" in caplog.text and "metrics table shows nan" in caplog.text
 
 
 def test_setup_checks_test_sets_before_training(tmp_path):

@@ -8,8 +8,8 @@ evaluated stops the run in seconds, not after hours of training.
   folder and what to do (add labels, set ``CADET.DATA.UNLABELED negative``, or drop it from
   ``DATASETS.TEST``);
 * a test set without any box (e.g. ``UNLABELED negative`` on unlabeled images) is evaluated as
-  images without objects; COCO AP is undefined there (Detectron2 reports NaN), which is logged
-  as a warning naming the set before training.
+  images without objects; COCO AP is undefined there (Detectron2's COCOEvaluator computes none,
+  the metrics table shows nan), which is logged as a warning naming the set before training.
 """
 from __future__ import annotations
 
@@ -60,5 +60,7 @@ def check_datasets(cfg, train: bool = True) -> None:
         if boxes == 0:
             logger.warning(
                 f"[cadet] test set {name} ({_folder(name)}): {len(dicts)} images without any box; it is evaluated "
-                "as images without objects: COCO AP is undefined there and reported as NaN (every detection is "
-                "a false positive); count the detections in its inference/ folder instead")
+                "as images without objects: COCO AP is undefined there, so Detectron2's COCOEvaluator computes "
+                "none ('Annotations are not available for evaluation') and its row of the metrics table shows "
+                f"nan; its detections, every one a false positive, are saved in OUTPUT_DIR/inference/{name}/"
+                "coco_instances_results.json")
