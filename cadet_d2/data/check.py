@@ -439,8 +439,8 @@ def check_root(
 
 def main(argv: list[str] | None = None) -> int:
     """The ``tools/check_data.py`` command line; returns the exit code (1 when there are errors)."""
-    ap = argparse.ArgumentParser(description="Check a cadet_d2 data root (images/*.npy, labels/*.txt, test sets) "
-                                             "and print a summary and every problem.")
+    ap = argparse.ArgumentParser(description="Check a cadet_d2 data root (images/*.npy or pairs.csv, labels/*.txt, "
+                                             "test sets) and print a summary and every problem.")
     ap.add_argument("root", help="data root (CADET.DATA.ROOT)")
     ap.add_argument("--channels", type=int, default=5, help="channels each image must have (default 5)")
     ap.add_argument("--classes", type=int, default=None,

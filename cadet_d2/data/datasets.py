@@ -318,7 +318,8 @@ def register_cadet_dataset(
         if spec is not None:
             entries.append((f"{name}_train", spec, None))
         else:
-            logger.info(f"[cadet] {root} holds no set {train_set!r} (CADET.DATA.TRAIN_SET): {name}_train not registered")
+            logger.info(f"[cadet] {root} holds no set {train_set!r} (CADET.DATA.TRAIN_SET): "
+                        f"{name}_train not registered")
     else:
         spec = find_set(root, "", folders)
         if spec is not None:
