@@ -36,14 +36,22 @@ CASES = [
     ("m3fd", "M3FD", "cssa_mit_b1_s1.yaml",
      ["CADET.DATA.TEST_SETS", "[]", "DATASETS.TEST", "('m3fd_train',)"], ["m3fd_train"]),
 ]
+# --to-npy writes 4-channel arrays (rgb, thermal): the same config with FILE_CHANNELS 4.
+CASES.append(("kaist", "KAIST", "cssa_mit_b1_s1.yaml", CASES[2][3] + ["CADET.INPUT.FILE_CHANNELS", "4"], CASES[2][4]))
+IDS = ["llvip", "flir", "kaist", "m3fd", "kaist-npy"]
 
 
 @needs_samples
-@pytest.mark.parametrize("dataset, folder, config, opts, test_sets", CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize("dataset, folder, config, opts, test_sets", CASES, ids=IDS)
 def test_sample_trains_and_evaluates(dataset, folder, config, opts, test_sets, tmp_path, one_thread):
     root, out = str(tmp_path / dataset), str(tmp_path / "run")
     extra = ["--test-fraction", "0"] if dataset == "m3fd" else []
+    if "CADET.INPUT.FILE_CHANNELS" in opts:
+        extra.append("--to-npy")
     assert convert_main([dataset, "--src", os.path.join(SAMPLES, folder), "--out", root, *extra]) == 0
+    if "--to-npy" in extra:
+        assert len(os.listdir(os.path.join(root, "test", "images"))) == 4
+        assert not os.path.exists(os.path.join(root, "test", "pairs.csv"))
     args = default_argument_parser().parse_args([
         "--config-file", os.path.join(REPO, "configs", "datasets", dataset, config),
         *SMOKE, "CADET.DATA.ROOT", root, "OUTPUT_DIR", out, *opts])
