@@ -323,16 +323,20 @@ def test_unlabeled_test_set_stops_before_training_or_is_negative(tmp_path, unlab
 
 
 def test_setup_checks_test_sets_before_training(tmp_path):
-    """train_net stops at set-up (before building the model) on an unlabeled test set."""
+    """tools/train_net.py's setup() stops on an unlabeled test set, before building anything."""
+    from detectron2.engine import default_argument_parser
+
+    from cadet_d2.data.ready import DatasetCheckError
+    from cadet_d2.engine.setup import setup
+
     root = str(tmp_path / "pairs")
     write_pair_set(os.path.join(root, "train"), n=2)
     write_pair_set(os.path.join(root, "test"), n=1, labeled=False)
-    out = str(tmp_path / "run")
-    r = _train_net("--config-file", "configs/Base-CADET.yaml", *TINY, "SOLVER.MAX_ITER", "1",
-                   "CADET.DATA.ROOT", root, "CADET.DATA.TEST_SETS", "['test']", "DATASETS.TEST", "('synth_test',)",
-                   "OUTPUT_DIR", out)
-    assert r.returncode != 0 and "has no labeled image" in r.stderr, r.stderr[-3000:]
-    assert not os.path.exists(os.path.join(out, "model_final.pth"))
+    args = default_argument_parser().parse_args([
+        "--config-file", os.path.join(REPO, "configs", "Base-CADET.yaml"), *TINY, "CADET.DATA.ROOT", root,
+        "CADET.DATA.TEST_SETS", "['test']", "DATASETS.TEST", "('synth_test',)", "OUTPUT_DIR", str(tmp_path / "run")])
+    with pytest.raises(DatasetCheckError, match=r"test set 'synth_test' .* has no labeled image"):
+        setup(args)
 
 
 def test_empty_and_unknown_test_sets_stop(tmp_path):
