@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from detectron2.config import CfgNode as CN
 
-from .layout import (MIT_SIZES, MODALITY_CHANNELS, ON_ERROR_POLICIES, TEST_MODES, TRAIN_MODES, UNLABELED_POLICIES,
-                     file_channel_indices, group_channels, modality_slices)
+from .layout import (MIT_SIZES, MODALITY_CHANNELS, OCCLUSION_LEVELS, ON_ERROR_POLICIES, SIZE_MISMATCH_POLICIES,
+                     TEST_MODES, TRAIN_MODES, UNLABELED_POLICIES, file_channel_indices, group_channels,
+                     modality_slices)
 
 
 def add_cadet_config(cfg: CN) -> CN:
@@ -25,10 +26,19 @@ def add_cadet_config(cfg: CN) -> CN:
     _C.CADET.DATA = CN()
     # Name prefix of the registered datasets: <NAME>_train, <NAME>_test, <NAME>_<test set>.
     _C.CADET.DATA.NAME = "synth"
-    # Data root: images/*.npy and labels/*.txt (YOLO), optional classes.txt and test sets.
+    # Data root (docs/data.md): a set is a folder with images/*.npy or pairs.csv (paired image
+    # files), labels/*.txt (YOLO) and optional ignore/*.txt; optional ROOT/classes.txt.
     _C.CADET.DATA.ROOT = "datasets/synth"
-    # Extra test sets: sub-folders of ROOT with the same layout, registered as <NAME>_<folder>.
+    # Training set: "" = <NAME>_train and <NAME>_test are a seeded split of ROOT's own set;
+    # a folder name (e.g. "train") = <NAME>_train is ROOT/<that folder>, and no <NAME>_test.
+    _C.CADET.DATA.TRAIN_SET = ""
+    # Test sets: sub-folders of ROOT (any layout above), registered as <NAME>_<folder>.
     _C.CADET.DATA.TEST_SETS = ["daytest1", "nighttest1"]
+    # Folders per modality instead of an index, relative to ROOT, "{set}" replaced by the set
+    # name (TRAIN_SET or a TEST_SETS entry), e.g. rgb "visible/{set}", thermal "infrared/{set}":
+    # files paired by stem. labels/ignore default to "{set}/labels" and "{set}/ignore".
+    # All modality folders "" = off (sets are read from pairs.csv or images/).
+    _C.CADET.DATA.FOLDERS = CN({"rgb": "", "thermal": "", "event": "", "labels": "", "ignore": ""})
     # Fraction of ROOT's images held out as <NAME>_test, and the seed of that split.
     _C.CADET.DATA.TEST_FRACTION = 0.2
     _C.CADET.DATA.SPLIT_SEED = 42
@@ -56,6 +66,17 @@ def add_cadet_config(cfg: CN) -> CN:
     _C.CADET.INPUT.FILE_CHANNELS = 5
     # Which file channels hold each modality.
     _C.CADET.INPUT.LAYOUT = CN({k: list(v) for k, v in MODALITY_CHANNELS.items()})
+    # Paired image files: 16-bit thermal/event images are scaled to 0-255 between these two
+    # percentiles of each image (8-bit images are kept as they are) ...
+    _C.CADET.INPUT.THERMAL_PERCENTILES = [1.0, 99.0]
+    # ... or, when set, between this fixed [low, high] range of raw values, e.g. [7000, 9000].
+    _C.CADET.INPUT.THERMAL_RANGE = []
+    # Paired image files of another size than the RGB image: "resize" (to the RGB size,
+    # bilinear) or "error" (stop at registration, naming the file).
+    _C.CADET.INPUT.SIZE_MISMATCH = "resize"
+    # Decode JPEGs at 1/2, 1/4 or 1/8 size when the mapper's resize target (largest
+    # INPUT.MIN_SIZE_TRAIN, or MIN_SIZE_TEST) is no larger; boxes are scaled exactly.
+    _C.CADET.INPUT.REDUCED_DECODE = True
     # Photometric jitter, training only, applied to the RGB channels only (0 = off):
     # brightness/contrast/saturation factors drawn from [1 - x, 1 + x].
     _C.CADET.INPUT.BRIGHTNESS = 0.0
@@ -175,6 +196,23 @@ def add_cadet_config(cfg: CN) -> CN:
     # "frozen" (the data set's first frame). One table, one row per condition. [] = off.
     _C.CADET.TEST.DROP_MODALITIES = []
     _C.CADET.TEST.CORRUPT = ["zero"]
+    # KAIST's log-average miss rate MR^-2 (FPPI 1e-2..1e0; cadet_d2/evaluation/miss_rate.py,
+    # docs/evaluation.md) beside COCO AP on every DATASETS.TEST set, in the same table and
+    # METRICS_FILE: "MR-2 all" (every box of CLASS not an ignore region) and "MR-2 reasonable".
+    _C.CADET.TEST.MISS_RATE = CN()
+    _C.CADET.TEST.MISS_RATE.ENABLED = False
+    # The class evaluated (a class name of the data set); "" = "person" if the data set has it, else class 0.
+    _C.CADET.TEST.MISS_RATE.CLASS = ""
+    # "reasonable": boxes at least MIN_HEIGHT px tall (original image) with occlusion at most
+    # MAX_OCCLUSION (0 none, 1 partial, 2 heavy) count; the class's other boxes become ignore regions.
+    _C.CADET.TEST.MISS_RATE.MIN_HEIGHT = 55.0
+    _C.CADET.TEST.MISS_RATE.MAX_OCCLUSION = 1
+    # "reasonable": detections shorter than MIN_HEIGHT / HEIGHT_MARGIN are dropped before matching
+    # (the Caltech toolbox's expanded filtering, 1.25); 1.0 = cut at MIN_HEIGHT.
+    _C.CADET.TEST.MISS_RATE.HEIGHT_MARGIN = 1.25
+    # IoU a detection needs with a ground-truth box to match it (ignore regions: intersection over
+    # the detection's area).
+    _C.CADET.TEST.MISS_RATE.IOU = 0.5
     return cfg
 
 
@@ -206,6 +244,15 @@ def validate_cadet_config(cfg: CN) -> None:
                 f"MODEL.{key} has {n} entries but the input has {n_in} channels "
                 f"(CADET.INPUT.MODALITIES = {mods}); give one value per channel"
             )
+    owner = {c: m for m, s in modality_slices(cfg).items() for c in range(s.start, s.stop)}
+    for c, v in enumerate(cfg.MODEL.PIXEL_STD):
+        if not v > 0:
+            raise ValueError(
+                f"MODEL.PIXEL_STD entry {c} (input channel {c}, {owner[c]}) is {v}; every entry must be > 0 "
+                "(the input is divided by it). A constant channel has std 0: drop that modality from "
+                "CADET.INPUT.MODALITIES, or use 1.0"
+            )
+    _validate_data(cfg)
     _check_choice("CADET.BACKBONE.SIZE", cfg.CADET.BACKBONE.SIZE, MIT_SIZES)
     _check_choice("CADET.DATA.UNLABELED", cfg.CADET.DATA.UNLABELED, UNLABELED_POLICIES)
     _check_choice("CADET.DATA.ON_ERROR", cfg.CADET.DATA.ON_ERROR, ON_ERROR_POLICIES)
@@ -216,6 +263,7 @@ def validate_cadet_config(cfg: CN) -> None:
             if s not in (1, 2, 3, 4):
                 raise ValueError(f"CADET.{key} entry {s!r} is not a stage; stages are 1, 2, 3, 4")
     _validate_sensor_failure(cfg)
+    _validate_miss_rate(cfg)
     for key in ("EARLY", "LATE"):
         if cfg.CADET.FUSION.HYBRID[key] == "hybrid":
             raise ValueError(f"CADET.FUSION.HYBRID.{key} cannot be 'hybrid'; name a module such as cssa or gaff")
@@ -258,6 +306,26 @@ def _validate_cssa_parts(cfg: CN) -> None:
                          "the switch); use cssa with SWITCH False for the no-switching ablation")
 
 
+def _validate_data(cfg: CN) -> None:
+    """Paired-file keys: percentiles/range well formed, folders name known modalities."""
+    inp = cfg.CADET.INPUT
+    _check_choice("CADET.INPUT.SIZE_MISMATCH", inp.SIZE_MISMATCH, SIZE_MISMATCH_POLICIES)
+    p = list(inp.THERMAL_PERCENTILES)
+    if len(p) != 2 or not 0 <= p[0] < p[1] <= 100:
+        raise ValueError(f"CADET.INPUT.THERMAL_PERCENTILES = {p} must be [low, high] with 0 <= low < high <= 100")
+    r = list(inp.THERMAL_RANGE)
+    if r and (len(r) != 2 or not r[0] < r[1]):
+        raise ValueError(f"CADET.INPUT.THERMAL_RANGE = {r} must be [] or [low, high] with low < high")
+    folders = cfg.CADET.DATA.FOLDERS
+    named = [m for m in MODALITY_CHANNELS if folders[m]]
+    if named and not folders.rgb:
+        raise ValueError(f"CADET.DATA.FOLDERS names {named} but no rgb folder; the RGB folder defines the pairs")
+    if named:
+        absent = [m for m in cfg.CADET.INPUT.MODALITIES if not folders[m]]
+        if absent:
+            raise ValueError(f"CADET.INPUT.MODALITIES has {absent} but CADET.DATA.FOLDERS names no folder for it")
+
+
 def _validate_sensor_failure(cfg: CN) -> None:
     """Modality dropout and test conditions name modalities the model has, and known modes."""
     slices = modality_slices(cfg)
@@ -276,3 +344,17 @@ def _validate_sensor_failure(cfg: CN) -> None:
         _check_choice("CADET.TEST.CORRUPT entry", m, TEST_MODES)
     if cfg.CADET.TEST.DROP_MODALITIES and not cfg.CADET.TEST.CORRUPT:
         raise ValueError("CADET.TEST.DROP_MODALITIES is set but CADET.TEST.CORRUPT is empty; e.g. [\"zero\"]")
+
+
+def _validate_miss_rate(cfg: CN) -> None:
+    """CADET.TEST.MISS_RATE's limits are in range (its CLASS is checked against each test set's
+    classes when the sets are registered: cadet_d2/evaluation/miss_rate.py)."""
+    mr = cfg.CADET.TEST.MISS_RATE
+    if not mr.MIN_HEIGHT >= 0:
+        raise ValueError(f"CADET.TEST.MISS_RATE.MIN_HEIGHT = {mr.MIN_HEIGHT} must be >= 0 (pixels)")
+    _check_choice("CADET.TEST.MISS_RATE.MAX_OCCLUSION", mr.MAX_OCCLUSION, OCCLUSION_LEVELS)
+    if not mr.HEIGHT_MARGIN >= 1.0:
+        raise ValueError(f"CADET.TEST.MISS_RATE.HEIGHT_MARGIN = {mr.HEIGHT_MARGIN} must be >= 1.0 (1.25 in the "
+                         "Caltech protocol)")
+    if not 0.0 < mr.IOU <= 1.0:
+        raise ValueError(f"CADET.TEST.MISS_RATE.IOU = {mr.IOU} must lie in (0, 1]")

@@ -22,12 +22,23 @@ MIT_STRIDES = (4, 8, 16, 32)
 # The modalities a data file can hold and the file channels each takes by default.
 MODALITY_CHANNELS = {"rgb": [0, 1, 2], "thermal": [3], "event": [4]}
 
+# Channels of each modality read from a paired image file (rgb: colour, thermal/event: grey);
+# with paired files the model input holds these, in CADET.INPUT.MODALITIES order.
+PAIR_CHANNELS = {"rgb": 3, "thermal": 1, "event": 1}
+# Image files a set of paired files (pairs.csv or CADET.DATA.FOLDERS) may name.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
+
 # CADET.DATA.UNLABELED and CADET.DATA.ON_ERROR values.
 UNLABELED_POLICIES = ("skip", "negative")
 ON_ERROR_POLICIES = ("raise", "skip")
+# CADET.INPUT.SIZE_MISMATCH values: a paired image whose size differs from the RGB image is
+# resized to the RGB size, or stops the run naming the file.
+SIZE_MISMATCH_POLICIES = ("resize", "error")
 # Sensor-failure modes: modality dropout in training, test conditions (cadet_d2/data/corrupt.py).
 TRAIN_MODES = ("zero", "noise")
 TEST_MODES = ("zero", "noise", "frozen")
+# Occlusion level of a box (annotation "occlusion", KAIST's labels): 0 none, 1 partial, 2 heavy.
+OCCLUSION_LEVELS = (0, 1, 2)
 
 
 def modality_slices(cfg) -> dict[str, slice]:

@@ -96,7 +96,8 @@ def test_channel_stats_and_subsample(tmp_path):
         write_image(os.path.join(root, "images", f"s{i}.npy"), a)
     r = check_root(root, channels=2, progress=False)
     np.testing.assert_allclose(r.pixel_mean, [25.0, 100.0])
-    np.testing.assert_allclose(r.pixel_std, [np.std([10, 20, 30, 40]), 0.0])
+    np.testing.assert_allclose(r.pixel_std, [np.std([10, 20, 30, 40]), 1.0])  # constant: 1.0, never 0
+    assert r.constant_channels == [1]
     assert (r.sets[0].unlabeled, r.errors) == (4, [])
     r = check_root(root, channels=2, max_stat_images=2, progress=False)
     assert (r.stats_images, r.stats_total) == (2, 4)

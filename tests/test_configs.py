@@ -29,7 +29,8 @@ def test_config_builds_and_runs(path):
     # The MiT size is checked at full size by the baselines (one per size); the other arms are
     # built at b0 to keep the suite short: their fusion and modality wiring is what they test.
     size = [] if "/baselines/" in path else ["CADET.BACKBONE.SIZE", "b0"]
-    cfg = load_config(path, ["MODEL.DEVICE", "cpu", *size])
+    # configs/datasets/ name a local mit_b1.pth that a checkout does not have: random init here.
+    cfg = load_config(path, ["MODEL.DEVICE", "cpu", "CADET.BACKBONE.PRETRAINED", "", *size])
     torch.manual_seed(0)
     model = build_model(cfg).eval()
     bottom_up = model.backbone.bottom_up

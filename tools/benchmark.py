@@ -7,6 +7,10 @@
     python tools/benchmark.py --config-file configs/baselines/frm_ffm_mit_b2.yaml --memory MODEL.DEVICE cpu \
         CADET.BACKBONE.CHECKPOINT_STAGES [1,2,3,4]
     python tools/benchmark.py --config-file configs/demo.yaml --mode input   # .npy reading and the mapper
+    # loader images/s per worker at LLVIP size: synthetic .npy vs JPEG pairs (written to --workdir),
+    # full vs reduced decoding, plus real LLVIP pairs when --llvip names the sample folder
+    OMP_NUM_THREADS=1 python tools/benchmark.py --config-file configs/Base-CADET.yaml --mode loader \
+        --llvip ../shared/data/rgbt-samples/LLVIP
     # inference, one image: PyTorch eager vs the exported files of --export-dir (ONNX Runtime fp32,
     # int8, TorchScript), in turn; exports ONNX there first when the folder is empty
     python tools/benchmark.py --config-file configs/demo/demo_frm_ffm.yaml --mode deploy --export-dir output/export/frm \
@@ -43,10 +47,32 @@ def _input_mode(cfg, args) -> dict:
             "data_root": cfg.CADET.DATA.ROOT, "load_avg": os.getloadavg()[0]}
 
 
+def _loader_mode(args) -> dict:
+    import glob
+    import os
+
+    from cadet_d2.utils.input_benchmark import loader_throughput, write_llvip_like, write_pairs_index
+
+    npy_root, pairs_root = write_llvip_like(os.path.join(args.workdir, "synthetic"), n=args.iters * 2)
+    roots = [("synthetic", npy_root), ("synthetic", pairs_root)]
+    if args.llvip:
+        vis = sorted(glob.glob(os.path.join(args.llvip, "visible", "*", "*.jpg")))
+        pairs = [(os.path.splitext(os.path.basename(v))[0], v, v.replace(os.sep + "visible" + os.sep,
+                                                                          os.sep + "infrared" + os.sep)) for v in vis]
+        roots.append(("LLVIP sample", write_pairs_index(os.path.join(args.workdir, "llvip"), pairs)))
+    base = ["MODEL.DEVICE", "cpu", "CADET.INPUT.MODALITIES", "['rgb','thermal']", "MODEL.PIXEL_MEAN", "[0,0,0,0]",
+            "MODEL.PIXEL_STD", "[1,1,1,1]", "CADET.DATA.TEST_SETS", "[]", "CADET.DATA.UNLABELED", "negative",
+            "INPUT.MAX_SIZE_TRAIN", "1333", "DATASETS.TRAIN", "('synth_train',)", "DATASETS.TEST", "()"]
+    rows = loader_throughput(lambda opts: load_config(args.config_file, base + args.opts + opts), roots,
+                             args.loader_sides, limit=args.iters * 2, repeats=3)
+    return {"mode": "loader", "rows": rows, "omp_num_threads": os.environ.get("OMP_NUM_THREADS", ""),
+            "load_avg": os.getloadavg()[0]}
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config-file", required=True)
-    p.add_argument("--mode", choices=("train", "infer", "input", "deploy"), default="train",
+    p.add_argument("--mode", choices=("train", "infer", "input", "loader", "deploy"), default="train",
                    help="deploy: one-image inference of PyTorch vs the exported files of --export-dir")
     p.add_argument("--export-dir", default="", help="deploy mode: export folder (tools/export.py)")
     p.add_argument("--runtimes", default="pytorch,onnx,onnx_int8,torchscript",
@@ -63,6 +89,10 @@ def main(argv=None) -> dict:
     p.add_argument("--vs", action="append", default=[], metavar="'KEY VALUE ...'",
                    help="train mode: also time the config with these extra overrides, alternating steps with "
                         "the base config in one process (repeatable); reports each one's step time ratio")
+    p.add_argument("--workdir", default="/tmp/cadet_loader_bench", help="loader mode: where the data are written")
+    p.add_argument("--llvip", default="", help="loader mode: LLVIP folder (visible/, infrared/) to time as well")
+    p.add_argument("--loader-sides", nargs="+", type=int, default=[512, 640],
+                   help="loader mode: training shorter sides (INPUT.MIN_SIZE_TRAIN) timed")
     p.add_argument("--json", default="", help="write the result here")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     args = p.parse_args(argv)
@@ -72,6 +102,13 @@ def main(argv=None) -> dict:
         p.error("--export-dir goes with --mode deploy (and deploy needs it)")
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.mode == "loader":
+        result = _loader_mode(args)
+        result["config"], result["opts"] = args.config_file, args.opts
+        print(json.dumps(result, indent=2))
+        if args.json:
+            atomic_write_json(args.json, result)
+        return result
     cfg = load_config(args.config_file, args.opts)
     if args.mode == "input":
         result = _input_mode(cfg, args)

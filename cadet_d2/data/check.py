@@ -1,7 +1,9 @@
 """``tools/check_data.py``: scan a data root and list every problem before training.
 
-A data root holds ``images/<stem>.npy`` (H x W x C uint8) and ``labels/<stem>.txt`` (YOLO lines
-``class xc yc w h``), plus test sets: any sub-folder that has an ``images/`` folder. The scan
+A data root holds ``images/<stem>.npy`` (H x W x C uint8) or ``pairs.csv`` (paired image files,
+docs/data.md) and ``labels/<stem>.txt`` (YOLO lines ``class xc yc w h``), plus sets in
+sub-folders with the same layout (``train``, ``test``, ``daytest1``, ...). For pairs every file
+must exist with a readable header; a partner of another size than its RGB image is a warning. The scan
 reads every image header (dtype, shape, truncation) and every label line with the same
 functions the loader uses (:mod:`cadet_d2.data.npy`, :mod:`cadet_d2.data.yolo`) and reports
 
@@ -15,7 +17,7 @@ functions the loader uses (:mod:`cadet_d2.data.npy`, :mod:`cadet_d2.data.yolo`) 
   set (the same image may be in training and test data; compare the files);
 
 and a summary: images, labeled/unlabeled images, boxes, boxes per class, size range, and the
-per-channel mean/std of the root's (training) images, usable as ``MODEL.PIXEL_MEAN``/``STD``
+per-channel mean/std of the root's (training) images (or of the ``train`` set), usable as ``MODEL.PIXEL_MEAN``/``STD``
 (on an evenly spaced subsample of ``max_stat_images`` images when there are more; the report
 says so).
 """
@@ -32,7 +34,9 @@ import numpy as np
 
 from .datasets import read_classes
 from .errors import DataError
+from .images import image_size, is_jpeg, read_grey, read_rgb
 from .npy import load_image, read_image_size
+from .pairs import PAIRS_FILE, Pair, read_pairs_csv
 from .yolo import parse_yolo_line, yolo_to_xyxy
 
 ROOT_SET = "(root)"
@@ -73,7 +77,10 @@ class CheckReport:
     classes_source: str
     sets: list = field(default_factory=list)
     pixel_mean: list | None = None
-    pixel_std: list | None = None
+    pixel_std: list | None = None  # suggested: the measured std, 1.0 for a constant channel (never 0)
+    constant_channels: list = field(default_factory=list)  # file channels with one value in every image
+    stats_channels: list = field(default_factory=list)  # paired files: the channels of the mean/std
+    stats_set: str = ROOT_SET
     stats_images: int = 0
     stats_total: int = 0
     problems: list = field(default_factory=list)
@@ -112,21 +119,34 @@ class CheckReport:
         if self.pixel_mean is not None:
             sub = (f"an evenly spaced subsample of {self.stats_images} of {self.stats_total} images"
                    if self.stats_images < self.stats_total else f"all {self.stats_total} images")
-            out.append(f"Per-channel mean/std of the {ROOT_SET} images, file channels 0..{self.channels - 1} "
-                       f"({sub}; the model order with the default CADET.INPUT.LAYOUT):")
+            if self.stats_channels:
+                out.append(f"Per-channel mean/std of the {self.stats_set} pairs, channels {self.stats_channels} "
+                           f"({sub}; JPEGs at 1/4 size; keep the entries of CADET.INPUT.MODALITIES, in its order):")
+            else:
+                out.append(f"Per-channel mean/std of the {ROOT_SET} images, file channels 0..{self.channels - 1} "
+                           f"({sub}; the model order with the default CADET.INPUT.LAYOUT):")
             out.append(f"  MODEL.PIXEL_MEAN: {[round(v, 1) for v in self.pixel_mean]}")
             out.append(f"  MODEL.PIXEL_STD: {[round(v, 1) for v in self.pixel_std]}")
+            for c in self.constant_channels:
+                which = f"channel {self.stats_channels[c]}" if self.stats_channels else f"file channel {c}"
+                out.append(f"  {which} is constant ({round(self.pixel_mean[c], 1)} in every pixel): its "
+                           "std is 0, so 1.0 is given above; better drop that modality from "
+                           "CADET.INPUT.MODALITIES (e.g. [rgb, thermal] without an event camera)")
         out.append(f"{len(self.errors)} error(s), {len(self.warnings)} warning(s)")
         out += [str(p) for p in self.errors + self.warnings]
         return "\n".join(out)
 
 
+def _is_set(folder: str) -> bool:
+    return os.path.isdir(os.path.join(folder, "images")) or os.path.isfile(os.path.join(folder, PAIRS_FILE))
+
+
 def find_sets(root: str) -> list[tuple[str, str]]:
-    """(name, folder) of the root (if it has images/) and of every sub-folder with images/."""
-    sets = [(ROOT_SET, root)] if os.path.isdir(os.path.join(root, "images")) else []
+    """(name, folder) of the root (if it has images/ or pairs.csv) and of every such sub-folder."""
+    sets = [(ROOT_SET, root)] if _is_set(root) else []
     for name in sorted(os.listdir(root)):
         folder = os.path.join(root, name)
-        if name not in ("images", "labels") and os.path.isdir(os.path.join(folder, "images")):
+        if name not in ("images", "labels", "ignore") and _is_set(folder):
             sets.append((name, folder))
     return sets
 
@@ -176,6 +196,12 @@ class _Scanner:
             s.min_hw = [min(h for h, _ in ok), min(w for _, w in ok)]
             s.max_hw = [max(h for h, _ in ok), max(w for _, w in ok)]
         s.images = len(stems)
+        self.scan_label_dir(s, label_dir, stems, sizes)
+        return s, sizes
+
+    def scan_label_dir(self, s: SetSummary, label_dir: str, stems: list[str],
+                       sizes: dict[str, tuple[int, int] | None]) -> None:
+        """Label files of a set: orphans, per-line checks, counts into ``s``."""
         labels = sorted(os.listdir(label_dir)) if os.path.isdir(label_dir) else []
         label_stems = set()
         for f in labels:
@@ -200,7 +226,45 @@ class _Scanner:
             s.no_boxes += n == 0
             self.progress.update(1)
         s.boxes_per_class = {str(k): v for k, v in sorted(per_class.items())}
-        return s, sizes
+
+    def scan_pair_set(self, name: str, folder: str) -> tuple[SetSummary, dict, list[Pair]]:
+        """Check a set of paired files (``pairs.csv``): every file exists and has a readable
+        header; partners of another size than the RGB image are warned about (resized by default)."""
+        s = SetSummary(name, folder)
+        csv_path = os.path.join(folder, PAIRS_FILE)
+        try:
+            pairs = read_pairs_csv(csv_path)
+        except DataError as e:
+            self.problem("error", e.path, e.problem, e.line)
+            return s, {}, []
+        sizes: dict[str, tuple[int, int] | None] = {}
+        good = []
+        for pair in pairs:
+            hw: dict[str, tuple[int, int]] = {}
+            for m, path in pair.files.items():
+                if not os.path.isfile(path):
+                    self.problem("error", csv_path, f"{m} file {path} not found", pair.line)
+                    continue
+                try:
+                    hw[m] = image_size(path)
+                except DataError as e:
+                    self.problem("error", e.path, e.problem)
+            sizes[pair.stem] = hw.get("rgb")
+            for m, size in hw.items():
+                if "rgb" in hw and size != hw["rgb"]:
+                    self.problem("warning", pair.files[m], f"{m} image is {size[0]}x{size[1]}, the RGB image is "
+                                 f"{hw['rgb'][0]}x{hw['rgb'][1]}: resized to the RGB size (CADET.INPUT.SIZE_MISMATCH "
+                                 "resize; 'error' stops on it)")
+            if len(hw) == len(pair.files):
+                good.append(pair)
+            self.progress.update(1)
+        ok = [v for v in sizes.values() if v is not None]
+        if ok:
+            s.min_hw = [min(h for h, _ in ok), min(w for _, w in ok)]
+            s.max_hw = [max(h for h, _ in ok), max(w for _, w in ok)]
+        s.images = len(pairs)
+        self.scan_label_dir(s, os.path.join(folder, "labels"), [p.stem for p in pairs], sizes)
+        return s, sizes, good
 
     def scan_labels(self, path: str, hw: tuple[int, int] | None, per_class: Counter) -> int:
         try:
@@ -247,6 +311,36 @@ def _channel_stats(paths: list[str], channels: int, progress) -> tuple[list[floa
     return mean.tolist(), std.tolist()
 
 
+def _pair_stats(pairs: list[Pair], progress) -> tuple[list[float], list[float], list[str]]:
+    """Mean/std of the channels of paired files (rgb R, G, B, then thermal, event as present), JPEGs
+    decoded at 1/4 size (mean and std barely change; 10x faster)."""
+    names = [m for m in ("rgb", "thermal", "event") if m in pairs[0].files]
+    total, total_sq, count = None, None, 0
+    for pair in pairs:
+        parts = []
+        for m in names:
+            f = 4 if is_jpeg(pair.files[m]) else 1
+            x = read_rgb(pair.files[m], f) if m == "rgb" else read_grey(pair.files[m], f)[:, :, None]
+            parts.append(x.reshape(-1, x.shape[2]).astype(np.float64))
+        n = min(p.shape[0] for p in parts)
+        x = np.concatenate([p[:n] for p in parts], axis=1)
+        total = x.sum(0) if total is None else total + x.sum(0)
+        total_sq = (x * x).sum(0) if total_sq is None else total_sq + (x * x).sum(0)
+        count += n
+        progress.update(1)
+    mean = total / count
+    std = np.sqrt(np.maximum(total_sq / count - mean * mean, 0.0))
+    labels = [c for m in names for c in (["rgb.R", "rgb.G", "rgb.B"] if m == "rgb" else [m])]
+    return mean.tolist(), std.tolist(), labels
+
+
+def suggested_std(std: list[float]) -> tuple[list[float], list[int]]:
+    """(std with 1.0 for every channel whose std rounds to 0.0, those channels): a PIXEL_STD of 0
+    would divide by zero (``validate_cadet_config`` refuses it)."""
+    constant = [c for c, v in enumerate(std) if round(v, 1) == 0.0]
+    return [1.0 if c in constant else v for c, v in enumerate(std)], constant
+
+
 class _NoProgress:
     def update(self, n: int = 1) -> None:
         pass
@@ -290,8 +384,9 @@ def check_root(
             report.problems.append(Problem("error", e.path, e.problem))
             report.classes, report.classes_source = ["object"], "classes.txt unusable"
     sets = find_sets(root)
-    if not sets or sets[0][0] != ROOT_SET:
-        report.problems.append(Problem("error", root, "no images/ folder (expected images/*.npy and labels/*.txt)"))
+    if not sets:
+        report.problems.append(Problem("error", root, "no set: no images/ folder (images/*.npy and labels/*.txt) "
+                                                      "and no pairs.csv, in the root or a sub-folder"))
     total_files = _count_files(sets)
     if progress is None:
         progress = total_files >= 1000
@@ -301,14 +396,20 @@ def check_root(
         bar = tqdm(total=total_files, desc="check_data", unit="file", file=sys.stderr)
     scanner = _Scanner(report, bar)
     stems_by_set: dict[str, set[str]] = {}
-    stat_paths: list[str] = []
+    stat_paths: list = []
+    stat_set = ROOT_SET if any(n == ROOT_SET for n, _ in sets) else "train"  # CADET.DATA.TRAIN_SET train
     try:
         for name, folder in sets:
-            summary, sizes = scanner.scan_set(name, folder)
+            if os.path.isfile(os.path.join(folder, PAIRS_FILE)):
+                summary, sizes, good = scanner.scan_pair_set(name, folder)
+                if name == stat_set:
+                    stat_paths = good
+            else:
+                summary, sizes = scanner.scan_set(name, folder)
+                if name == stat_set:
+                    stat_paths = [os.path.join(folder, "images", s + ".npy") for s, hw in sorted(sizes.items()) if hw]
             report.sets.append(summary)
             stems_by_set[name] = set(sizes)
-            if name == ROOT_SET:
-                stat_paths = [os.path.join(folder, "images", s + ".npy") for s, hw in sorted(sizes.items()) if hw]
         report.stats_total = len(stat_paths)
         if stat_paths:
             if len(stat_paths) > max_stat_images:
@@ -318,7 +419,12 @@ def check_root(
             if progress:
                 bar.total += len(stat_paths)
                 bar.refresh()
-            report.pixel_mean, report.pixel_std = _channel_stats(stat_paths, channels, bar)
+            if isinstance(stat_paths[0], Pair):
+                report.pixel_mean, std, report.stats_channels = _pair_stats(stat_paths, bar)
+                report.stats_set = stat_set
+            else:
+                report.pixel_mean, std = _channel_stats(stat_paths, channels, bar)
+            report.pixel_std, report.constant_channels = suggested_std(std)
     finally:
         bar.close()
     for (a, sa), (b, sb) in itertools.combinations(stems_by_set.items(), 2):
@@ -333,8 +439,8 @@ def check_root(
 
 def main(argv: list[str] | None = None) -> int:
     """The ``tools/check_data.py`` command line; returns the exit code (1 when there are errors)."""
-    ap = argparse.ArgumentParser(description="Check a cadet_d2 data root (images/*.npy, labels/*.txt, test sets) "
-                                             "and print a summary and every problem.")
+    ap = argparse.ArgumentParser(description="Check a cadet_d2 data root (images/*.npy or pairs.csv, labels/*.txt, "
+                                             "test sets) and print a summary and every problem.")
     ap.add_argument("root", help="data root (CADET.DATA.ROOT)")
     ap.add_argument("--channels", type=int, default=5, help="channels each image must have (default 5)")
     ap.add_argument("--classes", type=int, default=None,

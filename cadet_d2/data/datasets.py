@@ -1,11 +1,14 @@
-"""Registering a YOLO/.npy data root as Detectron2 datasets.
+"""Registering a data root as Detectron2 datasets (layouts: docs/data.md).
 
-A data root holds ``images/<stem>.npy`` and ``labels/<stem>.txt`` plus optional test-set
-sub-folders with the same layout. :func:`register_cadet_dataset` registers
+A set is a folder holding ``images/<stem>.npy`` (5-channel arrays) or ``pairs.csv`` (paired
+image files), with ``labels/<stem>.txt`` (YOLO) and optional ``ignore/<stem>.txt`` (ignore
+regions, loaded with ``iscrowd=1``); or the folders per modality of ``CADET.DATA.FOLDERS``.
+:func:`register_cadet_dataset` registers
 
-* ``<name>_train`` and ``<name>_test``: a split of the root's images (sorted stems, permuted
-  with ``seed``, the first ``test_fraction`` held out), identical on every machine;
-* ``<name>_<folder>`` for each extra test set (``daytest1``, ``nighttest1``, ...).
+* ``<name>_train`` and ``<name>_test``: a split of the root's own set (sorted stems, permuted
+  with ``seed``, the first ``test_fraction`` held out), identical on every machine; or, with
+  ``train_set``, ``<name>_train`` = that set and no ``<name>_test``;
+* ``<name>_<folder>`` for each test set (``test``, ``test_day``, ``daytest1``, ...).
 """
 from __future__ import annotations
 
@@ -16,9 +19,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from ..layout import ON_ERROR_POLICIES, UNLABELED_POLICIES
 from .errors import DataError
+from .images import image_size
 from .npy import read_image_size
+from .pairs import PAIRS_FILE, Pair, read_pairs_csv, scan_folders
 from .yolo import read_yolo_labels
 
 logger = logging.getLogger(__name__)
@@ -34,6 +38,7 @@ class LoadStats:
     unlabeled_negative: int = 0
     degenerate_boxes: int = 0
     boxes: int = 0
+    ignore_regions: int = 0
     errors: list = field(default_factory=list)  # messages of images skipped with ON_ERROR=skip
 
 
@@ -87,6 +92,27 @@ def split_stems(stems: list[str], test_fraction: float = 0.2, seed: int = 42) ->
     return train, test
 
 
+def _read_annotations(label_path: str, ignore_path: str, width: int, height: int, num_classes: int,
+                      unlabeled: str, stats: LoadStats) -> list[dict] | None:
+    """Boxes of ``label_path`` plus the ignore regions of ``ignore_path`` (``iscrowd=1``), or None
+    for an unlabeled image that ``unlabeled`` "skip" drops (counted in ``stats``)."""
+    if os.path.isfile(label_path):
+        annotations, dropped = read_yolo_labels(label_path, width, height, num_classes)
+        stats.degenerate_boxes += dropped
+    elif unlabeled == "negative":
+        annotations = []
+        stats.unlabeled_negative += 1
+    else:
+        stats.unlabeled_skipped += 1
+        return None
+    if os.path.isfile(ignore_path):
+        ignored, dropped = read_yolo_labels(ignore_path, width, height, num_classes, iscrowd=1)
+        stats.degenerate_boxes += dropped
+        stats.ignore_regions += len(ignored)
+        annotations = annotations + ignored
+    return annotations
+
+
 def load_cadet_dicts(
     root: str,
     stems: list[str],
@@ -95,32 +121,80 @@ def load_cadet_dicts(
     unlabeled: str = "skip",
     on_error: str = "raise",
 ) -> tuple[list[dict], LoadStats]:
-    """Detectron2 dataset dicts for ``stems`` of a data root, with absolute XYXY boxes."""
+    """Detectron2 dataset dicts for ``stems`` of a ``.npy`` set, with absolute XYXY boxes."""
     stats = LoadStats(images=len(stems))
     dicts = []
     for stem in stems:
         image_path = os.path.join(root, "images", stem + ".npy")
-        label_path = os.path.join(root, "labels", stem + ".txt")
         try:
             height, width = read_image_size(image_path, channels)
-            if os.path.isfile(label_path):
-                annotations, dropped = read_yolo_labels(label_path, width, height, num_classes)
-                stats.degenerate_boxes += dropped
-            elif unlabeled == "negative":
-                annotations = []
-                stats.unlabeled_negative += 1
-            else:
-                stats.unlabeled_skipped += 1
-                continue
+            annotations = _read_annotations(os.path.join(root, "labels", stem + ".txt"),
+                                            os.path.join(root, "ignore", stem + ".txt"),
+                                            width, height, num_classes, unlabeled, stats)
         except DataError as e:
             if on_error != "skip":
                 raise
             stats.errors.append(str(e))
             continue
-        stats.boxes += len(annotations)
+        if annotations is None:
+            continue
+        stats.boxes += sum(1 for a in annotations if not a.get("iscrowd"))
         dicts.append({
             "file_name": image_path, "image_id": len(dicts), "stem": stem,
             "height": height, "width": width, "annotations": annotations,
+        })
+    stats.kept = len(dicts)
+    return dicts, stats
+
+
+def load_pair_dicts(
+    pairs: list[Pair],
+    label_dir: str,
+    ignore_dir: str,
+    num_classes: int,
+    modalities: list[str] | tuple[str, ...] = ("rgb", "thermal"),
+    unlabeled: str = "skip",
+    on_error: str = "raise",
+    size_mismatch: str = "resize",
+) -> tuple[list[dict], LoadStats]:
+    """Detectron2 dataset dicts for paired image files.
+
+    Each dict has ``file_name`` (the RGB file), ``pair`` {modality: file} of ``modalities`` only,
+    and the RGB image's ``height``/``width`` (from its header; labels are normalised to it).
+    With ``size_mismatch`` "error", a partner of another size is a :class:`DataError`.
+    """
+    stats = LoadStats(images=len(pairs))
+    dicts = []
+    for pair in pairs:
+        try:
+            for m in modalities:
+                if m in pair.missing:
+                    raise DataError(pair.source, pair.missing[m], pair.line)
+                if not os.path.isfile(pair.files[m]):
+                    raise DataError(pair.source, f"{m} file {pair.files[m]} not found", pair.line)
+            height, width = image_size(pair.files["rgb"])
+            if size_mismatch == "error":
+                for m in modalities:
+                    hw = image_size(pair.files[m])
+                    if hw != (height, width):
+                        raise DataError(pair.files[m], f"{m} image is {hw[0]}x{hw[1]}, the RGB image "
+                                        f"{pair.files['rgb']} is {height}x{width} (CADET.INPUT.SIZE_MISMATCH "
+                                        "error; 'resize' resizes it to the RGB size)")
+            annotations = _read_annotations(os.path.join(label_dir, pair.stem + ".txt"),
+                                            os.path.join(ignore_dir, pair.stem + ".txt"),
+                                            width, height, num_classes, unlabeled, stats)
+        except DataError as e:
+            if on_error != "skip":
+                raise
+            stats.errors.append(str(e))
+            continue
+        if annotations is None:
+            continue
+        stats.boxes += sum(1 for a in annotations if not a.get("iscrowd"))
+        dicts.append({
+            "file_name": pair.files["rgb"], "pair": {m: pair.files[m] for m in modalities},
+            "image_id": len(dicts), "stem": pair.stem, "height": height, "width": width,
+            "annotations": annotations,
         })
     stats.kept = len(dicts)
     return dicts, stats
@@ -130,10 +204,58 @@ def _log_stats(name: str, stats: LoadStats) -> None:
     logger.info(
         f"[cadet] {name}: {stats.kept}/{stats.images} images, {stats.boxes} boxes; "
         f"unlabeled skipped {stats.unlabeled_skipped}, unlabeled as negatives {stats.unlabeled_negative}, "
-        f"degenerate boxes dropped {stats.degenerate_boxes}, bad files skipped {len(stats.errors)}"
+        f"ignore regions {stats.ignore_regions}, degenerate boxes dropped {stats.degenerate_boxes}, "
+        f"bad files skipped {len(stats.errors)}"
     )
     for msg in stats.errors:
         logger.warning(f"[cadet] {name}: skipped {msg}")
+
+
+FOLDER_KEYS = ("labels", "ignore")
+
+
+@dataclass
+class SetSpec:
+    """Where one set's images and labels are: ``kind`` "npy" (``folder/images/*.npy``), "pairs"
+    (``folder/pairs.csv``) or "folders" (``modality_folders``, paired by stem)."""
+
+    kind: str
+    folder: str
+    label_dir: str
+    ignore_dir: str
+    modality_folders: dict = field(default_factory=dict)
+
+    def stems_and_pairs(self):
+        """(sorted stems, {stem: Pair} or None for a .npy set)."""
+        if self.kind == "npy":
+            return list_stems(self.folder), None
+        pairs = (read_pairs_csv(os.path.join(self.folder, PAIRS_FILE)) if self.kind == "pairs"
+                 else scan_folders(self.modality_folders))
+        return sorted(p.stem for p in pairs), {p.stem: p for p in pairs}
+
+
+def find_set(root: str, set_name: str, folders: dict | None = None) -> SetSpec | None:
+    """The set ``set_name`` of a data root ("" = the root itself), or None when it holds none.
+
+    ``folders``: ``CADET.DATA.FOLDERS`` as a dict; when it names any modality, every set is read
+    from those folders (``{set}`` replaced by the set name, relative to ``root``)."""
+    folders = {k: v for k, v in (folders or {}).items() if v}
+    modality = {k: v for k, v in folders.items() if k not in FOLDER_KEYS}
+    if modality:
+        def where(template: str) -> str:
+            return os.path.normpath(os.path.join(root, template.format(set=set_name)))
+        dirs = {m: where(t) for m, t in modality.items()}
+        if not os.path.isdir(dirs.get("rgb", "")):
+            return None
+        return SetSpec("folders", dirs["rgb"], where(folders.get("labels", "{set}/labels")),
+                       where(folders.get("ignore", "{set}/ignore")), dirs)
+    folder = os.path.join(root, set_name) if set_name else root
+    labels, ignore = os.path.join(folder, "labels"), os.path.join(folder, "ignore")
+    if os.path.isfile(os.path.join(folder, PAIRS_FILE)):
+        return SetSpec("pairs", folder, labels, ignore)
+    if os.path.isdir(os.path.join(folder, "images")):
+        return SetSpec("npy", folder, labels, ignore)
+    return None
 
 
 def register_cadet_dataset(
@@ -146,48 +268,78 @@ def register_cadet_dataset(
     on_error: str = "raise",
     test_fraction: float = 0.2,
     seed: int = 42,
+    train_set: str = "",
+    folders: dict | None = None,
+    modalities: list[str] | tuple[str, ...] = ("rgb", "thermal", "event"),
+    size_mismatch: str = "resize",
 ) -> list[str]:
     """Register ``<name>_train``, ``<name>_test`` and ``<name>_<set>`` for each test set.
 
-    Loading is lazy (on first use). Registering again with the same arguments is a no-op, so
-    it is safe in every process of a distributed run. Returns the registered names.
+    ``train_set`` "": ``<name>_train``/``<name>_test`` are a seeded split of the root's own images
+    (when the root holds a set); a folder name: ``<name>_train`` is that set (when it exists) and
+    no ``<name>_test`` is made. Each test set must exist. Values are those of ``CADET.DATA`` /
+    ``CADET.INPUT`` (checked by ``validate_cadet_config``). Loading is lazy (on first use).
+    Registering again with the same arguments is a no-op, so it is safe in every process of a
+    distributed run. Returns the registered names.
     """
-    if unlabeled not in UNLABELED_POLICIES:
-        raise ValueError(f"CADET.DATA.UNLABELED must be one of {UNLABELED_POLICIES}, got {unlabeled!r}")
-    if on_error not in ON_ERROR_POLICIES:
-        raise ValueError(f"CADET.DATA.ON_ERROR must be one of {ON_ERROR_POLICIES}, got {on_error!r}")
     if not os.path.isdir(root):
         raise FileNotFoundError(
             f"Data root {root!r} does not exist. Make the synthetic set with "
             "`python tools/make_synthetic.py --out datasets/synth` or set CADET.DATA.ROOT."
         )
     class_names = read_classes(root, classes)
+    folders = dict(folders or {})
     key = (os.path.abspath(root), tuple(test_sets), tuple(class_names), channels, unlabeled, on_error,
-           test_fraction, seed)
+           test_fraction, seed, train_set, tuple(sorted(folders.items())), tuple(modalities), size_mismatch)
 
-    def loader(set_root: str, split: str | None, full_name: str):
+    def loader(spec: SetSpec, split: str | None, full_name: str):
         def load() -> list[dict]:
-            stems = list_stems(set_root)
+            stems, pairs = spec.stems_and_pairs()
             if split is not None:
                 stems = split_stems(stems, test_fraction, seed)[0 if split == "train" else 1]
-            dicts, stats = load_cadet_dicts(set_root, stems, len(class_names), channels, unlabeled, on_error)
+            if pairs is None:
+                dicts, stats = load_cadet_dicts(spec.folder, stems, len(class_names), channels, unlabeled, on_error)
+            else:
+                source = spec.folder if spec.kind == "folders" else os.path.join(spec.folder, PAIRS_FILE)
+                absent = ([m for m in modalities if m not in pairs[stems[0]].files]
+                          if stems and spec.kind == "pairs" else [])  # folders: validate_cadet_config
+                if absent:
+                    raise DataError(source, f"CADET.INPUT.MODALITIES has {absent} but this set has only "
+                                            f"{list(pairs[stems[0]].files)}; drop it from CADET.INPUT.MODALITIES")
+                dicts, stats = load_pair_dicts([pairs[s] for s in stems], spec.label_dir, spec.ignore_dir,
+                                               len(class_names), modalities, unlabeled, on_error, size_mismatch)
             _log_stats(full_name, stats)
             return dicts
         return load
 
-    entries = [(f"{name}_train", root, "train"), (f"{name}_test", root, "test")]
-    entries += [(f"{name}_{s}", os.path.join(root, s), None) for s in test_sets]
-    for full_name, set_root, split in entries:
+    entries = []
+    if train_set:
+        spec = find_set(root, train_set, folders)
+        if spec is not None:
+            entries.append((f"{name}_train", spec, None))
+        else:
+            logger.info(f"[cadet] {root} holds no set {train_set!r} (CADET.DATA.TRAIN_SET): "
+                        f"{name}_train not registered")
+    else:
+        spec = find_set(root, "", folders)
+        if spec is not None:
+            entries += [(f"{name}_train", spec, "train"), (f"{name}_test", spec, "test")]
+    for s in test_sets:
+        spec = find_set(root, s, folders)
+        if spec is None:
+            raise FileNotFoundError(
+                f"Test set {s!r} not found in {root!r} (CADET.DATA.TEST_SETS): expected {os.path.join(root, s)} "
+                f"with pairs.csv or images/" + (", or the folders of CADET.DATA.FOLDERS" if folders else ""))
+        entries.append((f"{name}_{s}", spec, None))
+    for full_name, spec, split in entries:
         if full_name in DatasetCatalog.list():
             if getattr(MetadataCatalog.get(full_name), "cadet_key", None) == key:
                 continue
             DatasetCatalog.remove(full_name)
             MetadataCatalog.remove(full_name)
-        if split is None and not os.path.isdir(set_root):
-            raise FileNotFoundError(f"Test set folder {set_root!r} not found (CADET.DATA.TEST_SETS).")
-        DatasetCatalog.register(full_name, loader(set_root, split, full_name))
+        DatasetCatalog.register(full_name, loader(spec, split, full_name))
         MetadataCatalog.get(full_name).set(
-            thing_classes=class_names, cadet_key=key, cadet_root=set_root,
+            thing_classes=class_names, cadet_key=key, cadet_root=spec.folder, cadet_format=spec.kind,
             thing_dataset_id_to_contiguous_id={i + 1: i for i in range(len(class_names))},
             evaluator_type="coco",
         )
@@ -200,4 +352,6 @@ def register_from_config(cfg) -> list[str]:
     return register_cadet_dataset(
         d.NAME, d.ROOT, test_sets=d.TEST_SETS, classes=d.CLASSES, channels=cfg.CADET.INPUT.FILE_CHANNELS,
         unlabeled=d.UNLABELED, on_error=d.ON_ERROR, test_fraction=d.TEST_FRACTION, seed=d.SPLIT_SEED,
+        train_set=d.TRAIN_SET, folders=dict(d.FOLDERS), modalities=list(cfg.CADET.INPUT.MODALITIES),
+        size_mismatch=cfg.CADET.INPUT.SIZE_MISMATCH,
     )

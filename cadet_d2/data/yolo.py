@@ -1,16 +1,31 @@
-"""YOLO label files: ``class xc yc w h`` per line, normalised to [0, 1]."""
+"""YOLO label files: ``class xc yc w h`` per line, normalised to [0, 1], with an optional 6th
+field: the occlusion level (0 none, 1 partial, 2 heavy; KAIST's converter writes it)."""
 from __future__ import annotations
 
 import math
 
 import numpy as np
 
+from ..layout import OCCLUSION_LEVELS
 from .errors import DataError
 
 
 def parse_yolo_line(path: str, lineno: int, line: str, num_classes: int) -> tuple[int, list[float]]:
     """Parse one label line into (class id, [xc, yc, w, h]); raise DataError naming file:line."""
+    cls, box, _ = parse_label_line(path, lineno, line, num_classes)
+    return cls, box
+
+
+def parse_label_line(path: str, lineno: int, line: str, num_classes: int) -> tuple[int, list[float], int | None]:
+    """Parse one label line into (class id, [xc, yc, w, h], occlusion level or None)."""
     fields = line.split()
+    occlusion = None
+    if len(fields) == 6:
+        if fields[5] not in {str(v) for v in OCCLUSION_LEVELS}:
+            raise DataError(path, f"6th field (occlusion level) must be one of {OCCLUSION_LEVELS}, got {line!r}",
+                            lineno)
+        occlusion = int(fields[5])
+        fields = fields[:5]
     if len(fields) != 5:
         raise DataError(path, f"expected 5 fields 'class xc yc w h', got {len(fields)}: {line!r}", lineno)
     try:
@@ -27,7 +42,7 @@ def parse_yolo_line(path: str, lineno: int, line: str, num_classes: int) -> tupl
         )
     if not all(0.0 <= v <= 1.0 for v in values):
         raise DataError(path, f"values must lie in [0, 1] (normalised), got {line!r}", lineno)
-    return int(cls_f), values
+    return int(cls_f), values, occlusion
 
 
 def yolo_to_xyxy(box: list[float], width: int, height: int) -> np.ndarray:
@@ -42,12 +57,14 @@ def yolo_to_xyxy(box: list[float], width: int, height: int) -> np.ndarray:
 
 
 def read_yolo_labels(
-    path: str, width: int, height: int, num_classes: int, min_size: float = 1e-3
+    path: str, width: int, height: int, num_classes: int, min_size: float = 1e-3, iscrowd: int = 0,
 ) -> tuple[list[dict], int]:
     """Read a label file into Detectron2 annotations with absolute XYXY boxes.
 
     Returns (annotations, number of degenerate boxes dropped). A box narrower or lower than
-    ``min_size`` pixels after clipping to the (width, height) image is degenerate.
+    ``min_size`` pixels after clipping to the (width, height) image is degenerate. A line's
+    occlusion level, when given, is the annotation's ``occlusion``; ``iscrowd=1`` marks every box
+    as an ignore region (an ``ignore/<stem>.txt`` file).
     """
     from detectron2.structures import BoxMode
 
@@ -60,10 +77,13 @@ def read_yolo_labels(
     for lineno, line in enumerate(lines, start=1):
         if not line.strip():
             continue
-        cls, box = parse_yolo_line(path, lineno, line, num_classes)
+        cls, box, occlusion = parse_label_line(path, lineno, line, num_classes)
         xyxy = yolo_to_xyxy(box, width, height)
         if xyxy[2] - xyxy[0] < min_size or xyxy[3] - xyxy[1] < min_size:
             dropped += 1
             continue
-        annotations.append({"bbox": xyxy.tolist(), "bbox_mode": BoxMode.XYXY_ABS, "category_id": cls})
+        anno = {"bbox": xyxy.tolist(), "bbox_mode": BoxMode.XYXY_ABS, "category_id": cls, "iscrowd": iscrowd}
+        if occlusion is not None:
+            anno["occlusion"] = occlusion
+        annotations.append(anno)
     return annotations, dropped

@@ -10,6 +10,8 @@ from detectron2.utils.logger import setup_logger
 
 from ..config import add_cadet_config, validate_cadet_config
 from ..data.datasets import register_from_config
+from ..data.ready import check_datasets
+from ..evaluation.miss_rate import check_miss_rate_config
 from .preflight import check_output_dir
 
 
@@ -59,4 +61,6 @@ def setup(args: argparse.Namespace) -> CfgNode:
     default_setup(cfg, args)
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="cadet_d2", abbrev_name="cadet")
     register_from_config(cfg)
+    check_datasets(cfg, train=not getattr(args, "eval_only", False))  # every test set usable, before training
+    check_miss_rate_config(cfg)  # its class is in every test set, before any training
     return cfg

@@ -12,7 +12,7 @@ from detectron2.utils import comm
 
 from ..data.mapper import MultiModalDatasetMapper
 from ..data.stream import build_deterministic_train_loader
-from ..evaluation import (CLEAN, box_metrics, build_coco_evaluator, condition_table, evaluate_conditions,
+from ..evaluation import (CLEAN, box_metrics, build_evaluator, condition_table, evaluate_conditions,
                           format_table, write_metrics)
 from ..modeling.fusion.cssa_variants import THRESHOLD_PARAM
 from .reliability import ReliableTrainerMixin
@@ -39,7 +39,7 @@ class CadetTrainer(ScaleTrainerMixin, ReliableTrainerMixin, DefaultTrainer):
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name: str, output_folder: str | None = None):
-        return build_coco_evaluator(cfg, dataset_name, output_folder)
+        return build_evaluator(cfg, dataset_name, output_folder)
 
     @classmethod
     def build_optimizer(cls, cfg, model: torch.nn.Module) -> torch.optim.Optimizer:

@@ -1,4 +1,5 @@
-"""COCO box evaluation of every test set, and the metrics table / JSON."""
+"""COCO box evaluation of every test set (plus KAIST's miss rate when configured), and the metrics
+table / JSON."""
 from __future__ import annotations
 
 import logging
@@ -7,11 +8,13 @@ import os
 
 from detectron2.data import MetadataCatalog
 from detectron2.data.datasets.coco import convert_to_coco_json
-from detectron2.evaluation import COCOEvaluator
+from detectron2.evaluation import COCOEvaluator, DatasetEvaluator, DatasetEvaluators
 from detectron2.utils import comm
 from tabulate import tabulate
 
 from ..utils.io import atomic_write_json
+from .miss_rate import TASK as MISS_RATE_TASK
+from .miss_rate import MissRateEvaluator
 
 logger = logging.getLogger(__name__)
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
@@ -35,15 +38,28 @@ def build_coco_evaluator(cfg, dataset_name: str, output_dir: str | None = None) 
     return COCOEvaluator(dataset_name, tasks=("bbox",), output_dir=output_dir, use_fast_impl=False)
 
 
+def build_evaluator(cfg, dataset_name: str, output_dir: str | None = None) -> DatasetEvaluator:
+    """The evaluator of a test set: COCO box AP (:func:`build_coco_evaluator`), plus KAIST's
+    log-average miss rate (:class:`MissRateEvaluator`) when ``CADET.TEST.MISS_RATE.ENABLED``."""
+    coco = build_coco_evaluator(cfg, dataset_name, output_dir)
+    if not cfg.CADET.TEST.MISS_RATE.ENABLED:
+        return coco
+    return DatasetEvaluators([coco, MissRateEvaluator(cfg, dataset_name)])
+
+
 def box_metrics(results: dict) -> dict[str, dict[str, float]]:
-    """{dataset: {"bbox": {...}}} from DefaultTrainer.test -> {dataset: {metric: value}}."""
-    return {name: dict(r.get("bbox", {})) for name, r in results.items()}
+    """{dataset: {"bbox": {...}, "miss_rate": {...}}} from DefaultTrainer.test -> {dataset: {metric: value}}
+    (COCO's metrics, then the miss rates when evaluated)."""
+    return {name: {**r.get("bbox", {}), **r.get(MISS_RATE_TASK, {})} for name, r in results.items()}
 
 
 def format_table(metrics: dict[str, dict[str, float]]) -> str:
-    """A markdown table: one row per data set, columns AP AP50 AP75 APs APm APl."""
-    rows = [[name] + [m.get(k, float("nan")) for k in METRICS] for name, m in metrics.items()]
-    return tabulate(rows, headers=["dataset", *METRICS], tablefmt="pipe", floatfmt=".2f")
+    """A markdown table: one row per data set, columns AP AP50 AP75 APs APm APl, then any other
+    metric of the sets (the miss rates "MR-2 all", "MR-2 reasonable", in %, lower is better)."""
+    extra = [k for k in dict.fromkeys(k for m in metrics.values() for k in m) if k not in METRICS]
+    columns = [*METRICS, *extra]
+    rows = [[name] + [m.get(k, float("nan")) for k in columns] for name, m in metrics.items()]
+    return tabulate(rows, headers=["dataset", *columns], tablefmt="pipe", floatfmt=".2f")
 
 
 def write_metrics(path: str, metrics: dict[str, dict[str, float]], **extra) -> None:

@@ -19,7 +19,7 @@ from torch import nn
 
 from ..data.corrupt import Condition, conditions_from_config
 from ..data.mapper import MultiModalDatasetMapper
-from .coco import box_metrics, build_coco_evaluator
+from .coco import METRICS, box_metrics, build_evaluator
 
 logger = logging.getLogger(__name__)
 CLEAN = "clean"
@@ -29,20 +29,26 @@ def evaluate_condition(cfg, model: nn.Module, condition: Condition) -> dict[str,
     """{dataset: metrics} of ``model`` on every ``DATASETS.TEST`` set under ``condition``."""
     results = {}
     for name in cfg.DATASETS.TEST:
-        frozen = DatasetCatalog.get(name)[0]["file_name"] if condition.mode == "frozen" else None
+        frozen = DatasetCatalog.get(name)[0] if condition.mode == "frozen" else None  # its first dataset dict
         mapper = MultiModalDatasetMapper(cfg, False, condition=condition, frozen_file=frozen)
         loader = build_detection_test_loader(cfg, name, mapper=mapper)
         folder = f"drop_{condition.group.replace('+', '_')}_{condition.mode}"
-        evaluator = build_coco_evaluator(cfg, name, os.path.join(cfg.OUTPUT_DIR, "inference", folder, name))
+        evaluator = build_evaluator(cfg, name, os.path.join(cfg.OUTPUT_DIR, "inference", folder, name))
         results[name] = inference_on_dataset(model, loader, evaluator)
     return no_detections_as_zero(box_metrics(results)) if comm.is_main_process() else {}
 
 
 def no_detections_as_zero(metrics: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
     """COCOEvaluator reports NaN for every metric when a model makes no detection at all ("No
-    predictions from the model!"); a failed sensor often does that, and its AP is then 0."""
-    return {ds: ({k: 0.0 for k in m} if m and all(math.isnan(v) for v in m.values()) else m)
-            for ds, m in metrics.items()}
+    predictions from the model!"); a failed sensor often does that, and its AP is then 0. Only
+    COCO's metrics change (the miss rate of no detection is already 100)."""
+    def fixed(m: dict[str, float]) -> dict[str, float]:
+        coco = [k for k in m if k in METRICS]
+        if coco and all(math.isnan(m[k]) for k in coco):
+            return {k: 0.0 if k in METRICS else v for k, v in m.items()}
+        return m
+
+    return {ds: fixed(m) for ds, m in metrics.items()}
 
 
 def evaluate_conditions(cfg, model: nn.Module) -> dict[str, dict[str, dict[str, float]]]:

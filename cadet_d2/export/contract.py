@@ -13,18 +13,26 @@ Contract (version 1), the same for ONNX and TorchScript:
   float32 (N,) sorted descending, ``classes`` int64 (N,) indices into ``classes`` of the meta;
   N <= ``MODEL.ROI_HEADS.DETECTIONS_PER_IMAGE`` (0 is possible). To map boxes to the original
   image multiply x by W_orig / W and y by H_orig / H (:func:`boxes_to_original`).
+
+Paired image files (``input.paired_files`` of the meta): the same channels come from one file
+per modality, stacked in ``modalities`` order: rgb 3 channels in RGB order, thermal and event 1
+(grey; 16-bit scaled to 0-255 by ``thermal_percentiles`` of each image or ``thermal_range``),
+partners resized to the RGB size (bilinear); :func:`preprocess_pair` does it. The contract
+decodes at full size: with ``CADET.INPUT.REDUCED_DECODE`` the test loader's JPEG input is
+decoded smaller first, so it can differ from the contract's by a few grey levels.
 """
 from __future__ import annotations
 
 import json
 import os
 
+import cv2
 import numpy as np
 import torch
 from detectron2.data.transforms import ResizeShortestEdge, ResizeTransform
 from PIL import Image
 
-from ..layout import file_channel_indices
+from ..layout import PAIR_CHANNELS, file_channel_indices
 from ..data.datasets import class_names
 from ..data.npy import select_channels
 
@@ -48,6 +56,12 @@ def build_meta(cfg, export_hw: tuple[int, int], files: dict[str, str], **extra) 
             "size_divisibility": 32, "modalities": list(cfg.CADET.INPUT.MODALITIES),
             "file_channels": file_channel_indices(cfg), "file_channel_count": int(cfg.CADET.INPUT.FILE_CHANNELS),
             "channels": channels,
+            "paired_files": {
+                "modalities": list(cfg.CADET.INPUT.MODALITIES),
+                "channels": {m: PAIR_CHANNELS[m] for m in cfg.CADET.INPUT.MODALITIES},
+                "rgb_order": "RGB", "thermal_percentiles": list(cfg.CADET.INPUT.THERMAL_PERCENTILES),
+                "thermal_range": list(cfg.CADET.INPUT.THERMAL_RANGE), "partners_resized_to": "rgb",
+            },
             "resize": {"min_size": int(cfg.INPUT.MIN_SIZE_TEST), "max_size": int(cfg.INPUT.MAX_SIZE_TEST),
                        "interpolation": "bilinear", "align_corners": False, "antialias": False,
                        "rounding": "int(x + 0.5)"},
@@ -101,8 +115,35 @@ def preprocess(image: np.ndarray, meta: dict) -> np.ndarray:
     inp = meta["input"]
     if image.ndim != 3 or image.shape[2] != inp["file_channel_count"]:
         raise ValueError(f"image is {image.shape}, expected (H, W, {inp['file_channel_count']})")
-    x = select_channels(image, inp["file_channels"])  # (H0, W0, C) float32, the mapper's memory layout too
-    h, w = resized_hw(image.shape[0], image.shape[1], meta)
+    return _resized_input(select_channels(image, inp["file_channels"]), meta)  # (H0, W0, C) float32
+
+
+def paired_image(files: dict[str, str], meta: dict) -> np.ndarray:
+    """{modality: image file} -> (H0, W0, C) float32 stack of ``paired_files.modalities``, full size."""
+    from ..data.images import image_size, read_grey, read_rgb
+
+    spec = meta["input"]["paired_files"]
+    size = image_size(files["rgb"]) if "rgb" in files else None  # partners are resized to the RGB size
+    parts = []
+    for m in spec["modalities"]:
+        if m == "rgb":
+            parts.append(read_rgb(files[m]).astype(np.float32))
+            continue
+        g = read_grey(files[m], 1, spec["thermal_percentiles"], spec["thermal_range"])
+        if size is not None and g.shape != size:
+            g = cv2.resize(g, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+        parts.append(g[:, :, None].astype(np.float32))
+    return np.ascontiguousarray(np.concatenate(parts, axis=2))
+
+
+def preprocess_pair(files: dict[str, str], meta: dict) -> np.ndarray:
+    """{modality: image file} -> the model input (1, C, H, W) float32, 0-255 (as :func:`preprocess`)."""
+    return _resized_input(paired_image(files, meta), meta)
+
+
+def _resized_input(x: np.ndarray, meta: dict) -> np.ndarray:
+    """(H0, W0, C) float32 -> (1, C, H, W) resized like the test mapper."""
+    h, w = resized_hw(x.shape[0], x.shape[1], meta)
     if (h, w) != x.shape[:2]:  # the mapper's own transform: F.interpolate(bilinear, align_corners=False)
         x = ResizeTransform(x.shape[0], x.shape[1], h, w, Image.BILINEAR).apply_image(x)
     return np.ascontiguousarray(x.transpose(2, 0, 1)[None])

@@ -16,7 +16,7 @@ class CadetRCNN(GeneralizedRCNN):
     """Faster R-CNN over (C, H, W) images with C = the channels of ``CADET.INPUT.MODALITIES``.
 
     Same inputs and outputs as GeneralizedRCNN; ``MODEL.PIXEL_MEAN``/``PIXEL_STD`` hold one
-    value per channel. Training visualisation (``VIS_PERIOD``) draws on the RGB channels, or on
+    value per channel (checked by ``validate_cadet_config``). Training visualisation (``VIS_PERIOD``) draws on the RGB channels, or on
     the first channel as grey when there is no RGB.
 
     ``rgb_detector`` (``CADET.INIT.RGB_DETECTOR``, used only when ``MODEL.WEIGHTS`` is empty): a
@@ -29,8 +29,6 @@ class CadetRCNN(GeneralizedRCNN):
     def __init__(self, *, vis_channels: list[int], rgb_detector: str = "", **kwargs):
         super().__init__(**kwargs)
         self.vis_channels = list(vis_channels)
-        if len(self.pixel_mean) != len(self.pixel_std):
-            raise ValueError("MODEL.PIXEL_MEAN and MODEL.PIXEL_STD need the same number of entries")
         self.rgb_init_report = None
         if rgb_detector:
             from .init_from_rgb import init_from_rgb_detector
@@ -39,14 +37,8 @@ class CadetRCNN(GeneralizedRCNN):
 
     @classmethod
     def from_config(cls, cfg) -> dict:
-        slices = modality_slices(cfg)
-        n_in = sum(s.stop - s.start for s in slices.values())
-        if len(cfg.MODEL.PIXEL_MEAN) != n_in:
-            raise ValueError(
-                f"MODEL.PIXEL_MEAN has {len(cfg.MODEL.PIXEL_MEAN)} entries for {n_in} input channels "
-                f"(CADET.INPUT.MODALITIES = {list(slices)})"
-            )
-        rgb = slices.get("rgb")
+        # MODEL.PIXEL_MEAN/STD (one value > 0 per input channel) are checked by validate_cadet_config
+        rgb = modality_slices(cfg).get("rgb")
         ret = super().from_config(cfg)
         ret["vis_channels"] = list(range(rgb.start, rgb.stop)) if rgb else [0, 0, 0]
         ret["input_format"] = "RGB"

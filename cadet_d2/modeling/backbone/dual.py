@@ -11,6 +11,7 @@ from torch import nn
 
 from ...layout import modality_slices
 from ..fusion import build_fusion
+from ..fusion.base import fusion_output
 from .common import OUT_NAMES, MiTBackbone, build_stream, wrap_fpn
 from .mit import MiT
 from .single import SingleStreamMiT
@@ -58,9 +59,10 @@ class DualStreamMiT(MiTBackbone):
             rgb = self.rgb_stream.forward_stage(i, rgb)
             aux = self.aux_stream.forward_stage(i, aux)
             if (i + 1) in self.checkpoint_stages and torch.is_grad_enabled():
-                fused, rgb, aux = torch.utils.checkpoint.checkpoint(fusion, rgb, aux, use_reentrant=False)
+                out = torch.utils.checkpoint.checkpoint(fusion, rgb, aux, use_reentrant=False)
             else:
-                fused, rgb, aux = fusion(rgb, aux)
+                out = fusion(rgb, aux)
+            fused, rgb, aux = fusion_output(fusion, out, rgb, aux)
             if name in self._out_features:
                 outs[name] = fused
             if len(outs) == len(self._out_features):

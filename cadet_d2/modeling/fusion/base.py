@@ -16,6 +16,9 @@ config into keyword arguments). ``stage`` is 1-4.
 
 Optional: ``start_as_rgb()`` sets the module's weights so that ``fused`` equals the RGB map (used
 when a dual model starts from an RGB detector, ``CADET.INIT.RGB_DETECTOR``); ``concat`` has it.
+
+A module may instead return one tensor: the fused map, with both streams unchanged. Any other
+return value stops the forward, naming the module and what it returned (:func:`fusion_output`).
 """
 from __future__ import annotations
 
@@ -52,6 +55,31 @@ class FusionOutput(NamedTuple):
     fused: torch.Tensor  # (B, C, H, W) map for the FPN
     rgb: torch.Tensor  # (B, C, H, W) map that continues in the RGB stream
     aux: torch.Tensor  # (B, C, H, W) map that continues in the auxiliary stream
+
+
+def _describe(value) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"a tensor of shape {tuple(value.shape)}"
+    if isinstance(value, (tuple, list)):
+        inner = ", ".join(_describe(v) if isinstance(v, torch.Tensor) else type(v).__name__ for v in value)
+        return f"a {type(value).__name__} of {len(value)} ({inner})"
+    return f"a {type(value).__name__}"
+
+
+def fusion_output(module: torch.nn.Module, out, rgb: torch.Tensor, aux: torch.Tensor) -> FusionOutput:
+    """The :class:`FusionOutput` of ``module(rgb, aux)``'s return value ``out``: itself, or, for one
+    tensor, ``FusionOutput(out, rgb, aux)``. Anything else, or a fused map whose shape is not the
+    streams' (B, C, H, W), raises TypeError naming the module and what it returned."""
+    name = type(module).__name__
+    if isinstance(out, torch.Tensor):
+        out = FusionOutput(out, rgb, aux)
+    elif not (isinstance(out, FusionOutput) and all(isinstance(t, torch.Tensor) for t in out)):
+        raise TypeError(f"fusion module {name} returned {_describe(out)}; a fusion forward(rgb, aux) returns "
+                        "FusionOutput(fused, rgb, aux) or one tensor (the fused map, streams unchanged)")
+    if out.fused.shape != rgb.shape:
+        raise TypeError(f"fusion module {name} returned a fused map of shape {tuple(out.fused.shape)}; it must "
+                        f"have the streams' shape {tuple(rgb.shape)} (B, C, H, W)")
+    return out
 
 
 def import_fusion_modules(imports: Sequence[str]) -> None:
