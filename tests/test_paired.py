@@ -349,9 +349,9 @@ def test_empty_and_unknown_test_sets_stop(tmp_path):
     register_from_config(cfg)
     with pytest.raises(DatasetCheckError, match=r"test set 'synth_test' \(.*test\) holds no image"):
         check_datasets(cfg)
-    cfg = pair_cfg(root, str(tmp_path / "o"), "DATASETS.TEST", "('synth_nighttest1',)")
+    cfg = pair_cfg(root, str(tmp_path / "o"), "DATASETS.TEST", "('synth_no_such_set',)")
     register_from_config(cfg)
-    with pytest.raises(DatasetCheckError, match=r"'synth_nighttest1' is not registered.*registers \['synth_test', "
+    with pytest.raises(DatasetCheckError, match=r"'synth_no_such_set' is not registered.*registers \['synth_test', "
                                                 r"'synth_train'\]"):
         check_datasets(cfg)
 
