@@ -67,7 +67,8 @@ def test_every_planned_run_loads_as_a_config(path, tmp_path, monkeypatch):
     assert runs and any(r.arm.group != "baseline" for r in runs)
     for run in runs:
         argv = plan.command(run)
-        cfg = load_config(argv[2], argv[3:])
+        assert argv[:3] == ["-m", "cadet_d2.engine.train", "--config-file"]
+        cfg = load_config(argv[3], argv[4:])
         assert cfg.CADET.FUSION.NAME == run.arm.fusion and cfg.SEED == run.seed, run.key
         assert cfg.OUTPUT_DIR == run.dir and cfg.CADET.BACKBONE.SIZE == run.arm.backbone, run.key
 

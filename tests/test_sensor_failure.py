@@ -12,6 +12,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from cadet_d2.config import validate_cadet_config
 from cadet_d2.layout import modality_slices
@@ -193,6 +194,23 @@ def test_sensor_arms_commands_and_report(tmp_path):
         load_study(str(spec))
 
 
+def test_sensor_failure_study_file_plans_valid_configs(tmp_path, monkeypatch):
+    """configs/studies/sensor_failure.yaml: 4 detectors x nodrop/drop x 2 seeds, each run's
+    command line loads and validates, with dropout only in the drop runs."""
+    from cadet_d2.engine.setup import load_config
+    from cadet_d2.study import load_study, make_plan
+
+    monkeypatch.chdir(REPO)
+    plan = make_plan(load_study(os.path.join("configs", "studies", "sensor_failure.yaml")))
+    assert len(plan.runs) == 16 and plan.schedule_ok
+    for run in plan.runs[::3]:
+        argv = plan.command(run)
+        cfg = load_config(argv[3], argv[4:])
+        assert argv[3] == plan.study.sensor.arms[run.arm.detector] and cfg.SEED == run.seed
+        assert cfg.CADET.INPUT.MODALITY_DROPOUT.PROB == (0.3 if run.arm.training == "drop" else 0.0), run.key
+        assert list(cfg.CADET.TEST.DROP_MODALITIES) == ["rgb", "thermal", "event", "thermal+event"]
+
+
 def test_sensor_failure_study_runs_for_real(tmp_path):
     """tools/sensor_failure.py run: one tiny detector trained without and with modality dropout
     (MODE noise, every image), 3 iterations each; the end-of-training evaluation writes the clean
@@ -212,7 +230,6 @@ def test_sensor_failure_study_runs_for_real(tmp_path):
                              '["rgb", "thermal+event"]', "CADET.INPUT.MODALITY_DROPOUT.MODE", "noise"],
                  "eval": ["DATASETS.TEST", "('synth_daytest1',)", "CADET.TEST.DROP_MODALITIES", '["rgb"]',
                           "CADET.TEST.CORRUPT", '["frozen"]']}}
-    import yaml
     path = tmp_path / "sensor.yaml"
     path.write_text(yaml.safe_dump(study))
     r = subprocess.run([sys.executable, os.path.join(REPO, "tools", "sensor_failure.py"), "run", str(path)], cwd=REPO,
