@@ -276,3 +276,48 @@ def test_refused_sbatch_says_what_to_change(tmp_path):
     assert "slurm error: sbatch refused " in r.stderr and "array.sbatch" in r.stderr
     assert "Invalid generic resource (gres) specification" in r.stderr
     assert f"Change the `slurm:` block of {path}: gpus (e.g. `gpus: 0`" in r.stderr
+
+
+FAKE_TRAINING = """import os, signal, sys, time
+out = sys.argv[sys.argv.index("OUTPUT_DIR") + 1]
+def stop(signum, frame):
+    open(os.path.join(out, "got_signal"), "w").write(signal.Signals(signum).name)
+    sys.exit(42)  # what a trainer's signal hook does after its checkpoint: a distinct exit code
+signal.signal(signal.SIGUSR1, stop)
+open(os.path.join(out, "ready"), "w").close()
+time.sleep(120)
+"""
+
+
+def test_array_task_passes_slurms_signal_to_the_training(tmp_path):
+    """array.sbatch run by bash as SLURM would (SLURM_ARRAY_TASK_ID=0): SIGUSR1 to the batch
+    shell (what --signal=B:USR1@N sends) reaches the training, through the runner that the shell
+    exec'd; the run is recorded as interrupted by SIGUSR1 with the training's exit code."""
+    path, root, out = _tiny_slurm_study(tmp_path)
+    script = tmp_path / "fake_train.py"
+    script.write_text(FAKE_TRAINING)
+    raw = yaml.safe_load(open(path))
+    raw["train_script"] = str(script)
+    open(path, "w").write(yaml.safe_dump(raw))
+    env = {**os.environ, "PYTHONPATH": REPO, "SLURM_ARRAY_TASK_ID": "0"}
+    r = subprocess.run([sys.executable, os.path.join(REPO, "tools", "ablate.py"), "run", path, "--slurm",
+                        "--opts", "CADET.DATA.ROOT", root], cwd=REPO, capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    (folder,) = [os.path.join(out, "slurm", d) for d in os.listdir(os.path.join(out, "slurm"))]
+    run_dir = os.path.join(out, "baseline_frm_ffm_mit_b0", "seed0")  # task 0
+    task = subprocess.Popen(["bash", os.path.join(folder, "array.sbatch")], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        end = time.time() + 120
+        while not os.path.exists(os.path.join(run_dir, "ready")):
+            assert task.poll() is None and time.time() < end, task.communicate()[0] if task.poll() is not None else "timeout"
+            time.sleep(0.1)
+        os.kill(task.pid, signal.SIGUSR1)  # the batch shell's pid: the runner, after exec
+        output = task.communicate(timeout=60)[0]
+    finally:
+        if task.poll() is None:
+            task.kill()
+    assert task.returncode == 1, output
+    assert open(os.path.join(run_dir, "got_signal")).read() == "SIGUSR1"
+    status = read_status(run_dir)
+    assert status["state"] == "interrupted" and status["error"] == "interrupted by SIGUSR1 (exit code 42)", status
