@@ -240,7 +240,8 @@ def test_sensor_failure_study_runs_for_real(tmp_path):
         metrics = json.loads((d / "eval_metrics.json").read_text())
         assert [c["name"] for c in metrics["conditions"]] == ["clean", "-rgb (frozen)"]
         assert all(isinstance(c["datasets"]["synth_daytest1"]["AP"], float) for c in metrics["conditions"])
-        assert json.loads((d / "status.json").read_text())["state"] == "done"
+        status = json.loads((d / "status.json").read_text())
+        assert status["state"] == "done" and "--eval-only" not in status["command"]  # evaluated at the end of training
         assert (d / "inference" / "drop_rgb_frozen" / "synth_daytest1" / "coco_instances_results.json").is_file()
         mode = yaml.safe_load((d / "config.yaml").read_text())["CADET"]["INPUT"]["MODALITY_DROPOUT"]
         assert (mode["MODE"], mode["PROB"]) == (("noise", 1.0) if training == "drop" else ("zero", 0.0)), mode
