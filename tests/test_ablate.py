@@ -67,7 +67,8 @@ def test_every_planned_run_loads_as_a_config(path, tmp_path, monkeypatch):
     assert runs and any(r.arm.group != "baseline" for r in runs)
     for run in runs:
         argv = plan.command(run)
-        cfg = load_config(argv[2], argv[3:])
+        assert argv[:3] == ["-m", "cadet_d2.engine.train", "--config-file"]
+        cfg = load_config(argv[3], argv[4:])
         assert cfg.CADET.FUSION.NAME == run.arm.fusion and cfg.SEED == run.seed, run.key
         assert cfg.OUTPUT_DIR == run.dir and cfg.CADET.BACKBONE.SIZE == run.arm.backbone, run.key
 
@@ -405,9 +406,32 @@ def test_bootstrap_ap_equals_cocoeval_on_resamples(tmp_path):
 
 
 # ---- (b) a tiny study end to end ----------------------------------------------------------------
-def _ablate(*args: str, **kw):
-    return subprocess.run([sys.executable, os.path.join(REPO, "tools", "ablate.py"), *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=600, **kw)
+RUN_DEADLINE_S = 240  # per training run of the tiny study (about 20 s each on the 2-core Zen 3 machine)
+
+
+def _ablate(*args: str, runs: int = 1) -> subprocess.CompletedProcess:
+    """tools/ablate.py ARGS; past ``runs`` x RUN_DEADLINE_S it is killed and the test fails with its output."""
+    proc = subprocess.Popen([sys.executable, os.path.join(REPO, "tools", "ablate.py"), *args], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=runs * RUN_DEADLINE_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        pytest.fail(f"ablate.py {' '.join(args)} did not end within {runs} x {RUN_DEADLINE_S}s:\n{out[-3000:]}\n{err[-3000:]}")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+# The runner's progress line: ETA as stats.fmt_duration writes it (minutes, hours or days).
+ETA_RE = re.compile(r"ETA (\d+m\d\ds|\d+h\d\dm\d\ds|\d+d\d\dh\d\dm) \(\d+ runs x mean ")
+
+
+def test_eta_format_past_an_hour():
+    from cadet_d2.study.stats import fmt_duration
+
+    assert [fmt_duration(s) for s in (65, 3725, 2 * 86400 + 3 * 3600 + 4 * 60)] == ["1m05s", "1h02m05s", "2d03h04m"]
+    for s in (59, 3599, 3600, 86399, 86400 * 3):
+        assert ETA_RE.search(f"ETA {fmt_duration(s)} (3 runs x mean {fmt_duration(s / 3)})"), s
 
 
 def _tiny_study(tmp_path) -> tuple[str, str, str]:
@@ -451,11 +475,11 @@ def test_tiny_study_run_kill_resume_report(tmp_path):
     mtime = os.path.getmtime(os.path.join(first[0].dir, METRICS))
     t_kill = time.time() - t0
 
-    r = _ablate("run", path, *opts)
+    r = _ablate("run", path, *opts, runs=8)
     assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-3000:]  # 1: the "bad" arm failed
     assert "baseline_frm_ffm_mit_b0/seed0" not in r.stdout  # finished: not redone, not even listed
     assert "baseline_frm_ffm_mit_b0/seed1: resuming from model_" in r.stdout
-    assert re.search(r"ETA \d+m\d\ds", r.stdout) and "FAILED (exit code 1)" in r.stdout
+    assert ETA_RE.search(r.stdout) and "FAILED (exit code 1)" in r.stdout
     assert os.path.getmtime(os.path.join(first[0].dir, METRICS)) == mtime
     assert len(read_status(first[0].dir)["attempts"]) == 1
     resumed = read_status(first[1].dir)
@@ -535,7 +559,7 @@ def test_dry_run_slurm_scripts_and_run_one(tmp_path, capsys):
     opts = ["--opts", "CADET.DATA.ROOT", root]
     assert main(["run", path, "--dry-run", *opts]) == 0
     text = capsys.readouterr().out
-    assert text.count("tools/train_net.py") == 8  # baseline 2 + cssa phase 1 4 + bad 2; phase 2 pending
+    assert text.count(" -m cadet_d2.engine.train --config-file ") == 8  # baseline 2 + cssa phase 1 4 + bad 2
     assert "cssa_top1_t0.3: pending: needs phase-1 results (0/4" in text
     assert not os.path.exists(os.path.join(out, "baseline_frm_ffm_mit_b0"))  # nothing trained
 
@@ -546,7 +570,10 @@ def test_dry_run_slurm_scripts_and_run_one(tmp_path, capsys):
     assert "--arm baseline_frm_ffm_mit_b0 --seed 1" in tasks[1]
     array = open(os.path.join(folder, "array.sbatch")).read()
     assert "#SBATCH --array=0-7%8" in array and "#SBATCH --gres=gpu:1" in array and "tasks.txt" in array
-    assert "--slurm --submit --new-only" in open(os.path.join(folder, "next.sbatch")).read()
+    assert "#SBATCH --signal=B:USR1@300" in array and "#SBATCH --requeue" in array and 'eval "exec $LINE"' in array
+    assert all(t.split()[1:3] == ["-m", "cadet_d2.study"] for t in tasks)  # the installed package, no path
+    nxt = open(os.path.join(folder, "next.sbatch")).read()
+    assert "-m cadet_d2.study run " in nxt and "--slurm --submit --new-only" in nxt and "--signal" not in nxt
     assert "--dependency=afterany" in open(os.path.join(folder, "submit.sh")).read()
 
     # run-one (what each array task runs): a failing run records its error and exits 1
@@ -554,3 +581,73 @@ def test_dry_run_slurm_scripts_and_run_one(tmp_path, capsys):
     status = read_status(os.path.join(out, "bad_s4", "seed0"))
     assert status["state"] == "failed" and status["error"] == "exit code 1" and len(status["attempts"]) == 1
     assert status["attempts"][0]["peak_rss_mb"] > 50 and any("nosuch" in x for x in status["stderr_tail"])
+
+
+def test_runner_lock_no_retry_frozen_selection_and_exit_0_without_metrics(tmp_path, capsys):
+    """The runner's documented rules, without training: a run folder locked by another runner is
+    left to it; --no-retry-failed skips failed runs; the phase-2 selection frozen in
+    selection_<study>.json outlives new phase-1 results; a training that exits 0 without its
+    final metrics counts as failed."""
+    from cadet_d2.study.cli import main
+    from cadet_d2.study.plan import selection_path
+    from cadet_d2.study.rundir import write_status
+    from cadet_d2.study.run import run_study
+
+    path, root, out = _tiny_study(tmp_path)
+    opts = ["--opts", "CADET.DATA.ROOT", root]
+    study = load_study(path)
+    for seed in (0, 1):
+        _fake_finished(os.path.join(out, "baseline_frm_ffm_mit_b0", f"seed{seed}"), 10.0)
+        _fake_finished(os.path.join(out, "cssa_s1", f"seed{seed}"), 5.0)
+        _fake_finished(os.path.join(out, "cssa_s4", f"seed{seed}"), 9.0)
+
+    # Frozen selection: top 1 is [4]; better [1] results afterwards do not move phase 2.
+    plan = make_plan(study, opts[1:], freeze=True)
+    assert json.load(open(selection_path(study, "cssa")))["stage_sets"] == [[4]]
+    _fake_finished(os.path.join(out, "cssa_s1", "seed0"), 20.0)
+    _fake_finished(os.path.join(out, "cssa_s1", "seed1"), 20.0)
+    assert [a.name for a in make_plan(study, opts[1:]).arms if a.phase == "2"] == ["cssa_s4_t0.3"]
+    os.remove(selection_path(study, "cssa"))
+    assert [a.name for a in make_plan(study, opts[1:]).arms if a.phase == "2"] == ["cssa_s1_t0.3"]
+    plan = make_plan(study, opts[1:], freeze=True)  # frozen again: [1]
+
+    # --no-retry-failed
+    write_status(os.path.join(out, "bad_s4", "seed0"), {"state": "failed", "error": "exit code 1", "attempts": []})
+    capsys.readouterr()
+    assert main(["run", path, "--dry-run", "--no-retry-failed", *opts]) == 0
+    text = capsys.readouterr().out
+    assert "bad_s4/seed0" not in text and "bad_s4/seed1: train: " in text and "cssa_s1_t0.3/seed0: train: " in text
+    assert main(["run", path, "--dry-run", *opts]) == 0
+    assert "bad_s4/seed0: train: " in capsys.readouterr().out
+
+    # .lock: another runner (a process holding the locks) owns every unfinished run: nothing trains here.
+    todo = [r.dir for r in plan.runs if r.state() != "done"]
+    assert len(todo) == 4
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, os, sys, time\n"
+        "fds = [os.open(os.path.join(d, '.lock'), os.O_RDWR | os.O_CREAT) for d in sys.argv[1:]]\n"
+        "[fcntl.flock(fd, fcntl.LOCK_EX) for fd in fds]\nprint('locked', flush=True)\ntime.sleep(120)\n"), *todo],
+        stdout=subprocess.PIPE, text=True)
+    for d in todo:
+        os.makedirs(d, exist_ok=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        lines: list[str] = []
+        summary = run_study(study, opts[1:], echo=lines.append)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert summary["locked"] == 4 and summary["ran"] == 0, summary
+    assert sum("running in another process (locked), skipped" in line for line in lines) == 4
+    assert not any(os.path.exists(os.path.join(d, "stdout.log")) for d in todo)
+
+    # A training that exits 0 but writes no metrics: failed, with the reason.
+    script = tmp_path / "exit0.py"
+    script.write_text("import sys\nsys.exit(0)\n")
+    raw = yaml.safe_load(open(path))
+    raw["train_script"] = str(script)
+    open(path, "w").write(yaml.safe_dump(raw))
+    assert main(["run-one", path, "--arm", "bad_s4", "--seed", "1", *opts]) == 1
+    status = read_status(os.path.join(out, "bad_s4", "seed1"))
+    assert status["state"] == "failed" and status["error"] == f"exit code 0 but no final {METRICS}"
+    assert status["command"][1] == str(script) and status["attempts"][0]["exit_code"] == 0

@@ -5,16 +5,22 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from cadet_d2.config import validate_cadet_config
 from cadet_d2.layout import modality_slices
 from cadet_d2.data.corrupt import Condition, ModalityDropout, corrupt, group_channels, conditions_from_config
 from cadet_d2.data.mapper import MultiModalDatasetMapper
-from conftest import registered_cfg, tiny_cfg
+from conftest import make_tiny_root, registered_cfg, tiny_cfg
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SLICES = {"rgb": slice(0, 3), "thermal": slice(3, 4), "event": slice(4, 5)}
 
@@ -130,46 +136,119 @@ def test_eval_reports_every_condition(tiny_root, tmp_path):
 
 
 def _fake_run(run_dir: str, day_ap: dict[str, float]) -> None:
+    """A finished run as far as the runner can tell: model_final.pth, then per-condition metrics."""
     from cadet_d2.utils.io import atomic_write_json
+    os.makedirs(run_dir, exist_ok=True)
+    open(os.path.join(run_dir, "model_final.pth"), "wb").close()
     conditions = [{"name": c, "datasets": {"synth_daytest1": {"AP": ap, "AP50": None}}} for c, ap in day_ap.items()]
-    atomic_write_json(os.path.join(run_dir, "eval_metrics.json"), {"datasets": {}, "conditions": conditions})
+    atomic_write_json(os.path.join(run_dir, "eval_metrics.json"),
+                      {"datasets": conditions[0]["datasets"], "conditions": conditions, "weights": ""})
 
 
-def test_sensor_study_commands_and_report(tmp_path):
-    from cadet_d2.study.sensor import command, load_sensor_study, report, run_study
+def test_sensor_arms_commands_and_report(tmp_path):
+    """Sensor-failure arms in the one study runner: plan, commands (dropout only in drop runs,
+    each detector's own config, --eval-only for trained weights without metrics) and the report
+    section from per-condition metrics."""
+    from cadet_d2.study import load_study, make_plan
+    from cadet_d2.study.plan import TRAIN_MODULE
+    from cadet_d2.study.run import next_command, run_study
+    from cadet_d2.study.sensor import report_lines
 
     spec = tmp_path / "s.yaml"
     spec.write_text(
-        "name: s\noutput: " + str(tmp_path / "out") + "\nseeds: 2\n"
-        "arms: {early: configs/demo.yaml, cssa: configs/demo/demo_cssa.yaml}\nbaseline: cssa\n"
-        "opts: [SOLVER.MAX_ITER, 2]\ndropout: [CADET.INPUT.MODALITY_DROPOUT.PROB, 0.3]\n"
-        "eval: [CADET.TEST.DROP_MODALITIES, '[\"rgb\"]']\n")
-    study = load_sensor_study(str(spec))
-    assert study.seeds == [0, 1] and len(study.runs()) == 8
-    cmd = command(study, "cssa", "drop", 1)
-    assert cmd[cmd.index("--config-file") + 1] == "configs/demo/demo_cssa.yaml"
+        "name: s\noutput: " + str(tmp_path / "out") + "\nseeds: 2\nopts: [SOLVER.MAX_ITER, 2]\n"
+        "sensor_failure:\n  arms: {early: configs/demo.yaml, cssa: configs/demo/demo_cssa.yaml}\n  baseline: cssa\n"
+        "  dropout: [CADET.INPUT.MODALITY_DROPOUT.PROB, 0.3]\n  eval: [CADET.TEST.DROP_MODALITIES, '[\"rgb\"]']\n")
+    study = load_study(str(spec))
+    plan = make_plan(study)
+    assert study.seeds == [0, 1] and len(plan.runs) == 8 and {a.name for a in plan.arms} == {
+        "early_nodrop", "early_drop", "cssa_nodrop", "cssa_drop"}
+    run = {r.key: r for r in plan.runs}
+    cmd = next_command(plan, run["cssa_drop/seed1"])
+    assert cmd[:2] == ["-m", TRAIN_MODULE] and cmd[cmd.index("--config-file") + 1] == "configs/demo/demo_cssa.yaml"
     assert "CADET.INPUT.MODALITY_DROPOUT.PROB" in cmd and "--eval-only" not in cmd
-    assert cmd[-4:] == ["SEED", "1", "OUTPUT_DIR", study.run_dir("cssa", "drop", 1)]
-    assert "CADET.INPUT.MODALITY_DROPOUT.PROB" not in command(study, "cssa", "nodrop", 1)
-    # finished weights without per-condition metrics: evaluated, not retrained
-    os.makedirs(study.run_dir("early", "nodrop", 0))
-    open(os.path.join(study.run_dir("early", "nodrop", 0), "model_final.pth"), "wb").close()
-    assert "--eval-only" in command(study, "early", "nodrop", 0)
+    assert cmd[-4:] == ["SEED", "1", "OUTPUT_DIR", run["cssa_drop/seed1"].dir]
+    assert "CADET.INPUT.MODALITY_DROPOUT.PROB" not in next_command(plan, run["cssa_nodrop/seed1"])
+    # finished weights without metrics: evaluated, not retrained
+    d = run["early_nodrop/seed0"].dir
+    os.makedirs(d)
+    open(os.path.join(d, "model_final.pth"), "wb").close()
+    cmd = next_command(plan, run["early_nodrop/seed0"])
+    assert "--eval-only" in cmd and cmd[-2:] == ["MODEL.WEIGHTS", os.path.join(d, "model_final.pth")]
     for seed, (clean, drop) in enumerate([(50.0, 10.0), (54.0, 14.0)]):
-        _fake_run(study.run_dir("early", "nodrop", seed), {"clean": clean, "-rgb (zero)": drop})
-        _fake_run(study.run_dir("early", "drop", seed), {"clean": clean - 1, "-rgb (zero)": drop + 20 + seed})
-    lines = report(study).splitlines()
+        _fake_run(run[f"early_nodrop/seed{seed}"].dir, {"clean": clean, "-rgb (zero)": drop})
+        _fake_run(run[f"early_drop/seed{seed}"].dir, {"clean": clean - 1, "-rgb (zero)": drop + 20 + seed})
+    lines = report_lines(plan)
     assert "4 of 8 runs finished" in lines[2]
     assert "| early | nodrop | 52.0 ± 2.8 | 12.0 ± 2.8 |" in lines
     assert "| early | -1.0 ± 0.0 | +20.5 ± 0.7 |" in lines  # drop - nodrop, paired by seed
     assert "| cssa | nodrop | – | – |" in lines
     assert "| cssa | drop | ref | ref |" in lines and "| early | nodrop | – | – |" in lines  # Δ vs baseline, none run
-    assert run_study(study, dry_run=True, echo=lambda s: None) == 0
-    _fake_run(study.run_dir("cssa", "nodrop", 0), {"clean": 40.0, "-rgb (zero)": 20.0})
-    assert "| early | nodrop | +10.0 | -10.0 |" in report(study).splitlines()  # seed 0 only is paired
-    with pytest.raises(ValueError, match="unknown keys \\['seed'\\]"):
-        spec.write_text(spec.read_text() + "seed: 3\n")
-        load_sensor_study(str(spec))
+    printed: list[str] = []
+    summary = run_study(study, dry_run=True, echo=printed.append)
+    assert summary["done"] == 4 and sum("cssa_" in p and ": train: " in p for p in printed) == 4
+    _fake_run(run["cssa_nodrop/seed0"].dir, {"clean": 40.0, "-rgb (zero)": 20.0})
+    assert "| early | nodrop | +10.0 | -10.0 |" in report_lines(plan)  # seed 0 only is paired
+    spec.write_text(spec.read_text() + "  seed: 3\n")
+    with pytest.raises(ValueError, match=r"sensor_failure: unknown key\(s\) \['seed'\]"):
+        load_study(str(spec))
+
+
+def test_sensor_failure_study_file_plans_valid_configs(tmp_path, monkeypatch):
+    """configs/studies/sensor_failure.yaml: 4 detectors x nodrop/drop x 2 seeds, each run's
+    command line loads and validates, with dropout only in the drop runs."""
+    from cadet_d2.engine.setup import load_config
+    from cadet_d2.study import load_study, make_plan
+
+    monkeypatch.chdir(REPO)
+    plan = make_plan(load_study(os.path.join("configs", "studies", "sensor_failure.yaml")))
+    assert len(plan.runs) == 16 and plan.schedule_ok
+    for run in plan.runs[::3]:
+        argv = plan.command(run)
+        cfg = load_config(argv[3], argv[4:])
+        assert argv[3] == plan.study.sensor.arms[run.arm.detector] and cfg.SEED == run.seed
+        assert cfg.CADET.INPUT.MODALITY_DROPOUT.PROB == (0.3 if run.arm.training == "drop" else 0.0), run.key
+        assert list(cfg.CADET.TEST.DROP_MODALITIES) == ["rgb", "thermal", "event", "thermal+event"]
+
+
+def test_sensor_failure_study_runs_for_real(tmp_path):
+    """tools/sensor_failure.py run: one tiny detector trained without and with modality dropout
+    (MODE noise, every image), 3 iterations each; the end-of-training evaluation writes the clean
+    and the frozen-RGB condition; the report is written from them."""
+    root = make_tiny_root(str(tmp_path / "data"))
+    out = tmp_path / "out"
+    tiny = ["MODEL.DEVICE", "cpu", "CADET.BACKBONE.SIZE", "b0", "CADET.DATA.ROOT", root, "CADET.DATA.NAME", "synth",
+            "DATASETS.TRAIN", "('synth_train',)", "INPUT.MIN_SIZE_TRAIN", "(48,)", "INPUT.MAX_SIZE_TRAIN", "64",
+            "INPUT.MIN_SIZE_TEST", "48", "INPUT.MAX_SIZE_TEST", "64", "DATALOADER.NUM_WORKERS", "0",
+            "MODEL.FPN.OUT_CHANNELS", "32", "MODEL.ROI_BOX_HEAD.FC_DIM", "64", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32",
+            "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0", "SOLVER.MAX_ITER", "3", "SOLVER.IMS_PER_BATCH", "2",
+            "SOLVER.STEPS", "()", "SOLVER.WARMUP_ITERS", "0", "SOLVER.CHECKPOINT_PERIOD", "100"]
+    study = {"name": "tiny_sensor", "output": str(out), "seeds": 1, "opts": tiny, "env": {"OMP_NUM_THREADS": "1"},
+             "sensor_failure": {
+                 "arms": {"tiny": "configs/Base-CADET.yaml"},
+                 "dropout": ["CADET.INPUT.MODALITY_DROPOUT.PROB", "1.0", "CADET.INPUT.MODALITY_DROPOUT.GROUPS",
+                             '["rgb", "thermal+event"]', "CADET.INPUT.MODALITY_DROPOUT.MODE", "noise"],
+                 "eval": ["DATASETS.TEST", "('synth_daytest1',)", "CADET.TEST.DROP_MODALITIES", '["rgb"]',
+                          "CADET.TEST.CORRUPT", '["frozen"]']}}
+    path = tmp_path / "sensor.yaml"
+    path.write_text(yaml.safe_dump(study))
+    r = subprocess.run([sys.executable, os.path.join(REPO, "tools", "sensor_failure.py"), "run", str(path)], cwd=REPO,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    for training in ("nodrop", "drop"):
+        d = out / f"tiny_{training}" / "seed0"
+        metrics = json.loads((d / "eval_metrics.json").read_text())
+        assert [c["name"] for c in metrics["conditions"]] == ["clean", "-rgb (frozen)"]
+        assert all(isinstance(c["datasets"]["synth_daytest1"]["AP"], float) for c in metrics["conditions"])
+        status = json.loads((d / "status.json").read_text())
+        assert status["state"] == "done" and "--eval-only" not in status["command"]  # evaluated at the end of training
+        assert (d / "inference" / "drop_rgb_frozen" / "synth_daytest1" / "coco_instances_results.json").is_file()
+        mode = yaml.safe_load((d / "config.yaml").read_text())["CADET"]["INPUT"]["MODALITY_DROPOUT"]
+        assert (mode["MODE"], mode["PROB"]) == (("noise", 1.0) if training == "drop" else ("zero", 0.0)), mode
+    md = (out / "report" / "report.md").read_text()
+    assert "## sensor failure" in md and "2 of 2 runs finished" in md and "| clean | -rgb (frozen) |" in md
+    row = next(line for line in md.splitlines() if line.startswith("| tiny | drop |"))
+    assert re.fullmatch(r"\| tiny \| drop \| \d+\.\d \| \d+\.\d \|", row), row
 
 
 def test_no_detections_count_as_zero_ap():

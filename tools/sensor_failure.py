@@ -1,44 +1,38 @@
 #!/usr/bin/env python
-"""Train and evaluate the sensor-failure study, or write its report (docs/robustness.md).
+"""The sensor-failure study (docs/robustness.md): an alias of tools/ablate.py, whose ``run`` also
+writes the report when every run has been tried here.
 
-    python tools/sensor_failure.py run    configs/studies/sensor_failure.yaml [--dry-run]
+    python tools/sensor_failure.py run    configs/studies/sensor_failure.yaml [--dry-run | --slurm --submit]
     python tools/sensor_failure.py report configs/studies/sensor_failure.yaml
+    python tools/sensor_failure.py plan   configs/studies/sensor_failure.yaml
+
+Every option of tools/ablate.py applies (``--output``, ``--no-retry-failed``, ``--opts ...``).
 """
 from __future__ import annotations
 
-import argparse
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from cadet_d2.study.sensor import load_sensor_study, report, run_study, write_report  # noqa: E402
+from cadet_d2.study.cli import main
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["run", "report"])
-    parser.add_argument("study", help="study file, e.g. configs/studies/sensor_failure.yaml")
-    parser.add_argument("--dry-run", action="store_true", help="run: print the commands only")
-    parser.add_argument("--output", help="output root instead of the study file's")
-    parser.add_argument("--seeds", type=int, nargs="+", help="only these seeds (e.g. one process per seed)")
-    args = parser.parse_args(argv)
-    study = load_sensor_study(args.study)
-    if args.output:
-        study.output = args.output
-    if args.command == "run":
-        seeds = study.seeds
-        if args.seeds:  # run these seeds only; the report below covers them all
-            study.seeds = [s for s in seeds if s in args.seeds]
-        failed = run_study(study, dry_run=args.dry_run)
-        study.seeds = seeds
-        if failed:
-            print(f"[sensor] {failed} runs failed", file=sys.stderr)
-            return 1
-    print(report(study))
-    print(f"[sensor] report written to {write_report(study)}")
-    return 0
+def report_argv(argv: list[str]) -> list[str]:
+    """``report`` with the study file, ``--output``, ``--with-optional`` and ``--opts`` of a ``run`` command line."""
+    out = ["report", argv[1]]
+    rest = argv[2:]
+    opts = rest[rest.index("--opts"):] if "--opts" in rest else []
+    rest = rest[:len(rest) - len(opts)]
+    if "--output" in rest:
+        out += ["--output", rest[rest.index("--output") + 1]]
+    out += ["--with-optional"] if "--with-optional" in rest else []
+    return out + opts
+
+
+def alias(argv: list[str]) -> int:
+    rc = main(argv)
+    if len(argv) > 1 and argv[0] == "run" and not {"--dry-run", "--slurm"} & set(argv) and rc in (0, 1):
+        return main(report_argv(argv)) or rc
+    return rc
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(alias(sys.argv[1:]))

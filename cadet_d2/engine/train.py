@@ -1,4 +1,5 @@
-"""The body of ``tools/train_net.py``: train, resume, or evaluate a checkpoint."""
+"""The body of ``tools/train_net.py`` (also ``python -m cadet_d2.engine.train``): train, resume, or
+evaluate a checkpoint."""
 from __future__ import annotations
 
 import argparse
@@ -28,3 +29,7 @@ def cli(argv: list[str] | None = None) -> None:
     device = load_config(args.config_file, args.opts).MODEL.DEVICE  # also stops on a bad config before spawning
     launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
            dist_url=args.dist_url, args=(args,), device=device)
+
+
+if __name__ == "__main__":  # python -m cadet_d2.engine.train: the study runner's entry point
+    cli()

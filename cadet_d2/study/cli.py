@@ -44,11 +44,12 @@ def format_plan(plan: Plan) -> str:
         lines.append(f"{r.arm.phase:9} {r.key:44} {state:8} {over} SEED {r.seed}")
     studies = s.planned_studies
     groups = [fs.name for fs in studies]
-    n = {g: sum(a.group == g for a in plan.arms) for g in ["baseline", *groups, "modality"]}
+    n = {g: sum(a.group == g for a in plan.arms) for g in ["baseline", *groups, "modality", "sensor"]}
     study_arms = n["baseline"] + sum(n[g] for g in groups)
     parts = " + ".join([f"{n['baseline']} baselines"] +
                        [f"{n[fs.name]} {fs.name}" + (" (optional)" if fs.optional else "") for fs in studies])
-    lines += ["", f"arms: {study_arms} study arms ({parts}) + {n['modality']} modality = {len(plan.arms)} arms "
+    sensor = f" + {n['sensor']} sensor failure ({len(s.sensor.arms)} detectors x nodrop/drop)" if s.sensor else ""
+    lines += ["", f"arms: {study_arms} study arms ({parts}) + {n['modality']} modality{sensor} = {len(plan.arms)} arms "
               f"x {len(s.seeds)} seeds = {len(plan.runs)} runs",
               f"runs: {states.count('done')} done, {states.count('failed')} failed, "
               f"{states.count('pending')} pending (phase 2, needs phase-1 results), "
@@ -77,8 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="train the unfinished runs here (or write/submit a SLURM array)")
     p.add_argument("--dry-run", action="store_true", help="print the commands, train nothing")
     p.add_argument("--slurm", action="store_true", help="write a SLURM job array for the unfinished runs")
-    p.add_argument("--submit", action="store_true", help="with --slurm: submit (submitit, else sbatch)")
-    p.add_argument("--new-only", action="store_true", help="with --slurm: only runs never attempted")
+    p.add_argument("--submit", action="store_true", help="with --slurm: submit the array and its follow-up job (sbatch)")
+    p.add_argument("--new-only", action="store_true",
+                   help="with --slurm: only runs never attempted, or killed after a new checkpoint (the follow-up job's)")
     p.add_argument("--no-retry-failed", action="store_true", help="skip runs whose last attempt failed")
     _common(p)
     p = sub.add_parser("run-one", help="train one run (what each SLURM task does)")
@@ -131,7 +133,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             return _run_one(study, args)
         if args.cmd == "run":
             if args.slurm:
-                from .slurm import submit, write_slurm
+                from .slurm import SlurmError, submit, write_slurm
 
                 plan = make_plan(study, args.opts, freeze=True)
                 check_configs(plan)
@@ -142,7 +144,11 @@ def main(argv: Optional[list[str]] = None) -> int:
                 print(f"SLURM scripts in {folder}: submit with `bash {folder}/submit.sh` (array + follow-up job that "
                       "submits phase 2 when phase 1 is done)")
                 if args.submit:
-                    submit(plan, folder, args.output or None, args.opts, args.new_only)
+                    try:
+                        submit(plan, folder)
+                    except SlurmError as e:
+                        print(f"slurm error: {e}", file=sys.stderr)
+                        return 2
                 return 0
             from .run import run_study
 

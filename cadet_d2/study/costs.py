@@ -16,7 +16,7 @@ def arm_config(plan: Plan, arm: Arm):
     """The config of ``arm`` (any seed), on the CPU."""
     from ..engine.setup import load_config
 
-    return load_config(plan.study.base_config, [*plan.arm_opts(arm), *plan.cli_opts, "MODEL.DEVICE", "cpu"])
+    return load_config(plan.config_file(arm), [*plan.arm_opts(arm), *plan.cli_opts, "MODEL.DEVICE", "cpu"])
 
 
 def arm_params(plan: Plan, arm: Arm, flops: bool = False) -> dict:

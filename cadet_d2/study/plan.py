@@ -4,8 +4,13 @@ Arms, in plan order: the backbone baselines (the baseline of every fusion study'
 modality ablations' backbone is added when the study file lacks it), each fusion study's phase 1
 (one arm per stage set), its phase 2 (grid of options on the top-k phase-1 stage sets; *pending*
 until every phase-1 run has finished or failed, unless top_k takes every stage set), then the
-modality ablations. Fusion studies marked ``optional`` are left out unless the study includes
-them (``include_optional: true`` or ``ablate.py ... --with-optional``).
+modality ablations, then the sensor-failure arms (each detector config of ``sensor_failure``
+trained without and with modality dropout, evaluated under the test-time conditions). Fusion
+studies marked ``optional`` are left out unless the study includes them (``include_optional:
+true`` or ``ablate.py ... --with-optional``).
+
+Every run is ``python -m cadet_d2.engine.train`` (the installed package's training entry point;
+a study file's ``train_script`` replaces it by a script).
 """
 from __future__ import annotations
 
@@ -17,9 +22,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from .rundir import METRICS_FILE, read_json, read_metrics, run_state
+from .rundir import FINAL, METRICS_FILE, read_json, read_metrics, run_state
 from .schedule import data_opts, schedule_opts
-from .spec import FusionStudy, Study, StudyError
+from .spec import TRAININGS, FusionStudy, Study, StudyError
+
+TRAIN_MODULE = "cadet_d2.engine.train"  # python -m TRAIN_MODULE: tools/train_net.py's command line
 
 ARM_KEYS = ("CADET.BACKBONE.SIZE", "CADET.FUSION.NAME", "CADET.FUSION.STAGES", "CADET.FUSION.DEFAULT",
             "CADET.INPUT.MODALITIES", "MODEL.PIXEL_MEAN", "MODEL.PIXEL_STD")
@@ -30,8 +37,8 @@ class Arm:
     """One configuration of the study (trained once per seed)."""
 
     name: str
-    group: str  # "baseline", a fusion study's name, or "modality"
-    phase: str  # "baseline", "1", "2" or "modality"
+    group: str  # "baseline", a fusion study's name, "modality" or "sensor"
+    phase: str  # "baseline", "1", "2", "modality" or "sensor"
     overrides: list[tuple[str, Any]]
     backbone: str
     fusion: str
@@ -40,11 +47,15 @@ class Arm:
     baseline: str = ""  # the arm it is compared with
     pending: str = ""  # why it is not concrete yet
     label: str = ""
+    config: str = ""  # its config file ('' = the study's base_config)
+    training: str = ""  # sensor-failure arms: "nodrop" or "drop"
+    detector: str = ""  # sensor-failure arms: the detector's name in ``sensor_failure.arms``
 
     @property
     def table(self) -> str:
         """The report table it belongs to."""
-        return {"baseline": "baselines", "modality": "modality"}.get(self.phase, f"{self.group} phase {self.phase}")
+        return {"baseline": "baselines", "modality": "modality", "sensor": "sensor failure"}.get(
+            self.phase, f"{self.group} phase {self.phase}")
 
 
 @dataclass
@@ -81,8 +92,9 @@ class Plan:
 
     @property
     def schedule_ok(self) -> bool:
-        """Whether SOLVER.MAX_ITER is known (epochs need the training-set size)."""
-        return self.opt_value("SOLVER.MAX_ITER") is not None
+        """Whether SOLVER.MAX_ITER is known (epochs need the training-set size); a study without
+        ``schedule`` (sensor-failure arms only) uses each arm config's own."""
+        return not self.study.schedule or self.opt_value("SOLVER.MAX_ITER") is not None
 
     def opt_value(self, key: str) -> Optional[str]:
         """The last value given for ``key`` on every run's command line (study, schedule, --opts)."""
@@ -100,10 +112,20 @@ class Plan:
             opts += [k, fmt_value(v)]
         return opts
 
-    def command(self, run: Run, resume: bool = False) -> list[str]:
-        """The tools/train_net.py argument list of ``run`` (without the interpreter)."""
+    def config_file(self, arm: Arm) -> str:
+        """The config file of ``arm``'s runs."""
+        return arm.config or self.study.base_config
+
+    def command(self, run: Run, resume: bool = False, eval_only: bool = False) -> list[str]:
+        """The argument list of ``run`` after the interpreter: ``-m cadet_d2.engine.train`` (or the
+        study's ``train_script``) with tools/train_net.py's arguments. ``eval_only``: evaluate the
+        run's ``model_final.pth`` (trained, but its final evaluation is missing)."""
         opts = [*self.arm_opts(run.arm), "SEED", str(run.seed), "OUTPUT_DIR", run.dir, *self.cli_opts]
-        return [self.study.train_script, "--config-file", self.study.base_config, *(["--resume"] if resume else []), *opts]
+        if eval_only:
+            opts += ["MODEL.WEIGHTS", os.path.join(run.dir, FINAL)]
+        flags = ["--eval-only"] if eval_only else ["--resume"] if resume else []
+        head = [self.study.train_script] if self.study.train_script else ["-m", TRAIN_MODULE]
+        return [*head, "--config-file", self.config_file(run.arm), *flags, *opts]
 
 
 def check_configs(plan: "Plan", skip: frozenset[str] = frozenset()) -> set[str]:
@@ -119,7 +141,7 @@ def check_configs(plan: "Plan", skip: frozenset[str] = frozenset()) -> set[str]:
             continue
         checked.add(arm.name)
         try:
-            load_config(plan.study.base_config, [*plan.arm_opts(arm), *plan.cli_opts])
+            load_config(plan.config_file(arm), [*plan.arm_opts(arm), *plan.cli_opts])
         except (KeyError, ValueError, AssertionError) as e:
             raise StudyError(f"{plan.study.path}: arm {arm.name}: {e.args[0] if e.args else e}") from None
     return checked
@@ -215,6 +237,19 @@ def _modality_arm(study: Study, mods: list[str]) -> Arm:
                [1, 2, 3, 4], {}, baseline_name(study.baseline_fusion, size), label="+".join(mods))
 
 
+def _sensor_arms(study: Study) -> list[Arm]:
+    """``<detector>_nodrop`` and ``<detector>_drop`` per detector of ``sensor_failure``."""
+    sf = study.sensor
+    arms = []
+    for det, cfg in sf.arms.items():
+        for training in TRAININGS:
+            opts = (sf.dropout if training == "drop" else []) + sf.eval
+            ref = f"{sf.baseline}_{training}" if sf.baseline else ""
+            arms.append(Arm(f"{det}_{training}", "sensor", "sensor", list(zip(opts[0::2], opts[1::2])), "", "",
+                            baseline=ref, label=f"{det} {training}", config=cfg, training=training, detector=det))
+    return arms
+
+
 def run_dir(study: Study, arm: str, seed: int) -> str:
     return os.path.join(study.output, arm, f"seed{seed}")
 
@@ -304,6 +339,7 @@ def study_arms(study: Study, data_name: str = "", freeze: bool = False,
         else:
             arms += [_fusion_arm(fs, "2", s, list(c), study.baseline_fusion) for s in top for c in combos]
     arms += [_modality_arm(study, m) for m in study.modality_sets]
+    arms += _sensor_arms(study) if study.sensor else []
     names = [a.name for a in arms]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:

@@ -1,16 +1,16 @@
-"""PNG plots of the study report (matplotlib's object API on the Agg canvas; no pyplot state)."""
+"""PNG plots of the study report (matplotlib's object API on the Agg canvas; no pyplot state).
+
+Each plot takes the report's ``Reporter`` (:mod:`cadet_d2.study.report`; used through its
+``sets``, ``main`` and ``results``) and the plan; this module does not import the report.
+"""
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
-
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from .plan import Plan
-
-if TYPE_CHECKING:
-    from .report import Reporter
+from .stats import mean_std as _mean_std
 
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
 
@@ -21,13 +21,7 @@ def _save(fig: Figure, path: str) -> None:
     fig.savefig(path, dpi=110)
 
 
-def _mean_std(values: list[float]) -> tuple:
-    from .report import mean_std
-
-    return mean_std(values)
-
-
-def ap_vs_fusion_params(rep: "Reporter", plan: Plan, path: str) -> bool:
+def ap_vs_fusion_params(rep, plan: Plan, path: str) -> bool:
     """Test AP (mean ± std over seeds) against fusion-module parameters, one colour per group."""
     fig = Figure(figsize=(7, 4.5))
     ax = fig.add_subplot(1, 1, 1)
@@ -59,7 +53,7 @@ def ap_vs_fusion_params(rep: "Reporter", plan: Plan, path: str) -> bool:
     return drawn
 
 
-def ap_per_stage_set(rep: "Reporter", plan: Plan, path: str) -> bool:
+def ap_per_stage_set(rep, plan: Plan, path: str) -> bool:
     """Phase 1 of each fusion study: test AP per stage set, the baseline as a dashed line."""
     groups = [g for g in dict.fromkeys(a.group for a in plan.arms if a.phase == "1")]
     if not groups:
@@ -91,7 +85,7 @@ def ap_per_stage_set(rep: "Reporter", plan: Plan, path: str) -> bool:
     return True
 
 
-def day_vs_night(rep: "Reporter", plan: Plan, path: str) -> bool:
+def day_vs_night(rep, plan: Plan, path: str) -> bool:
     """Day AP against night AP per arm (needs sets labelled day and night)."""
     if "day" not in rep.sets or "night" not in rep.sets:
         return False
@@ -126,7 +120,7 @@ def day_vs_night(rep: "Reporter", plan: Plan, path: str) -> bool:
     return drawn
 
 
-def write_plots(rep: "Reporter", plan: Plan, out_dir: str) -> list[str]:
+def write_plots(rep, plan: Plan, out_dir: str) -> list[str]:
     """Write the plots; return the file names written."""
     names = []
     for name, fn in (("ap_vs_fusion_params.png", ap_vs_fusion_params), ("ap_per_stage_set.png", ap_per_stage_set),

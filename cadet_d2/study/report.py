@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import os
-import statistics
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -23,8 +21,8 @@ from .bootstrap import PairedBootstrap
 from .costs import arm_params, run_costs
 from .plan import Arm, Plan, fmt_value, make_plan
 from .rundir import read_status
-from .run import fmt_duration
 from .spec import Study
+from .stats import fmt_duration, fmt_mean_std as _ms, fmt_number as _f, mean_or_none as _mean, mean_std
 
 
 @dataclass
@@ -48,13 +46,6 @@ class ArmResult:
         return out
 
 
-def mean_std(values: list[float]) -> tuple[Optional[float], Optional[float]]:
-    vals = [v for v in values if not math.isnan(v)]
-    if not vals:
-        return None, None
-    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else None)
-
-
 def collect(plan: Plan, flops: bool = False, echo: Callable[[str], None] = print) -> dict[str, ArmResult]:
     """Finished/failed runs, metrics, costs and (for arms with results) parameters of every arm."""
     ims = int(plan.opt_value("SOLVER.IMS_PER_BATCH") or 0)
@@ -70,7 +61,7 @@ def collect(plan: Plan, flops: bool = False, echo: Callable[[str], None] = print
                     res.costs.append(run_costs(run.dir, ims, max_iter))
                 elif state == "failed":
                     res.failed.append((run.seed, run.dir, str(read_status(run.dir).get("error"))))
-            if res.done:
+            if res.done and arm.phase != "sensor":  # the sensor-failure section reports AP only
                 try:
                     res.params = arm_params(plan, arm, flops)
                 except Exception as e:  # a report without parameters beats no report
@@ -80,29 +71,11 @@ def collect(plan: Plan, flops: bool = False, echo: Callable[[str], None] = print
 
 
 # ---- formatting -------------------------------------------------------------------------------
-def _f(v: Optional[float], nd: int = 1, sign: bool = False) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "–"
-    return f"{v:+.{nd}f}" if sign else f"{v:.{nd}f}"
-
-
-def _ms(values: list[float]) -> str:
-    m, s = mean_std(values)
-    if m is None:
-        return "–"
-    return f"{m:.2f} ± {s:.2f}" if s is not None else f"{m:.2f}"
-
-
 def _delta(arm: ArmResult, base: Optional[ArmResult], dataset: str, metric: str) -> Optional[float]:
     if base is None or not base.done:
         return None
     a, b = mean_std(arm.values(dataset, metric))[0], mean_std(base.values(dataset, metric))[0]
     return None if a is None or b is None else a - b
-
-
-def _mean(values) -> Optional[float]:
-    vals = [v for v in values if v is not None]
-    return statistics.fmean(vals) if vals else None
 
 
 class Reporter:
@@ -197,7 +170,8 @@ class Reporter:
 def _tables(plan: Plan) -> list[tuple[str, list[Arm]]]:
     tables: dict[str, list[Arm]] = {}
     for arm in plan.arms:
-        tables.setdefault(arm.table, []).append(arm)
+        if arm.phase != "sensor":  # reported by cadet_d2.study.sensor
+            tables.setdefault(arm.table, []).append(arm)
     return list(tables.items())
 
 
@@ -273,25 +247,32 @@ def write_report(study: Study, cli_opts: Optional[list[str]] = None, out_dir: Op
              f"- Runs: {states.count('done')}/{len(plan.runs)} done, {states.count('failed')} failed, "
              f"{states.count('pending')} pending (phase 2), "
              f"{len(plan.runs) - states.count('done') - states.count('failed') - states.count('pending')} not run yet.",
-             "- Sets: " + ", ".join(f"{k} = `{v}`" for k, v in rep.sets.items()) + ".",
-             f"- Cells: mean ± sample std over the finished seeds (COCO box AP, %). Δ = arm mean − baseline mean. "
-             f"CI: {int(rep.boot.level * 100)}% paired bootstrap interval of Δ{rep.main} AP over the {rep.main} images "
-             f"({n} resamples; in each resample an arm's AP is the mean over its seeds, so seeds are pooled; the "
-             "interval reflects test-set sampling, not training-seed variance).",
-             "- Cost: parameters of the whole detector and of its fusion modules only; GFLOPs at "
-             f"{study.report['flops_size'][0]}x{study.report['flops_size'][1]} (with `--flops`); train time = wall "
-             "time of the training process per seed (start-up and evaluation included); img/s = images per batch × "
-             "iterations / s from Detectron2's training-speed log line (else from the wall time); peak RSS of the "
-             "training process; peak GPU memory from Detectron2's max_mem.", "",
-             *_selection_lines(plan), ""]
-    for title, members in _tables(plan):
+             ""]
+    tables = _tables(plan)
+    if tables:
+        lines[-1:] = ["- Sets: " + ", ".join(f"{k} = `{v}`" for k, v in rep.sets.items()) + ".",
+                      f"- Cells: mean ± sample std over the finished seeds (COCO box AP, %). Δ = arm mean − baseline mean. "
+                      f"CI: {int(rep.boot.level * 100)}% paired bootstrap interval of Δ{rep.main} AP over the {rep.main} images "
+                      f"({n} resamples; in each resample an arm's AP is the mean over its seeds, so seeds are pooled; the "
+                      "interval reflects test-set sampling, not training-seed variance).",
+                      "- Cost: parameters of the whole detector and of its fusion modules only; GFLOPs at "
+                      f"{study.report['flops_size'][0]}x{study.report['flops_size'][1]} (with `--flops`); train time = wall "
+                      "time of the training process per seed (start-up and evaluation included); img/s = images per batch × "
+                      "iterations / s from Detectron2's training-speed log line (else from the wall time); peak RSS of the "
+                      "training process; peak GPU memory from Detectron2's max_mem.", "",
+                      *_selection_lines(plan), ""]
+    for title, members in tables:
         res = [results[a.name] for a in members]
         lines += rep.table(title, res, _reference(plan, title, members))
+    if study.sensor:
+        from .sensor import report_lines
+
+        lines += report_lines(plan)
     failed = [(r.arm.name, s, e) for r in results.values() for s, _, e in r.failed]
     if failed:
         lines += ["## Failed runs", ""] + [f"- `{a}/seed{s}`: {e} (see its status.json and stderr.log)"
                                            for a, s, e in failed] + [""]
-    if plots:
+    if plots and tables:
         from .plots import write_plots
 
         names = write_plots(rep, plan, out_dir)

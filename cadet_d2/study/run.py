@@ -1,7 +1,11 @@
 """Running the plan here, one training after another, resumable.
 
-Each run is a subprocess ``tools/train_net.py --config-file BASE [--resume] OPTS... SEED k
-OUTPUT_DIR <study output>/<arm>/seed<k>``. Before it starts, ``status.json`` in the run folder
+Each run is a subprocess ``python -m cadet_d2.engine.train --config-file CONFIG [--resume] OPTS...
+SEED k OUTPUT_DIR <study output>/<arm>/seed<k>`` (tools/train_net.py's command line; ``--eval-only``
+with its ``model_final.pth`` when the training finished but its final evaluation is missing).
+SIGUSR1 and SIGTERM sent to this process (SLURM's signal ahead of the time limit, preemption)
+are passed on to the training, which saves a checkpoint and stops; the run is then
+``interrupted`` and resumes on the next invocation. Before it starts, ``status.json`` in the run folder
 says ``running``; afterwards ``done`` or ``failed`` with the exit code and the last lines of
 stderr, plus the attempt's start/end time, wall time and peak RSS (``os.wait4`` of that child).
 A finished run is skipped; a run with a checkpoint continues with ``--resume``; a run folder
@@ -20,22 +24,15 @@ from contextlib import contextmanager
 from typing import Callable, Iterator, Optional
 
 from .plan import Plan, Run, check_configs, make_plan
-from .rundir import checkpoint_iteration, last_checkpoint, read_status, write_status
+from .rundir import FINAL, checkpoint_iteration, last_checkpoint, read_status, write_status
 from .spec import Study
+from .stats import fmt_duration
 
 STDERR_TAIL = 30
 
 
 def _now() -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S")
-
-
-def fmt_duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    d, rem = divmod(seconds, 86400)
-    h, rem = divmod(rem, 3600)
-    m, s = divmod(rem, 60)
-    return f"{d}d{h:02d}h{m:02d}m" if d else f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
 
 
 @contextmanager
@@ -75,13 +72,20 @@ def _tail(path: str, start: int, n: int = STDERR_TAIL) -> list[str]:
     return text.splitlines()[-n:]
 
 
+def next_command(plan: Plan, run: Run) -> list[str]:
+    """What ``run`` needs next (after the interpreter): evaluate its ``model_final.pth`` when the
+    training finished but its final evaluation is missing, else train (resuming from its checkpoint)."""
+    eval_only = os.path.isfile(os.path.join(run.dir, FINAL))
+    return plan.command(run, resume=last_checkpoint(run.dir) is not None, eval_only=eval_only)
+
+
 def execute(plan: Plan, run: Run, env: Optional[dict] = None) -> dict:
     """Train ``run`` now (resuming from its checkpoint if any); return its new status."""
     os.makedirs(run.dir, exist_ok=True)
     status = read_status(run.dir)
     attempts = list(status.get("attempts", []))
     ckpt = last_checkpoint(run.dir)
-    cmd = [sys.executable, *plan.command(run, resume=ckpt is not None)]
+    cmd = [sys.executable, *next_command(plan, run)]
     max_iter = int(plan.opt_value("SOLVER.MAX_ITER") or 0)
     attempt = {"started": _now(), "start_time": time.time(), "resumed_from": os.path.basename(ckpt) if ckpt else None,
                "start_iter": checkpoint_iteration(ckpt, max_iter)}
@@ -100,19 +104,50 @@ def execute(plan: Plan, run: Run, env: Optional[dict] = None) -> dict:
                                 preexec_fn=_die_with_parent)
         status["child_pid"] = proc.pid
         write_status(run.dir, status)
-        try:
-            _, wstatus, usage = os.wait4(proc.pid, 0)
-        except KeyboardInterrupt:
-            proc.send_signal(signal.SIGINT)
-            _, wstatus, usage = os.wait4(proc.pid, 0)
-            proc.returncode = os.waitstatus_to_exitcode(wstatus)
-            _finish(run, status, attempt, proc.returncode, usage, _tail(err_path, start), interrupted=True)
-            raise
+        with _forward_signals(proc.pid) as forwarded:
+            try:
+                _, wstatus, usage = os.wait4(proc.pid, 0)
+            except KeyboardInterrupt:
+                proc.send_signal(signal.SIGINT)
+                _, wstatus, usage = os.wait4(proc.pid, 0)
+                proc.returncode = os.waitstatus_to_exitcode(wstatus)
+                _finish(run, status, attempt, proc.returncode, usage, _tail(err_path, start), interrupted="SIGINT")
+                raise
     proc.returncode = code = os.waitstatus_to_exitcode(wstatus)
-    return _finish(run, status, attempt, code, usage, _tail(err_path, start))
+    return _finish(run, status, attempt, code, usage, _tail(err_path, start),
+                   interrupted=forwarded[0] if forwarded else "")
 
 
-def _finish(run: Run, status: dict, attempt: dict, code: int, usage, tail: list[str], interrupted: bool = False) -> dict:
+FORWARDED = (signal.SIGUSR1, signal.SIGTERM)
+
+
+@contextmanager
+def _forward_signals(pid: int) -> Iterator[list[str]]:
+    """While the training ``pid`` runs, pass SIGUSR1 and SIGTERM received here on to it; yields the
+    names of the signals passed on. Outside the main thread (where Python cannot set handlers)
+    nothing is forwarded."""
+    got: list[str] = []
+
+    def forward(signum, _frame):
+        got.append(signal.Signals(signum).name)
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+
+    try:
+        previous = {s: signal.signal(s, forward) for s in FORWARDED}
+    except ValueError:  # not the main thread
+        previous = {}
+    try:
+        yield got
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _finish(run: Run, status: dict, attempt: dict, code: int, usage, tail: list[str], interrupted: str = "") -> dict:
+    """Record the attempt's end; ``interrupted``: the signal that stopped it ('' = none)."""
     end = time.time()
     attempt.update(ended=_now(), wall_s=round(end - attempt.pop("start_time"), 3), exit_code=code,
                    peak_rss_mb=round(usage.ru_maxrss / 1024.0, 1))  # Linux: ru_maxrss in KiB
@@ -120,7 +155,8 @@ def _finish(run: Run, status: dict, attempt: dict, code: int, usage, tail: list[
     if finished and code == 0:
         status.update(state="done", error=None, stderr_tail=None)
     else:
-        why = "interrupted" if interrupted else (f"exit code {code}" if code else f"exit code 0 but no final {run.metrics_file}")
+        why = (f"interrupted by {interrupted} (exit code {code})" if interrupted else
+               f"exit code {code}" if code else f"exit code 0 but no final {run.metrics_file}")
         status.update(state="interrupted" if interrupted else "failed", error=why, stderr_tail=tail)
     attempts = status["attempts"]
     attempts[-1] = attempt
@@ -132,9 +168,10 @@ def _finish(run: Run, status: dict, attempt: dict, code: int, usage, tail: list[
 
 def run_order(plan: Plan, run: Run) -> tuple:
     """Execution order: the fusion arms' baseline first, then phase 1, phase 2, the other
-    baselines, the modality ablations; seed-major within each (every arm gets seed 0 first)."""
+    baselines, the modality ablations, the sensor-failure arms; seed-major within each (every
+    arm gets seed 0 first)."""
     refs = {a.baseline for a in plan.arms if a.phase in ("1", "2")}
-    rank = {"1": 1, "2": 2, "baseline": 3, "modality": 4}[run.arm.phase]
+    rank = {"1": 1, "2": 2, "baseline": 3, "modality": 4, "sensor": 5}[run.arm.phase]
     if run.arm.name in refs:
         rank = 0
     return rank, plan.study.seeds.index(run.seed), plan.runs.index(run)
@@ -162,8 +199,9 @@ def run_study(study: Study, cli_opts: Optional[list[str]] = None, dry_run: bool 
         done = sum(r.state() == "done" for r in plan.runs)
         head = f"[{done}/{len(plan.runs)}] {run.key}"
         if dry_run:
-            echo(f"{head}: {'resume' if last_checkpoint(run.dir) else 'train'}: "
-                 f"{' '.join(plan.command(run, resume=last_checkpoint(run.dir) is not None))}")
+            cmd = next_command(plan, run)
+            what = "evaluate" if "--eval-only" in cmd else "resume" if "--resume" in cmd else "train"
+            echo(f"{head}: {what}: {' '.join(cmd)}")
             continue
         with run_lock(run.dir) as mine:
             if not mine:

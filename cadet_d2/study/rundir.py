@@ -124,3 +124,12 @@ def peak_gpu_mb(run_dir: str) -> Optional[float]:
             for m in re.finditer(r"max_mem: (\d+)M", line):
                 best = max(best or 0.0, float(m.group(1)))
     return best
+
+
+def read_conditions(run_dir: str, metrics_file: str = METRICS_FILE) -> Optional[list[dict]]:
+    """The ``conditions`` of a finished run's metrics (``[{name, datasets}]``: clean, then each
+    test-time condition), or None (not finished, or evaluated without conditions)."""
+    if not is_finished(run_dir, metrics_file):
+        return None
+    conds = (read_json(os.path.join(run_dir, metrics_file)) or {}).get("conditions")
+    return conds if isinstance(conds, list) else None

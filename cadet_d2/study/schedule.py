@@ -37,6 +37,8 @@ def schedule_opts(study: Study, cfg_loader) -> tuple[list[str], str]:
     of MAX_ITER.
     """
     s = study.schedule
+    if not s:  # a study of sensor-failure arms only may leave the schedule to each arm's config
+        return [], "the schedule of each arm's config (SOLVER.* of its config file and the study's opts)"
     ims = int(s["ims_per_batch"])
     if "iterations" in s:
         max_iter, how = int(s["iterations"]), f"{int(s['iterations'])} iterations"

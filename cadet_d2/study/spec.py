@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 import yaml
 
@@ -23,10 +23,15 @@ DEFAULT_REPORT = {
     "bootstrap": {"resamples": 1000, "seed": 0, "set": "test", "level": 0.95},
     "flops_size": [320, 416],
 }
+# signal_seconds: ask SLURM for SIGUSR1 that long before the time limit (0: no signal); requeue:
+# the jobs may be requeued (after a preemption, or by the training's signal hook).
 DEFAULT_SLURM = {"partition": "", "time": "24:00:00", "gpus": 1, "cpus": 8, "mem": "64G", "parallel": 8,
-                 "setup": "", "extra": []}
+                 "setup": "", "extra": [], "signal_seconds": 300, "requeue": True}
 TOP_KEYS = {"name", "base_config", "output", "seeds", "backbone", "data", "schedule", "opts", "env",
-            "baselines", "fusion_studies", "modality", "report", "slurm", "train_script", "include_optional"}
+            "baselines", "fusion_studies", "modality", "report", "slurm", "train_script", "include_optional",
+            "sensor_failure"}
+SENSOR_KEYS = {"arms", "baseline", "dropout", "eval"}
+TRAININGS = ("nodrop", "drop")  # a sensor-failure arm's two trainings: without and with modality dropout
 SCHEDULE_KEYS = {"epochs", "iterations", "train_images", "ims_per_batch", "base_lr", "steps",
                  "warmup_iters", "checkpoint_period"}
 
@@ -60,6 +65,18 @@ class FusionStudy:
 
 
 @dataclass
+class SensorFailure:
+    """The sensor-failure arms: each detector config trained without (``nodrop``) and with
+    (``drop``, adding ``dropout``) modality dropout; every run adds ``eval`` (the test-time
+    conditions, ``CADET.TEST.DROP_MODALITIES`` x ``CADET.TEST.CORRUPT``)."""
+
+    arms: dict[str, str]  # detector name -> config file
+    baseline: str  # a detector the report compares every other with ('' = none)
+    dropout: list[str]  # KEY VALUE ... of the drop trainings
+    eval: list[str]  # KEY VALUE ... of every run
+
+
+@dataclass
 class Study:
     """A parsed study file (paths as written; relative ones are relative to the working directory)."""
 
@@ -82,9 +99,10 @@ class Study:
     pixel_stats: dict
     report: dict
     slurm: dict
-    train_script: str
+    train_script: str  # a training script run as ``python <script>``; '' = ``python -m cadet_d2.engine.train``
     raw: dict = field(repr=False, default_factory=dict)
     include_optional: bool = False  # the file's ``include_optional``, or ``ablate.py ... --with-optional``
+    sensor: Optional[SensorFailure] = None  # the file's ``sensor_failure`` block
 
     @property
     def planned_studies(self) -> list[FusionStudy]:
@@ -201,16 +219,58 @@ def _schedule(path: str, node: dict) -> dict:
     return dict(node)
 
 
+def _pairs(path: str, key: str, values) -> list[str]:
+    """A KEY VALUE ... list of config overrides (values as strings)."""
+    if not isinstance(values, list) or len(values) % 2:
+        raise _err(path, key, "must be a list of KEY VALUE pairs (an even number of entries)")
+    out = [str(v) for v in values]
+    _check_option_keys(path, key, out[0::2])
+    return out
+
+
+def _sensor_failure(path: str, node: dict) -> SensorFailure:
+    _check_keys(path, "sensor_failure", node, SENSOR_KEYS)
+    arms = node.get("arms")
+    if not isinstance(arms, dict) or not arms:
+        raise _err(path, "sensor_failure.arms", "must map a detector name to its config file")
+    for name, cfg in arms.items():
+        if not isinstance(cfg, str) or not os.path.isfile(cfg):
+            raise _err(path, f"sensor_failure.arms.{name}", f"no such config file {cfg!r}")
+    baseline = str(node.get("baseline", "") or "")
+    if baseline and baseline not in arms:
+        raise _err(path, "sensor_failure.baseline", f"{baseline!r} is not one of the arms {list(arms)}")
+    if "eval" not in node:
+        raise _err(path, "sensor_failure.eval", "missing (the test-time conditions, e.g. CADET.TEST.DROP_MODALITIES)")
+    return SensorFailure({str(k): v for k, v in arms.items()}, baseline,
+                         _pairs(path, "sensor_failure.dropout", node.get("dropout") or []),
+                         _pairs(path, "sensor_failure.eval", node["eval"]))
+
+
+def _slurm(path: str, node: dict) -> dict:
+    _check_keys(path, "slurm", node, set(DEFAULT_SLURM))
+    out = _merge(DEFAULT_SLURM, node)
+    if not isinstance(out["signal_seconds"], int) or isinstance(out["signal_seconds"], bool) or out["signal_seconds"] < 0:
+        raise _err(path, "slurm.signal_seconds", f"must be a number of seconds >= 0 (0: no signal), got "
+                                                 f"{out['signal_seconds']!r}")
+    _bool(path, "slurm.requeue", out["requeue"])
+    return out
+
+
 def load_study(path: str) -> Study:
     """Read and check a study file."""
     with open(path, encoding="utf-8") as f:
         raw = yaml.safe_load(f) or {}
     _check_keys(path, "(top level)", raw, TOP_KEYS)
-    for k in ("name", "base_config", "output", "schedule", "baselines"):
+    sensor = _sensor_failure(path, raw["sensor_failure"]) if "sensor_failure" in raw else None
+    # A study of sensor-failure arms only needs no base config, schedule or baselines: each arm
+    # has its config (with its schedule); the base config is then the first arm's.
+    sensor_only = sensor is not None and not {"baselines", "fusion_studies", "modality"} & set(raw)
+    required = ("name", "output") if sensor_only else ("name", "base_config", "output", "schedule", "baselines")
+    for k in required:
         if k not in raw:
             raise _err(path, k, "missing (required)")
     backbone = str(raw.get("backbone", "b1"))
-    base = raw["baselines"]
+    base = raw.get("baselines") or {}
     _check_keys(path, "baselines", base, {"fusion", "sizes"})
     sizes = [str(s) for s in base.get("sizes", [])]
     studies = [_fusion_study(path, i, n, backbone) for i, n in enumerate(raw.get("fusion_studies") or [])]
@@ -232,20 +292,15 @@ def load_study(path: str) -> Study:
     report = _merge(DEFAULT_REPORT, raw.get("report"))
     _check_keys(path, "report", report, set(DEFAULT_REPORT))
     return Study(
-        path=path, name=str(raw["name"]), base_config=str(raw["base_config"]), output=str(raw["output"]),
+        path=path, name=str(raw["name"]),
+        base_config=str(raw.get("base_config") or next(iter(sensor.arms.values()))), output=str(raw["output"]),
         seeds=parse_seeds(path, raw.get("seeds", 1)), backbone=backbone, data=data,
-        schedule=_schedule(path, raw["schedule"]), opts=opts,
+        schedule=_schedule(path, raw["schedule"]) if "schedule" in raw else {}, opts=opts,
         env={str(k): str(v) for k, v in (raw.get("env") or {}).items()},
         baseline_fusion=str(base.get("fusion", "frm_ffm")), baseline_sizes=sizes, fusion_studies=studies,
         modality_sets=mod_sets, modality_fusion=str(mod.get("fusion", "frm_ffm")),
         modality_backbone=str(mod.get("backbone", backbone)), pixel_stats=pixel_stats, report=report,
-        slurm=_merge(DEFAULT_SLURM, raw.get("slurm")),
-        train_script=str(raw.get("train_script", "")) or default_train_script(), raw=raw,
-        include_optional=_bool(path, "include_optional", raw.get("include_optional", False)),
+        slurm=_slurm(path, raw.get("slurm") or {}),
+        train_script=str(raw.get("train_script", "")), raw=raw,
+        include_optional=_bool(path, "include_optional", raw.get("include_optional", False)), sensor=sensor,
     )
-
-
-def default_train_script() -> str:
-    """``tools/train_net.py`` of the checkout cadet_d2 is installed from."""
-    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    return os.path.join(here, "tools", "train_net.py")
