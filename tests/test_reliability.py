@@ -350,9 +350,9 @@ def test_random_seed_is_saved_and_reused_on_resume(tiny_root, tmp_path):
     first.train()
     seed = first.checkpointer.checkpointables["data_stream"].seed
     again = CadetTrainer(cfg)
-    assert again._trainer.data_loader.seed != seed  # a fresh random seed ...
+    assert again.data_loader.seed != seed  # a fresh random seed ...
     again.resume_or_load(resume=True)
-    assert again._trainer.data_loader.seed == seed  # ... replaced by the checkpoint's
+    assert again.data_loader.seed == seed  # ... replaced by the checkpoint's
     assert again.start_iter == 1
 
 

@@ -75,7 +75,8 @@ def test_bf16_autocast_trains_on_cpu(tiny_root, tmp_path):
     cfg = _cfg(tiny_root, str(tmp_path / "run"), *BF16, "SOLVER.MAX_ITER", "3", "DATASETS.TEST", "()",
                "CADET.FUSION.NAME", "cssa")
     trainer = CadetTrainer(cfg)
-    assert isinstance(trainer._trainer, AccumAMPTrainer) and trainer._trainer.grad_scaler is None
+    assert isinstance(trainer.step, AccumAMPTrainer) and trainer.step.grad_scaler is None
+    assert trainer.step.precision.name == "bf16" and "grad_scaler" not in trainer.checkpointer.checkpointables
     bottom_up = trainer.model.backbone.bottom_up
     seen: list[torch.dtype] = []
     bottom_up.aux_stream.stages[1].blocks[0].attn.q.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
@@ -150,17 +151,17 @@ def test_accumulation_counts_optimizer_steps(tiny_root, tmp_path):
                "SOLVER.WARMUP_ITERS", "2", "SOLVER.STEPS", "(3,)", "SOLVER.BASE_LR", "0.01",
                "SOLVER.CHECKPOINT_PERIOD", "2", "DATASETS.TEST", "()")
     trainer = CadetTrainer(cfg)
-    inner = trainer._trainer
+    inner = trainer.step
     assert isinstance(inner, AccumAMPTrainer) and inner.accum_steps == 2
     batches, steps = [], []
-    source = inner._data_loader_iter
+    source = trainer.data_loader
 
     def counting():
-        for b in source:
+        for b in source:  # iterated from the first step on, after resume_or_load set the start
             batches.append(len(b))
             yield b
 
-    inner._data_loader_iter = counting()
+    inner.data_loader = counting()
     step = trainer.optimizer.step
     trainer.optimizer.step = lambda *a, **k: (steps.append(trainer.iter), step(*a, **k))[1]
     trainer.resume_or_load(resume=False)
