@@ -378,3 +378,58 @@ def test_sigterm_then_resume_gives_identical_weights_losing_no_iteration(data_ro
     start = int(re.search(r"Starting training from iteration (\d+)", resumed_log).group(1))
     assert start == stopped + 1  # no iteration lost, none repeated
     _assert_identical(_final_state(ref), _final_state(out))
+
+
+# ---- resuming a plain-Detectron2 checkpoint -------------------------------------------------------
+def test_resuming_a_plain_detectron2_checkpoint_warns_for_each_missing_state(tiny_root, tmp_path, caplog):
+    from cadet_d2.engine.trainer import CadetTrainer
+    from conftest import registered_cfg
+
+    out = str(tmp_path / "out")
+    fast = ["CADET.FUSION.NAME", "sum", "CADET.FUSION.DEFAULT", "sum", "MODEL.FPN.OUT_CHANNELS", "32",
+            "MODEL.ROI_BOX_HEAD.FC_DIM", "64", "DATASETS.TEST", "()"]
+    trainer = CadetTrainer(registered_cfg(tiny_root, out, *fast))
+    # what Detectron2's DefaultTrainer writes: weights, iteration and scheduler; no optimizer, RNG or stream
+    plain = {"model": trainer.checkpointer.model.state_dict(), "trainer": {"iteration": 5, "hooks": {}},
+             "iteration": 5}
+    torch.save(plain, os.path.join(out, "model_0000005.pth"))
+    with open(os.path.join(out, "last_checkpoint"), "w") as f:
+        f.write("model_0000005.pth")
+    with caplog.at_level(logging.INFO):
+        trainer.resume_or_load(resume=True)
+    assert trainer.start_iter == 6
+    assert "the checkpoint has no optimizer state (written by plain Detectron2?)" in caplog.text
+    assert "the checkpoint has no RNG state" in caplog.text
+    assert f"resuming from {out}/model_0000005.pth (iteration 5; training continues at iteration 6)" in caplog.text
+
+
+# ---- several processes stop at the same iteration --------------------------------------------------
+def _agree(rank: int, world: int, port: int, results) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", world_size=world, rank=rank)
+    hook = StopOnSignal()
+    seen = [hook.agreed_signal()]  # nobody has received anything
+    if rank == 1:
+        hook.handle(signal.SIGUSR1)  # only rank 1 receives the signal
+    seen.append(hook.agreed_signal())
+    results.put((rank, seen))
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def test_every_rank_agrees_on_the_stop_signal():
+    import multiprocessing as mp
+
+    from cadet_d2.engine.launch import find_free_port
+
+    ctx = mp.get_context("fork")
+    results = ctx.Queue()
+    port = find_free_port()
+    procs = [ctx.Process(target=_agree, args=(r, 2, port, results)) for r in range(2)]
+    for p in procs:
+        p.start()
+    got = dict(results.get(timeout=120) for _ in procs)
+    for p in procs:
+        p.join(timeout=60)
+    assert got == {0: [None, "SIGUSR1"], 1: [None, "SIGUSR1"]}
