@@ -163,6 +163,6 @@ class StopOnSignal(HookBase):
                     ckpt.save(name, iteration=iteration)
             finally:
                 self.saving = False
-            written = not ckpt.blocked_reason
+            written = os.path.isfile(path) and not ckpt.blocked_reason
         comm.synchronize()
         return path if written else None
