@@ -44,17 +44,18 @@ def _run(cmd: list[str]) -> str:
 
 
 def _run_and_kill(cmd: list[str], out: str, after: str = "model_0000003.pth", timeout: float = 240) -> None:
-    """Start a run and SIGKILL it as soon as checkpoint ``after`` exists; fail (with the run's log)
-    when the run ends first or ``after`` is not there within ``timeout`` seconds."""
+    """Start a run and SIGKILL it, with every process it started (its own session), as soon as
+    checkpoint ``after`` exists; fail (with the run's log) when the run ends first or ``after`` is
+    not there within ``timeout`` seconds."""
     os.makedirs(out, exist_ok=True)
     log_path = os.path.join(out, "killed_run.log")
     with open(log_path, "w") as log:
-        p = subprocess.Popen(cmd, cwd=REPO, env=ENV, stdout=log, stderr=subprocess.STDOUT)
+        p = subprocess.Popen(cmd, cwd=REPO, env=ENV, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline, killed, late = time.time() + timeout, False, False
         try:
             while p.poll() is None:
                 if os.path.exists(os.path.join(out, after)):
-                    p.send_signal(signal.SIGKILL)
+                    os.killpg(p.pid, signal.SIGKILL)  # the run and, with --num-gpus N, its worker processes
                     killed = True
                     break
                 if time.time() > deadline:
@@ -85,7 +86,7 @@ def _assert_identical(a: dict, b: dict) -> None:
     assert set(oa) == set(ob) and oa
     for k in oa:
         assert torch.equal(oa[k]["momentum_buffer"], ob[k]["momentum_buffer"])
-    assert a["scheduler"] == b["scheduler"] and a["scheduler"]["last_epoch"] == MAX_ITER
+    assert a["scheduler"] == b["scheduler"] and a["scheduler"]["last_epoch"] == a["iteration"] + 1
 
 
 @pytest.fixture(scope="module")

@@ -372,13 +372,11 @@ def resolve_stream_seed(cfg) -> int:
 def build_deterministic_train_loader(cfg, mapper: Callable[[dict], dict | None],
                                      seed: int | None = None) -> DeterministicTrainLoader:
     """The :class:`DeterministicTrainLoader` of ``cfg.DATASETS.TRAIN`` (Detectron2's dataset dicts
-    and empty-annotation filter; batch ``SOLVER.IMS_PER_BATCH`` split over ranks)."""
+    and empty-annotation filter; batch ``SOLVER.IMS_PER_BATCH`` split over ranks). It samples
+    uniformly, like ``TrainingSampler`` (``validate_cadet_config`` rejects another sampler)."""
     from detectron2.data import DatasetFromList, get_detection_dataset_dicts
     from detectron2.utils import comm
 
-    if cfg.DATALOADER.SAMPLER_TRAIN != "TrainingSampler":
-        raise ValueError(f"CADET.DATA.DETERMINISTIC_STREAM supports DATALOADER.SAMPLER_TRAIN TrainingSampler only, "
-                         f"not {cfg.DATALOADER.SAMPLER_TRAIN}; set CADET.DATA.DETERMINISTIC_STREAM False to use it")
     world_size, rank = comm.get_world_size(), comm.get_rank()
     if cfg.SOLVER.IMS_PER_BATCH % world_size:
         raise ValueError(f"SOLVER.IMS_PER_BATCH = {cfg.SOLVER.IMS_PER_BATCH} is not divisible by the "

@@ -64,7 +64,8 @@ class CadetTrainer(TrainerBase):
     Attributes: ``cfg``, ``model`` (DDP-wrapped with several processes), ``optimizer``,
     ``data_loader``, ``step`` (the :class:`AccumAMPTrainer` that runs each iteration),
     ``scheduler``, ``checkpointer``, ``rng_state``, ``start_iter``, ``max_iter``,
-    ``stopped_reason`` (set by the NaN guard) and ``last_eval_results``.
+    ``stopped_reason`` (set by the NaN guard) and ``last_eval_results``. ``extra_hooks`` run
+    after the trainer's own (:func:`build_hooks`).
     """
 
     def __init__(self, cfg, extra_hooks: list[HookBase] | tuple = ()):
