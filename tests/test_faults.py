@@ -141,6 +141,19 @@ def test_truncated_last_checkpoint_resumes_from_the_previous_one(tmp_path, caplo
     assert f"resuming from {tmp_path}/model_0000001.pth (iteration 1; training continues at iteration 2)" in text
 
 
+def test_missing_last_checkpoint_record_resumes_from_the_newest_file(tmp_path, caplog):
+    model, _ = _two_checkpoints(tmp_path)
+    os.remove(tmp_path / "last_checkpoint")  # killed between the rename of the file and its record
+    fresh = _model(64)
+    ckpt = _ckpt(tmp_path, fresh, rng=RNGState())
+    assert ckpt.has_checkpoint() and ckpt.get_checkpoint_file() == f"{tmp_path}/model_0000003.pth"
+    with caplog.at_level(logging.WARNING):
+        assert ckpt.resume_or_load("", resume=True)["iteration"] == 3
+    assert all(torch.equal(fresh.state_dict()[k], v) for k, v in model.state_dict().items())
+    assert f"{tmp_path}/last_checkpoint is missing" in caplog.text
+    assert not _ckpt(tmp_path / "empty").has_checkpoint()
+
+
 def test_no_loadable_checkpoint_lists_the_files_tried(tmp_path):
     _two_checkpoints(tmp_path)
     _truncate(tmp_path / "model_0000003.pth")

@@ -14,7 +14,8 @@ loading, fallback on resume, bounded disk use, RNG state.
 * ``keep_last`` N > 0 keeps only the N newest ``model_<iteration>.pth`` files (``model_final.pth``
   and other names are never removed); 0 keeps all.
 * On resume, a last checkpoint that does not load (truncated, damaged) is reported with its
-  reason and the newest one that loads is used instead; with none, :class:`NoLoadableCheckpointError`
+  reason and the newest one that loads is used instead (also when ``last_checkpoint`` itself is
+  missing: a kill between a save and its record); with none, :class:`NoLoadableCheckpointError`
   lists every file tried.
 * Loading never unpickles arbitrary objects (:mod:`cadet_d2.utils.safe_load`).
 * :class:`RNGState` saves and restores every rank's global RNG states
@@ -151,6 +152,17 @@ class CadetCheckpointer(DetectionCheckpointer):
         """Refuse every later save (e.g. after a non-finite loss), logging ``reason``."""
         self.blocked_reason = reason
 
+    def has_checkpoint(self) -> bool:
+        """``last_checkpoint`` exists, or (a kill between a save and its record) a periodic checkpoint does."""
+        return super().has_checkpoint() or bool(self.periodic_checkpoints())
+
+    def get_checkpoint_file(self) -> str:
+        """The file ``last_checkpoint`` names; without it, the newest periodic checkpoint ("" if none)."""
+        if super().has_checkpoint():
+            return super().get_checkpoint_file()
+        files = self.periodic_checkpoints()
+        return files[-1] if files else ""
+
     def last_good(self) -> str:
         """The file ``last_checkpoint`` names, or ``"none"``."""
         return self.get_checkpoint_file() if self.has_checkpoint() else "none"
@@ -251,6 +263,9 @@ class CadetCheckpointer(DetectionCheckpointer):
         """The file ``last_checkpoint`` names if it loads, else the newest periodic checkpoint that
         does (each failure warned with its reason); :class:`NoLoadableCheckpointError` if none."""
         last = self.get_checkpoint_file()
+        if not super().has_checkpoint():
+            self.logger.warning(f"[cadet] {os.path.join(self.save_dir, 'last_checkpoint')} is missing (the run was "
+                                "killed between a save and its record?): trying the newest periodic checkpoint")
         candidates = [last] + [p for p in reversed(self.periodic_checkpoints()) if p != last]
         tried: list[str] = []
         for p in candidates:
@@ -273,8 +288,7 @@ class CadetCheckpointer(DetectionCheckpointer):
         raise NoLoadableCheckpointError(
             f"[cadet] --resume: no checkpoint in {self.save_dir} loads; tried, newest first:\n  "
             + "\n  ".join(tried)
-            + "\nRemove the damaged files (or OUTPUT_DIR/last_checkpoint to start afresh), or set OUTPUT_DIR to "
-            "another folder."
+            + "\nRemove the damaged files, or start afresh without --resume or with another OUTPUT_DIR."
         )
 
     def read_file(self, filename: str) -> dict:

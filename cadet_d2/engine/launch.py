@@ -29,6 +29,7 @@ import torch.multiprocessing as mp
 from detectron2.utils import comm
 
 from .compat import create_local_process_group, release_process_groups
+from .signals import join_forwarding_stop_signals
 
 logger = logging.getLogger("cadet_d2")
 
@@ -124,6 +125,8 @@ def launch(main_func: Callable, num_processes_per_machine: int, num_machines: in
         if num_machines > 1:
             raise ValueError("--dist-url auto works on one machine only; give tcp://HOST:PORT of machine 0")
         dist_url = f"tcp://127.0.0.1:{find_free_port()}"
-    mp.spawn(_spawned_worker, nprocs=num_processes_per_machine, daemon=False,
-             args=(main_func, world_size, num_processes_per_machine, machine_rank, dist_url, args, timeout, backend))
+    context = mp.spawn(_spawned_worker, nprocs=num_processes_per_machine, daemon=False, join=False,
+                       args=(main_func, world_size, num_processes_per_machine, machine_rank, dist_url, args, timeout,
+                             backend))
+    join_forwarding_stop_signals(context)  # stop signals go on to the processes; their exit 75 is ours
     return None

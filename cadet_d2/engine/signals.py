@@ -17,7 +17,9 @@
    :class:`StopTraining` (a ``SystemExit``), so the other hooks' ``after_train`` still run.
 
 A signal that comes while the checkpoint is written is logged and ignored: the save finishes.
-A signal at the last iteration lets the run finish normally.
+A signal at the last iteration lets the run finish normally. With processes spawned by
+``--num-gpus``, the launcher passes the signals on (:func:`join_forwarding_stop_signals`) and
+exits with :data:`EXIT_STOPPED` too.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ import signal
 import subprocess
 from typing import Mapping, Sequence
 
+import torch.multiprocessing
 from detectron2.engine import HookBase
 from detectron2.utils import comm
 
@@ -69,6 +72,29 @@ def requeue_slurm_job(env: Mapping[str, str] = os.environ) -> str:
     if r.returncode != 0:
         return f"not requeued: scontrol requeue {job} exited {r.returncode}: {(r.stderr or r.stdout).strip()[:300]}"
     return f"SLURM job {job} requeued (scontrol requeue {job}); it resumes by itself when it starts again"
+
+
+def join_forwarding_stop_signals(context, signals: Sequence[str] = ("SIGTERM", "SIGINT", "SIGUSR1")) -> None:
+    """The launcher's side of a spawned multi-process run: wait for the processes of ``context``
+    (``torch.multiprocessing.spawn(..., join=False)``), passing each stop signal on to them instead
+    of dying (``sbatch --signal=B:USR1`` signals only this process); exit with :data:`EXIT_STOPPED`
+    when they stopped on a signal."""
+    def forward(signum: int, frame=None) -> None:
+        for p in context.processes:
+            if p.is_alive():
+                os.kill(p.pid, signum)
+
+    previous = {s: signal.signal(signal.Signals[s], forward) for s in signals}
+    try:
+        while not context.join():
+            pass
+    except torch.multiprocessing.ProcessExitedException as e:
+        if e.exit_code == EXIT_STOPPED:
+            raise SystemExit(EXIT_STOPPED) from None
+        raise
+    finally:
+        for s, handler in previous.items():
+            signal.signal(signal.Signals[s], handler)
 
 
 class StopOnSignal(HookBase):
