@@ -397,6 +397,29 @@ def test_resume_with_another_batch_accumulation_or_world_size_warns(tiny_root, t
     assert len(warned) == 1 and "batch_size: 1 -> 2" in warned[0] and "world_size: 2 -> 1" in warned[0], warned
 
 
+def test_resume_reads_the_older_checkpoint_layout(tiny_root, tmp_path):
+    """Checkpoints of the DefaultTrainer-based engine (and of current Detectron2's DefaultTrainer)
+    keep optimizer and scheduler inside ``trainer``: they resume exactly, without a warning."""
+    out = str(tmp_path / "run")
+    base = ("SOLVER.MAX_ITER", "2", "SOLVER.CHECKPOINT_PERIOD", "1", "DATASETS.TEST", "()")
+    first = CadetTrainer(_cfg(tiny_root, out, *base))
+    first.resume_or_load(resume=False)
+    first.train()
+    path = os.path.join(out, "model_final.pth")
+    ckpt = torch.load(path, weights_only=True)
+    optimizer, scheduler = ckpt.pop("optimizer"), ckpt.pop("scheduler")
+    assert optimizer["state"] and scheduler["last_epoch"] == 2
+    ckpt["trainer"] = {"iteration": ckpt["trainer"]["iteration"], "_trainer": {"optimizer": optimizer},
+                       "hooks": {"detectron2.engine.hooks.LRScheduler": scheduler}}
+    torch.save(ckpt, path)
+    warned, trainer = _resume_warnings(_cfg(tiny_root, out, *base))
+    assert warned == [] and trainer.start_iter == 2
+    assert trainer.scheduler.last_epoch == 2
+    loaded = trainer.optimizer.state_dict()["state"]
+    assert loaded.keys() == optimizer["state"].keys()
+    assert all(torch.equal(loaded[k]["momentum_buffer"], v["momentum_buffer"]) for k, v in optimizer["state"].items())
+
+
 def test_detectron2_train_loader_without_the_deterministic_stream(tiny_root, tmp_path):
     out = str(tmp_path / "run")
     opts = ("CADET.DATA.DETERMINISTIC_STREAM", "False", "DATALOADER.SAMPLER_TRAIN", "RepeatFactorTrainingSampler",
