@@ -10,6 +10,8 @@ Every key outside Detectron2's own set lives under ``CADET`` (plus ``SOLVER.ACCU
 """
 from __future__ import annotations
 
+import signal
+
 from detectron2.config import CfgNode as CN
 
 from .layout import (MIT_SIZES, MODALITY_CHANNELS, OCCLUSION_LEVELS, ON_ERROR_POLICIES, SIZE_MISMATCH_POLICIES,
@@ -185,6 +187,20 @@ def add_cadet_config(cfg: CN) -> CN:
     # the effective batch is IMS_PER_BATCH * ACCUM_STEPS. 1 = no accumulation.
     _C.SOLVER.ACCUM_STEPS = 1
 
+    # ---- checkpoints and stop signals ----------------------------------------------------
+    _C.CADET.CHECKPOINT = CN()
+    # Keep only the newest N periodic checkpoints (model_<iteration>.pth; model_final.pth is always
+    # kept), so that a long run's disk use is bounded; 0 = keep all.
+    _C.CADET.CHECKPOINT.KEEP_LAST = 0
+    # On these signals the run finishes the current iteration, writes model_<iteration>.pth and
+    # exits with status 75 (engine/signals.py). [] = Python's default behaviour.
+    _C.CADET.CHECKPOINT.STOP_SIGNALS = ["SIGTERM", "SIGINT", "SIGUSR1"]
+    # Under SLURM (SLURM_JOB_ID set), after stopping on one of these signals, requeue the job with
+    # `scontrol requeue` so that it resumes by itself. SIGUSR1 is what `sbatch --signal=B:USR1@<s>`
+    # sends ahead of the time limit; add "SIGTERM" to requeue on preemption too (then `scancel`
+    # requeues as well: cancel such a job with `scancel --signal=KILL`). [] = never requeue.
+    _C.CADET.CHECKPOINT.REQUEUE_SIGNALS = ["SIGUSR1"]
+
     # ---- test -----------------------------------------------------------------------------
     _C.CADET.TEST = CN()
     # Write evaluation metrics to OUTPUT_DIR/<this file> (one entry per test set). Not
@@ -257,6 +273,7 @@ def validate_cadet_config(cfg: CN) -> None:
     _check_choice("CADET.DATA.UNLABELED", cfg.CADET.DATA.UNLABELED, UNLABELED_POLICIES)
     _check_choice("CADET.DATA.ON_ERROR", cfg.CADET.DATA.ON_ERROR, ON_ERROR_POLICIES)
     _check_choice("CADET.SOLVER.OPTIMIZER", cfg.CADET.SOLVER.OPTIMIZER.upper(), ("SGD", "ADAMW"))
+    _validate_checkpoint(cfg)
     for key in ("FUSION.STAGES", "BACKBONE.CHECKPOINT_STAGES"):
         node, leaf = key.split(".")
         for s in cfg.CADET[node][leaf]:
@@ -358,3 +375,20 @@ def _validate_miss_rate(cfg: CN) -> None:
                          "Caltech protocol)")
     if not 0.0 < mr.IOU <= 1.0:
         raise ValueError(f"CADET.TEST.MISS_RATE.IOU = {mr.IOU} must lie in (0, 1]")
+
+
+def _validate_checkpoint(cfg: CN) -> None:
+    if int(cfg.CADET.CHECKPOINT.KEEP_LAST) < 0:
+        raise ValueError("CADET.CHECKPOINT.KEEP_LAST must be >= 0 (0 = keep all), got "
+                         f"{cfg.CADET.CHECKPOINT.KEEP_LAST}")
+    stop = set()
+    for key in ("STOP_SIGNALS", "REQUEUE_SIGNALS"):
+        for name in cfg.CADET.CHECKPOINT[key]:
+            if name not in signal.Signals.__members__ or name in ("SIGKILL", "SIGSTOP"):
+                raise ValueError(f"CADET.CHECKPOINT.{key}: {name!r} is not a signal that can be caught "
+                                 "(e.g. SIGTERM, SIGINT, SIGUSR1)")
+            if key == "STOP_SIGNALS":
+                stop.add(name)
+            elif name not in stop:
+                raise ValueError(f"CADET.CHECKPOINT.REQUEUE_SIGNALS: {name} is not in CADET.CHECKPOINT.STOP_SIGNALS "
+                                 f"{list(cfg.CADET.CHECKPOINT.STOP_SIGNALS)}")

@@ -4,9 +4,8 @@
     python -m torch.distributed.run --nproc_per_node 2 tests/ddp_helper.py group OUT_DIR
 
 ``train``: every rank writes ``OUTPUT_DIR/rank{r}.json`` after training: a hash of its model
-weights and its stream rank/world size. The hook is installed when this file runs as the script
-or as ``__mp_main__`` (how the processes spawned by ``--num-gpus`` import it), not when a test
-imports it.
+weights and its stream rank/world size (a :class:`WriteRankState` hook, given to the trainer
+through ``cadet_d2.engine.train.main``'s ``extra_hooks``).
 ``group``: checks the process group and Detectron2's local group that launch() sets up under
 torchrun, writing ``OUT_DIR/group{r}.json``.
 """
@@ -21,7 +20,7 @@ import torch
 from detectron2.engine import HookBase
 from detectron2.utils import comm
 
-from cadet_d2.engine import CadetTrainer
+from cadet_d2.engine.train import main
 
 
 def weights_hash(state: dict) -> str:
@@ -36,7 +35,7 @@ class WriteRankState(HookBase):
     def after_train(self) -> None:
         model = self.trainer.model
         model = getattr(model, "module", model)  # DDP
-        loader = self.trainer._trainer.data_loader
+        loader = self.trainer.data_loader
         out = {"rank": comm.get_rank(), "world_size": comm.get_world_size(), "local_rank": comm.get_local_rank(),
                "hash": weights_hash(model.state_dict()), "iter": self.trainer.iter,
                "stream": [loader.rank, loader.world_size], "ddp": model is not self.trainer.model,
@@ -45,14 +44,9 @@ class WriteRankState(HookBase):
             json.dump(out, f)
 
 
-def install_rank_state_hook() -> None:
-    """Every CadetTrainer built in this process gets a :class:`WriteRankState` hook."""
-    build_hooks = CadetTrainer.build_hooks
-    CadetTrainer.build_hooks = lambda self: build_hooks(self) + [WriteRankState()]
-
-
-if __name__ in ("__main__", "__mp_main__"):  # the script, and the processes spawned from it (not importers)
-    install_rank_state_hook()
+def main_with_rank_state(args) -> None:
+    """``tools/train_net.py``'s main with a :class:`WriteRankState` hook (picklable for spawn)."""
+    return main(args, extra_hooks=[WriteRankState()])
 
 
 def check_group(out_dir: str) -> None:
@@ -70,7 +64,7 @@ if __name__ == "__main__":
     if sys.argv[1] == "train":
         from cadet_d2.engine.train import cli
 
-        cli(sys.argv[2:])
+        cli(sys.argv[2:], main_func=main_with_rank_state)
     else:
         from cadet_d2.engine.launch import launch
 

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import glob
 import json
+import logging
 import os
+import re
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from cadet_d2.engine.launch import pick_backend, under_torchrun
-from test_resume import OPTS
+from conftest import make_tiny_root
+from test_resume import OPTS, _assert_identical, _final_state, _run, _run_and_kill
 from ddp_helper import weights_hash
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -21,7 +25,18 @@ ENV = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
 
 def test_backend_follows_the_device(monkeypatch):
     assert pick_backend("cpu") == "gloo"
-    assert pick_backend("cuda") == ("nccl" if torch.cuda.is_available() else "gloo")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert pick_backend("cuda") == "nccl" and pick_backend("cuda:1") == "nccl" and pick_backend("cpu") == "gloo"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    seen: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())
+    logging.getLogger("cadet_d2").addHandler(handler)
+    try:
+        assert pick_backend("cuda") == "gloo"
+    finally:
+        logging.getLogger("cadet_d2").removeHandler(handler)
+    assert any("CUDA is not available: using the gloo backend" in m for m in seen), seen
     for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         monkeypatch.delenv(var, raising=False)
     assert not under_torchrun()
@@ -29,20 +44,37 @@ def test_backend_follows_the_device(monkeypatch):
     assert under_torchrun()
 
 
-def test_two_cpu_processes_train_identical_weights_and_evaluate(tiny_root, tmp_path):
-    """DDP (gloo) + gradient accumulation (no_sync) + the deterministic stream split over ranks +
-    distributed COCO evaluation at the end; every rank ends with the same weights."""
-    out = str(tmp_path / "ddp")
-    opts = [o for o in OPTS]
+def _ddp_cmd(root: str, out: str, *extra: str) -> list[str]:
+    """2 gloo processes, 4 iterations of 2 micro-batches, checkpoints at iterations 1 and 3, the
+    final evaluation only, on two test sets of 3 images."""
+    opts = list(OPTS)
     opts[opts.index("SOLVER.MAX_ITER") + 1] = "4"
-    opts[opts.index("TEST.EVAL_PERIOD") + 1] = "0"  # the final evaluation only
-    opts[opts.index("DATASETS.TEST") + 1] = "('synth_daytest1', 'synth_nighttest1')"  # 3 images each
-    r = subprocess.run([sys.executable, HELPER, "train", "--num-gpus", "2", "--dist-url", "auto",
-                        "--config-file", "configs/Base-CADET.yaml", *opts, "CADET.DATA.ROOT", tiny_root,
-                        "DATALOADER.NUM_WORKERS", "0", "SOLVER.ACCUM_STEPS", "2", "OUTPUT_DIR", out],
-                       cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
+    opts[opts.index("TEST.EVAL_PERIOD") + 1] = "0"
+    opts[opts.index("DATASETS.TEST") + 1] = "('synth_daytest1', 'synth_nighttest1')"
+    return [sys.executable, HELPER, "train", "--num-gpus", "2", "--dist-url", "auto",
+            "--config-file", "configs/Base-CADET.yaml", *extra, *opts, "CADET.DATA.ROOT", root,
+            "DATALOADER.NUM_WORKERS", "0", "SOLVER.ACCUM_STEPS", "2", "OUTPUT_DIR", out]
+
+
+@pytest.fixture(scope="module")
+def ddp_root(tmp_path_factory) -> str:
+    return make_tiny_root(str(tmp_path_factory.mktemp("ddp") / "data"))
+
+
+@pytest.fixture(scope="module")
+def ddp_run(ddp_root, tmp_path_factory) -> tuple[str, str]:
+    """An uninterrupted 2-process run: its OUTPUT_DIR and log."""
+    out = str(tmp_path_factory.mktemp("ddp") / "uninterrupted")
+    r = subprocess.run(_ddp_cmd(ddp_root, out), cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
     log = r.stdout + r.stderr
     assert r.returncode == 0, log[-4000:]
+    return out, log
+
+
+def test_two_cpu_processes_train_identical_weights_and_evaluate(ddp_run):
+    """DDP (gloo) + gradient accumulation (no_sync) + the deterministic stream split over ranks +
+    distributed COCO evaluation at the end; every rank ends with the same weights."""
+    out, log = ddp_run
     ranks = [json.load(open(p)) for p in sorted(glob.glob(os.path.join(out, "rank*.json")))]
     assert [x["rank"] for x in ranks] == [0, 1], log[-3000:]
     assert all(x["world_size"] == 2 and x["backend"] == "gloo" and x["ddp"] and x["iter"] == 4 for x in ranks)
@@ -57,6 +89,20 @@ def test_two_cpu_processes_train_identical_weights_and_evaluate(tiny_root, tmp_p
         shares = f0.read().count("Start inference on 2 batches"), f1.read().count("Start inference on 1 batches")
     assert shares == (2, 2), shares  # each test set's 3 images split over the two ranks
     assert "1 images per batch on each of 2 rank(s)" in log and "effective batch 4 images" in log
+
+
+def test_two_process_kill_and_resume_gives_identical_weights(ddp_root, ddp_run, tmp_path):
+    """SIGKILL both processes after the checkpoint of iteration 1, rerun with --resume: the same
+    final weights, optimizer and scheduler state as the uninterrupted 2-process run, bit for bit."""
+    out = str(tmp_path / "killed")
+    _run_and_kill(_ddp_cmd(ddp_root, out), out, after="model_0000001.pth")
+    log = _run(_ddp_cmd(ddp_root, out, "--resume"))
+    assert re.search(r"Starting training from iteration 2\b", log), log[-3000:]
+    resumed = _final_state(out)
+    assert resumed["iteration"] == 3 and len(resumed["rng"]["per_rank"]) == 2
+    _assert_identical(_final_state(ddp_run[0]), resumed)
+    ranks = [json.load(open(p)) for p in sorted(glob.glob(os.path.join(out, "rank*.json")))]
+    assert len(ranks) == 2 and ranks[0]["hash"] == ranks[1]["hash"] == weights_hash(resumed["model"])
 
 
 def test_torchrun_processes_join_the_group(tmp_path):

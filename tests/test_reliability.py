@@ -201,7 +201,9 @@ def test_nan_loss_stops_and_writes_no_checkpoint(tiny_root, tmp_path):
     assert "non-finite loss at iteration 3" in msg and "loss_cls" in msg and "model_0000001.pth" in msg
     files = os.listdir(out)
     assert "model_0000001.pth" in files and "model_0000003.pth" not in files and "model_final.pth" not in files
-    assert not hasattr(trainer, "_last_eval_results")  # the final evaluation is skipped after a NaN
+    # the final evaluation (DATASETS.TEST is set, TEST.EVAL_PERIOD 0: only at the end) is skipped after a NaN
+    assert cfg.CADET.TEST.METRICS_FILE not in files and "inference" not in files, files
+    assert trainer.last_eval_results is None
     with open(os.path.join(out, "last_checkpoint")) as f:
         last = torch.load(os.path.join(out, f.read()), weights_only=True)
     assert all(torch.isfinite(v).all() for v in last["model"].values() if v.is_floating_point())
@@ -236,16 +238,21 @@ def test_output_dir_under_a_file_is_reported(tmp_path):
         check_output_dir(str(blocker / "run"))
 
 
-@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root ignores folder permissions")
 def test_read_only_output_dir_is_reported(tmp_path):
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    ro.chmod(0o500)
+    if os.geteuid() != 0:
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        ro.chmod(0o500)
+    elif os.path.isdir("/proc/self"):
+        ro = "/proc/self"  # root ignores permission bits; procfs takes no new files, not even root's
+    else:
+        pytest.skip("running as root without /proc: no folder that root cannot write to")
     try:
-        with pytest.raises(PreflightError, match="is not a writable folder"):
+        with pytest.raises(PreflightError, match=f"OUTPUT_DIR '{ro}' is not a writable folder"):
             check_output_dir(str(ro))
     finally:
-        ro.chmod(0o700)
+        if os.geteuid() != 0:
+            ro.chmod(0o700)
 
 
 def test_train_net_stops_before_training_on_unwritable_output(tiny_root, tmp_path):
@@ -268,7 +275,7 @@ def test_nearly_full_disk_is_reported_before_training(tiny_root, tmp_path, monke
         monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**6, 10**6 - 1000, 1000))
         check_free_space(str(tmp_path), 10**6)
     cfg = _cfg(tiny_root, str(tmp_path / "run"), "DATASETS.TEST", "()")
-    with pytest.raises(PreflightError, match=r"a checkpoint of this model \(3 x .* MiB of weights"):
+    with pytest.raises(PreflightError, match=r"this run \(\d+ periodic checkpoint\(s\) kept .* MiB of weights, .* of optimizer state"):
         CadetTrainer(cfg)
 
 
@@ -350,10 +357,90 @@ def test_random_seed_is_saved_and_reused_on_resume(tiny_root, tmp_path):
     first.train()
     seed = first.checkpointer.checkpointables["data_stream"].seed
     again = CadetTrainer(cfg)
-    assert again._trainer.data_loader.seed != seed  # a fresh random seed ...
+    assert again.data_loader.seed != seed  # a fresh random seed ...
     again.resume_or_load(resume=True)
-    assert again._trainer.data_loader.seed == seed  # ... replaced by the checkpoint's
+    assert again.data_loader.seed == seed  # ... replaced by the checkpoint's
     assert again.start_iter == 1
+
+
+def _resume_warnings(cfg) -> tuple[list[str], CadetTrainer]:
+    """The "not an exact resume" warnings of ``CadetTrainer(cfg).resume_or_load(resume=True)``."""
+    capture = _Capture()
+    logging.getLogger("cadet_d2").addHandler(capture)
+    try:
+        trainer = CadetTrainer(cfg)
+        trainer.resume_or_load(resume=True)
+    finally:
+        logging.getLogger("cadet_d2").removeHandler(capture)
+    return [m for m in capture.messages if "not an exact resume" in m], trainer
+
+
+def test_resume_with_another_batch_accumulation_or_world_size_warns(tiny_root, tmp_path):
+    out = str(tmp_path / "run")
+    base = ("SOLVER.MAX_ITER", "2", "SOLVER.CHECKPOINT_PERIOD", "1", "DATASETS.TEST", "()")
+    first = CadetTrainer(_cfg(tiny_root, out, *base))
+    first.resume_or_load(resume=False)
+    first.train()
+    same, trainer = _resume_warnings(_cfg(tiny_root, out, *base))
+    assert same == [] and trainer.start_iter == 2  # the same settings: an exact resume, no warning
+    for opts, change in ((("SOLVER.IMS_PER_BATCH", "4"), "batch_size: 2 -> 4"),
+                         (("SOLVER.ACCUM_STEPS", "2"), "batches_per_iteration: 1 -> 2")):
+        warned, _ = _resume_warnings(_cfg(tiny_root, out, *base, *opts))
+        assert len(warned) == 1 and change in warned[0], (opts, warned)
+    # the checkpoint as 2 processes write it (IMS_PER_BATCH 2: 1 image per rank), resumed by one
+    path = os.path.join(out, "model_final.pth")
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["data_stream"].update(world_size=2, batch_size=1, load_failures=[[], []])
+    ckpt["rng"]["per_rank"] = ckpt["rng"]["per_rank"] * 2
+    torch.save(ckpt, path)
+    warned, _ = _resume_warnings(_cfg(tiny_root, out, *base))
+    assert len(warned) == 1 and "batch_size: 1 -> 2" in warned[0] and "world_size: 2 -> 1" in warned[0], warned
+
+
+def test_resume_reads_the_older_checkpoint_layout(tiny_root, tmp_path):
+    """Checkpoints of the DefaultTrainer-based engine (and of current Detectron2's DefaultTrainer)
+    keep optimizer and scheduler inside ``trainer``: they resume exactly, without a warning."""
+    out = str(tmp_path / "run")
+    base = ("SOLVER.MAX_ITER", "2", "SOLVER.CHECKPOINT_PERIOD", "1", "DATASETS.TEST", "()")
+    first = CadetTrainer(_cfg(tiny_root, out, *base))
+    first.resume_or_load(resume=False)
+    first.train()
+    path = os.path.join(out, "model_final.pth")
+    ckpt = torch.load(path, weights_only=True)
+    optimizer, scheduler = ckpt.pop("optimizer"), ckpt.pop("scheduler")
+    assert optimizer["state"] and scheduler["last_epoch"] == 2
+    ckpt["trainer"] = {"iteration": ckpt["trainer"]["iteration"], "_trainer": {"optimizer": optimizer},
+                       "hooks": {"detectron2.engine.hooks.LRScheduler": scheduler}}
+    torch.save(ckpt, path)
+    warned, trainer = _resume_warnings(_cfg(tiny_root, out, *base))
+    assert warned == [] and trainer.start_iter == 2
+    assert trainer.scheduler.last_epoch == 2
+    loaded = trainer.optimizer.state_dict()["state"]
+    assert loaded.keys() == optimizer["state"].keys()
+    assert all(torch.equal(loaded[k]["momentum_buffer"], v["momentum_buffer"]) for k, v in optimizer["state"].items())
+
+
+def test_detectron2_train_loader_without_the_deterministic_stream(tiny_root, tmp_path):
+    out = str(tmp_path / "run")
+    opts = ("CADET.DATA.DETERMINISTIC_STREAM", "False", "DATALOADER.SAMPLER_TRAIN", "RepeatFactorTrainingSampler",
+            "SOLVER.MAX_ITER", "2", "SOLVER.CHECKPOINT_PERIOD", "1", "DATASETS.TEST", "()")
+    capture = _Capture()
+    logging.getLogger("cadet_d2").addHandler(capture)
+    try:
+        trainer = CadetTrainer(_cfg(tiny_root, out, *opts))
+    finally:
+        logging.getLogger("cadet_d2").removeHandler(capture)
+    assert not isinstance(trainer.data_loader, DeterministicTrainLoader)
+    assert any("not a DeterministicTrainLoader" in m and "no exact resume" in m for m in capture.messages)
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    losses = [v for v, _ in trainer.storage.history("total_loss").values()]
+    assert len(losses) == 2 and np.isfinite(losses).all()
+    final = torch.load(os.path.join(out, "model_final.pth"), weights_only=True)
+    assert "data_stream" not in final and {"model", "optimizer", "scheduler", "rng"} <= set(final)
+    # the deterministic stream samples uniformly: another sampler needs it off (checked with the config)
+    with pytest.raises(ValueError, match="needs CADET.DATA.DETERMINISTIC_STREAM False"):
+        _cfg(tiny_root, out, "DATALOADER.SAMPLER_TRAIN", "RepeatFactorTrainingSampler")
 
 
 # ---- weights-only loading -----------------------------------------------------------------------------

@@ -43,25 +43,33 @@ def _run(cmd: list[str]) -> str:
     return r.stdout + r.stderr
 
 
-def _run_and_kill(cmd: list[str], out: str, after: str = "model_0000003.pth") -> None:
-    """Start a run and SIGKILL it as soon as checkpoint ``after`` exists."""
+def _run_and_kill(cmd: list[str], out: str, after: str = "model_0000003.pth", timeout: float = 240) -> None:
+    """Start a run and SIGKILL it, with every process it started (its own session), as soon as
+    checkpoint ``after`` exists; fail (with the run's log) when the run ends first or ``after`` is
+    not there within ``timeout`` seconds."""
     os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "killed_run.log"), "w") as log:
-        p = subprocess.Popen(cmd, cwd=REPO, env=ENV, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.time() + 240
+    log_path = os.path.join(out, "killed_run.log")
+    with open(log_path, "w") as log:
+        p = subprocess.Popen(cmd, cwd=REPO, env=ENV, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline, killed, late = time.time() + timeout, False, False
         try:
-            while p.poll() is None and time.time() < deadline:
+            while p.poll() is None:
                 if os.path.exists(os.path.join(out, after)):
-                    p.send_signal(signal.SIGKILL)
+                    os.killpg(p.pid, signal.SIGKILL)  # the run and, with --num-gpus N, its worker processes
+                    killed = True
+                    break
+                if time.time() > deadline:
+                    late = True
                     break
                 time.sleep(0.005)
         finally:
-            if p.poll() is None and time.time() >= deadline:
+            if p.poll() is None and not killed:
                 p.kill()
             p.wait()
-    with open(os.path.join(out, "killed_run.log")) as f:
+    with open(log_path) as f:
         tail = f.read()[-3000:]
-    assert p.returncode == -signal.SIGKILL, f"the run ended (rc {p.returncode}) before it was killed:\n{tail}"
+    assert not late, f"{after} was not written within {timeout:.0f} s; the run's log ends:\n{tail}"
+    assert killed and p.returncode == -signal.SIGKILL, f"the run ended (rc {p.returncode}) before it was killed:\n{tail}"
     assert not os.path.exists(os.path.join(out, "model_final.pth"))
 
 
@@ -74,10 +82,11 @@ def _assert_identical(a: dict, b: dict) -> None:
     assert set(ma) == set(mb)
     differing = [k for k in ma if not torch.equal(ma[k], mb[k])]
     assert not differing, f"{len(differing)} of {len(ma)} tensors differ, e.g. {differing[:5]}"
-    oa, ob = a["trainer"]["_trainer"]["optimizer"]["state"], b["trainer"]["_trainer"]["optimizer"]["state"]
-    assert set(oa) == set(ob)
+    oa, ob = a["optimizer"]["state"], b["optimizer"]["state"]
+    assert set(oa) == set(ob) and oa
     for k in oa:
         assert torch.equal(oa[k]["momentum_buffer"], ob[k]["momentum_buffer"])
+    assert a["scheduler"] == b["scheduler"] and a["scheduler"]["last_epoch"] == a["iteration"] + 1
 
 
 @pytest.fixture(scope="module")
@@ -109,5 +118,5 @@ def test_kill_and_resume_gives_identical_weights(data_root, uninterrupted, tmp_p
     assert resumed["iteration"] == MAX_ITER - 1
     _assert_identical(uninterrupted, resumed)
     # our own checkpoints load with weights_only=True (checked by _final_state), RNG included
-    assert set(resumed) >= {"model", "trainer", "rng", "data_stream", "iteration"}
+    assert set(resumed) >= {"model", "trainer", "optimizer", "scheduler", "rng", "data_stream", "iteration"}
     assert not [f for f in os.listdir(out) if f.endswith(".tmp")]

@@ -2,6 +2,8 @@
 checkpointing, fast input, torch.compile wiring, the tensor-memory tracker and the benchmark."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -23,6 +25,11 @@ FAST = ["MODEL.FPN.OUT_CHANNELS", "32", "MODEL.ROI_BOX_HEAD.FC_DIM", "64", "MODE
 BF16 = ["SOLVER.AMP.ENABLED", "True", "CADET.SOLVER.AMP_DTYPE", "bfloat16"]
 
 
+def cuda(test):
+    """Marks a test that needs a CUDA GPU (``-m cuda`` selects them); skipped without one."""
+    return pytest.mark.cuda(pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")(test))
+
+
 @pytest.fixture(autouse=True)
 def _one_thread(one_thread):
     yield
@@ -38,6 +45,27 @@ def test_new_keys_have_safe_defaults(tmp_path):
     assert cfg.SOLVER.ACCUM_STEPS == 1 and cfg.CADET.SOLVER.AMP_DTYPE == "float16"
     assert cfg.CADET.BACKBONE.COMPILE is False and resolve_precision(cfg).name == "fp32"
     assert resolve_precision(tiny_cfg(str(tmp_path), str(tmp_path / "o"), *BF16)).name == "bf16"
+
+
+def test_cpu_bf16_check_matches_the_cpu_flags():
+    """``cpu_has_fast_bf16`` for real (not faked): oneDNN runs bf16 natively with AVX-512 (F, BW,
+    VL, DQ: "avx512_core") or AVX2 with AVX-NE-CONVERT; the flags come from /proc/cpuinfo."""
+    from cadet_d2.engine.precision import cpu_has_fast_bf16
+
+    if not os.path.exists("/proc/cpuinfo"):
+        pytest.skip("no /proc/cpuinfo")
+    with open("/proc/cpuinfo") as f:
+        lines = [line for line in f if line.startswith("flags")]
+    if not lines:
+        pytest.skip("no x86 CPU flags in /proc/cpuinfo")
+    flags = set(lines[0].split(":", 1)[1].split())
+    avx512_core = {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= flags
+    if avx512_core:
+        assert cpu_has_fast_bf16() is True
+    elif "avx_ne_convert" not in flags:  # e.g. Zen 3 (AVX2 only): bf16 falls back to reference kernels
+        assert cpu_has_fast_bf16() is False
+    else:
+        pytest.skip("AVX2 with AVX-NE-CONVERT: oneDNN's choice depends on its version")
 
 
 @pytest.mark.parametrize("fast", [True, False])
@@ -75,7 +103,8 @@ def test_bf16_autocast_trains_on_cpu(tiny_root, tmp_path):
     cfg = _cfg(tiny_root, str(tmp_path / "run"), *BF16, "SOLVER.MAX_ITER", "3", "DATASETS.TEST", "()",
                "CADET.FUSION.NAME", "cssa")
     trainer = CadetTrainer(cfg)
-    assert isinstance(trainer._trainer, AccumAMPTrainer) and trainer._trainer.grad_scaler is None
+    assert isinstance(trainer.step, AccumAMPTrainer) and trainer.step.grad_scaler is None
+    assert trainer.step.precision.name == "bf16" and "grad_scaler" not in trainer.checkpointer.checkpointables
     bottom_up = trainer.model.backbone.bottom_up
     seen: list[torch.dtype] = []
     bottom_up.aux_stream.stages[1].blocks[0].attn.q.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
@@ -86,6 +115,25 @@ def test_bf16_autocast_trains_on_cpu(tiny_root, tmp_path):
     losses = [v for v, _ in trainer.storage.history("total_loss").values()]
     assert len(losses) == 3 and np.isfinite(losses).all()
     assert all(p.dtype == torch.float32 for p in trainer.model.parameters())  # fp32 master weights
+
+
+@cuda
+def test_fp16_training_evaluates_in_fp32(tiny_root, tmp_path):
+    """fp16 autocast (with its grad scaler) in the training step only: evaluation runs in fp32."""
+    out = str(tmp_path / "run")
+    cfg = _cfg(tiny_root, out, "MODEL.DEVICE", "cuda", "SOLVER.AMP.ENABLED", "True", "CADET.SOLVER.AMP_DTYPE",
+               "float16", "SOLVER.MAX_ITER", "2", "DATASETS.TEST", "('synth_daytest1',)", "TEST.EVAL_PERIOD", "0")
+    trainer = CadetTrainer(cfg)
+    assert trainer.step.precision.name == "fp16" and "grad_scaler" in trainer.checkpointer.checkpointables
+    seen: dict[bool, set] = {True: set(), False: set()}  # model.training -> output dtypes
+    q = trainer.model.backbone.bottom_up.aux_stream.stages[1].blocks[0].attn.q
+    q.register_forward_hook(lambda m, i, o: seen[trainer.model.training].add(o.dtype))
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    assert seen[True] == {torch.float16} and seen[False] == {torch.float32}, seen
+    assert os.path.exists(os.path.join(out, cfg.CADET.TEST.METRICS_FILE))
+    final = torch.load(os.path.join(out, "model_final.pth"), map_location="cpu", weights_only=True)
+    assert final["grad_scaler"]["scale"] > 0
 
 
 # ---- gradient accumulation ------------------------------------------------------------------------
@@ -105,7 +153,10 @@ def _one_step_grads(cfg, batches: list[list[dict]], accum: int) -> tuple[dict, d
     with EventStorage(0) as storage:
         trainer.run_step()
         logged = {k: h.latest() for k, h in storage.histories().items() if k.startswith("loss") or k == "total_loss"}
-    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}, logged
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing and len(trainable) > 100, f"{len(missing)} trainable parameter(s) got no gradient: {missing[:5]}"
+    return {n: p.grad.clone() for n, p in model.named_parameters()}, logged
 
 
 @pytest.mark.parametrize("fusion", ["sum", "cssa", "gaff"])
@@ -138,9 +189,12 @@ def test_grad_scaler_path_unscales_accumulated_gradients(tmp_path):
                               accum_steps=2, grad_scaler=scaler)
     with EventStorage(0):
         trainer.run_step()
+    compared = 0
     for name, p in model.named_parameters():
-        if p.grad is not None:
-            torch.testing.assert_close(p.grad, plain[name], rtol=1e-4, atol=1e-5 * float(plain[name].abs().max()))
+        assert p.grad is not None, f"{name}: no gradient"
+        torch.testing.assert_close(p.grad, plain[name], rtol=1e-4, atol=1e-5 * float(plain[name].abs().max()))
+        compared += 1
+    assert compared == len(plain)  # every parameter (all trainable, all with a gradient in the plain step)
     assert trainer.state_dict()["grad_scaler"]["scale"] == 2.0**10  # saved with the trainer state
 
 
@@ -150,17 +204,17 @@ def test_accumulation_counts_optimizer_steps(tiny_root, tmp_path):
                "SOLVER.WARMUP_ITERS", "2", "SOLVER.STEPS", "(3,)", "SOLVER.BASE_LR", "0.01",
                "SOLVER.CHECKPOINT_PERIOD", "2", "DATASETS.TEST", "()")
     trainer = CadetTrainer(cfg)
-    inner = trainer._trainer
+    inner = trainer.step
     assert isinstance(inner, AccumAMPTrainer) and inner.accum_steps == 2
     batches, steps = [], []
-    source = inner._data_loader_iter
+    source = trainer.data_loader
 
     def counting():
-        for b in source:
+        for b in source:  # iterated from the first step on, after resume_or_load set the start
             batches.append(len(b))
             yield b
 
-    inner._data_loader_iter = counting()
+    inner.data_loader = counting()
     step = trainer.optimizer.step
     trainer.optimizer.step = lambda *a, **k: (steps.append(trainer.iter), step(*a, **k))[1]
     trainer.resume_or_load(resume=False)
@@ -257,17 +311,48 @@ def test_loader_pins_memory_only_for_cuda(tiny_root, tmp_path):
     from cadet_d2.data.mapper import MultiModalDatasetMapper
     from cadet_d2.data.stream import build_deterministic_train_loader
 
-    cfg = _cfg(tiny_root, str(tmp_path / "o"))
+    cfg = _cfg(tiny_root, str(tmp_path / "o"))  # MODEL.DEVICE cpu: nothing to copy to a GPU
     loader = build_deterministic_train_loader(cfg, MultiModalDatasetMapper(cfg, True))
-    assert loader.pin_memory is (torch.cuda.is_available() and cfg.MODEL.DEVICE.startswith("cuda"))
+    assert loader.pin_memory is False
+    assert not next(iter(loader))[0]["image"].is_pinned()
 
 
-def test_compile_option_compiles_the_backbone_in_place(tmp_path):
-    plain = build_model(tiny_cfg(str(tmp_path), str(tmp_path / "o"), *FAST))
-    compiled = build_model(tiny_cfg(str(tmp_path), str(tmp_path / "o"), *FAST, "CADET.BACKBONE.COMPILE", "True"))
-    assert getattr(plain.backbone.bottom_up, "_compiled_call_impl", None) is None
-    assert compiled.backbone.bottom_up._compiled_call_impl is not None
+@cuda
+def test_loader_pins_memory_for_a_cuda_model(tiny_root, tmp_path):
+    from cadet_d2.data.mapper import MultiModalDatasetMapper
+    from cadet_d2.data.stream import build_deterministic_train_loader
+
+    cfg = _cfg(tiny_root, str(tmp_path / "o"), "MODEL.DEVICE", "cuda")
+    loader = build_deterministic_train_loader(cfg, MultiModalDatasetMapper(cfg, True))
+    assert loader.pin_memory is True
+    batch = next(iter(loader))
+    assert batch and all(d["image"].is_pinned() for d in batch)  # page-locked host memory, for async copies
+
+
+def test_compile_option_compiles_the_backbone_in_place(tmp_path, monkeypatch):
+    import functools
+
+    # TorchDynamo with its "eager" backend: the backbone is traced as in training (graph capture,
+    # guards) but runs torch's own kernels, not C++ that inductor would first build for minutes.
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="eager"))
+    torch.manual_seed(0)
+    plain = build_model(tiny_cfg(str(tmp_path), str(tmp_path / "o"), *FAST)).eval()
+    torch.manual_seed(0)
+    compiled = build_model(tiny_cfg(str(tmp_path), str(tmp_path / "o"), *FAST, "CADET.BACKBONE.COMPILE", "True")).eval()
     assert list(plain.state_dict()) == list(compiled.state_dict())  # checkpoints keep their keys
+    traced: dict[str, list[bool]] = {"plain": [], "compiled": []}
+    for name, model in (("plain", plain), ("compiled", compiled)):
+        # inside the backbone: runs under torch.compile's tracing only when the backbone is compiled
+        model.backbone.bottom_up.rgb_stream.stages[0].register_forward_pre_hook(
+            lambda m, i, n=name: traced[n].append(torch.compiler.is_compiling()))
+    image = random_batch(1, 5, 64, 96, seed=4)
+    with torch.no_grad():
+        features = {n: m.backbone(m.preprocess_image(image).tensor) for n, m in (("plain", plain),
+                                                                              ("compiled", compiled))}
+    assert traced["plain"] == [False] and traced["compiled"] and all(traced["compiled"]), traced
+    assert features["plain"].keys() == features["compiled"].keys()
+    for k, v in features["plain"].items():
+        torch.testing.assert_close(features["compiled"][k], v, rtol=1e-4, atol=1e-4)
 
 
 def test_tensor_memory_tracker_counts_live_storages():
@@ -309,8 +394,11 @@ def test_paired_benchmark_alternates_settings(tmp_path):
                               "SOLVER.ACCUM_STEPS", "2")}
     r = paired_benchmark(cfgs, rounds=2, warmup=0, batch=1, height=64, width=96)
     s = r["settings"]
-    assert s["sum"]["ratio_to_first"] == 1.0 and len(s["accum"]["step_times_s"]) == 2
-    assert s["accum"]["images_per_s"] == pytest.approx(2 / s["accum"]["median_step_s"])
+    times = s["accum"]["step_times_s"]
+    assert s["sum"]["ratio_to_first"] == 1.0 and len(times) == 2 and min(times) > 0
+    # 2 rounds: the upper median is the slower step; 1 image x 2 micro-batches per step
+    assert s["accum"]["median_step_s"] == max(times)
+    assert s["accum"]["images_per_s"] == pytest.approx(2 / max(times))
 
 
 # ---- exact resume with accumulation (tools/train_net.py, SIGKILL, --resume) -------------------------

@@ -35,9 +35,8 @@ module replaces that stream with one in which everything is a pure function of a
 """
 from __future__ import annotations
 
-import contextlib
 import logging
-import random
+import signal
 import zlib
 from typing import Any, Callable, Iterator, Sequence
 
@@ -45,6 +44,7 @@ import numpy as np
 import torch
 import torch.utils.data as torchdata
 
+from ..utils.rng import seeded_rngs
 from .errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -141,20 +141,12 @@ class BatchPlan:
                             world_size=self.world_size, groups=self.groups, start_iter=self.start_iter)
 
 
-@contextlib.contextmanager
-def seeded_rngs(seed: int) -> Iterator[None]:
-    """Seed python ``random``, numpy's global RNG and torch's CPU generator; restore them after."""
-    py_state, np_state = random.getstate(), np.random.get_state()
-    torch_state = torch.get_rng_state()
-    try:
-        random.seed(seed)
-        np.random.seed(seed)
-        torch.default_generator.manual_seed(seed)  # CPU only: CUDA generators stay untouched
-        yield
-    finally:
-        random.setstate(py_state)
-        np.random.set_state(np_state)
-        torch.set_rng_state(torch_state)
+def ignore_stop_signals(worker_id: int) -> None:
+    """Data-loader workers ignore SIGTERM, SIGINT and SIGUSR1: the main process decides how the run
+    stops (engine/signals.py; a worker killed by SIGTERM, as ``scancel`` sends to every process,
+    would make torch abort the main process); workers end with the main process."""
+    for s in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
+        signal.signal(s, signal.SIG_IGN)
 
 
 class StreamDataset(torchdata.Dataset):
@@ -295,7 +287,7 @@ class DeterministicTrainLoader:
             self.dataset, batch_sampler=self.plan(), num_workers=self.num_workers, collate_fn=_collate,
             # own generator: creating the iterator must not draw from torch's global RNG
             generator=torch.Generator().manual_seed(derive_seed(self.seed, "loader")),
-            pin_memory=self.pin_memory,
+            pin_memory=self.pin_memory, worker_init_fn=ignore_stop_signals,
         )
         batch_index = self.start_iter
         for batch in loader:
@@ -380,13 +372,11 @@ def resolve_stream_seed(cfg) -> int:
 def build_deterministic_train_loader(cfg, mapper: Callable[[dict], dict | None],
                                      seed: int | None = None) -> DeterministicTrainLoader:
     """The :class:`DeterministicTrainLoader` of ``cfg.DATASETS.TRAIN`` (Detectron2's dataset dicts
-    and empty-annotation filter; batch ``SOLVER.IMS_PER_BATCH`` split over ranks)."""
+    and empty-annotation filter; batch ``SOLVER.IMS_PER_BATCH`` split over ranks). It samples
+    uniformly, like ``TrainingSampler`` (``validate_cadet_config`` rejects another sampler)."""
     from detectron2.data import DatasetFromList, get_detection_dataset_dicts
     from detectron2.utils import comm
 
-    if cfg.DATALOADER.SAMPLER_TRAIN != "TrainingSampler":
-        raise ValueError(f"CADET.DATA.DETERMINISTIC_STREAM supports DATALOADER.SAMPLER_TRAIN TrainingSampler only, "
-                         f"not {cfg.DATALOADER.SAMPLER_TRAIN}; set CADET.DATA.DETERMINISTIC_STREAM False to use it")
     world_size, rank = comm.get_world_size(), comm.get_rank()
     if cfg.SOLVER.IMS_PER_BATCH % world_size:
         raise ValueError(f"SOLVER.IMS_PER_BATCH = {cfg.SOLVER.IMS_PER_BATCH} is not divisible by the "

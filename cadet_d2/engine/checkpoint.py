@@ -1,4 +1,5 @@
-"""Checkpoints for long runs: atomic saves, no non-finite weights, safe loading, RNG state.
+"""Checkpoints for long runs: atomic saves, no non-finite weights, clear write failures, safe
+loading, fallback on resume, bounded disk use, RNG state.
 
 * :class:`CadetCheckpointer` (a ``DetectionCheckpointer``) writes each checkpoint to a temporary
   file in the same folder, fsyncs it and renames it over the final name (``os.replace``), then
@@ -6,37 +7,67 @@
   ``last_checkpoint`` intact. It refuses to save weights or optimizer state holding NaN/inf
   (``FloatingPointError``) and refuses every save after :meth:`CadetCheckpointer.block_saves`
   (called by the trainer on a non-finite loss).
-* Loading never unpickles arbitrary objects: ``.pth`` files go through
-  ``torch.load(weights_only=True)``, Detectron2 ``.pkl`` model-zoo files through an unpickler that
-  only knows numpy arrays and plain containers. A file that needs more stops with
-  :class:`UnsafeCheckpointError` saying so.
-* :class:`RNGState` saves and restores torch's (CPU and current CUDA device), numpy's and
-  python's global RNG states as tensors and plain numbers, so a resume continues the model's own
-  randomness (drop path, ROI sampling) exactly; it loads with ``weights_only=True`` too.
+* A write that fails (disk full, permission lost, folder removed) raises one
+  :class:`CheckpointWriteError` naming the file, the bytes needed and free, the last good
+  checkpoint and how to resume; the temporary file is removed and ``last_checkpoint`` still
+  names the previous, intact checkpoint.
+* ``keep_last`` N > 0 keeps only the N newest ``model_<iteration>.pth`` files (``model_final.pth``
+  and other names are never removed); 0 keeps all.
+* On resume, a last checkpoint that does not load (truncated, damaged) is reported with its
+  reason and the newest one that loads is used instead (also when ``last_checkpoint`` itself is
+  missing: a kill between a save and its record); with none, :class:`NoLoadableCheckpointError`
+  lists every file tried.
+* Loading never unpickles arbitrary objects (:mod:`cadet_d2.utils.safe_load`).
+* :class:`RNGState` saves and restores every rank's global RNG states
+  (:mod:`cadet_d2.utils.rng`), so a resume continues the model's own randomness (drop path, ROI
+  sampling) exactly.
 """
 from __future__ import annotations
 
-import contextlib
+import errno
 import glob
 import logging
 import os
-import pickle
-import random
-from typing import Any, Iterator
+import re
+import shutil
+from typing import Any
 
-import numpy as np
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import HookBase
 from detectron2.utils import comm
 
 from ..utils.io import atomic_write, atomic_write_bytes
+from ..utils.rng import capture_rng_state, preserved_rng_state, restore_rng_state
+from ..utils.safe_load import (CorruptCheckpointError, UnsafeCheckpointError, load_pickle_arrays,
+                               load_torch_weights)
+
+__all__ = [
+    "CadetCheckpointer", "CheckpointWriteError", "CorruptCheckpointError", "GatherResumeState",
+    "NoLoadableCheckpointError", "RNGState", "UnsafeCheckpointError", "atomic_torch_save", "capture_rng_state",
+    "human_bytes", "nonfinite_tensors", "preserved_rng_state", "restore_rng_state", "state_bytes",
+]
 
 logger = logging.getLogger("cadet_d2")
 
+PERIODIC_NAME = re.compile(r"^model_(\d+)\.pth$")
 
-class UnsafeCheckpointError(RuntimeError):
-    """A weights file holds pickled Python objects that cadet_d2 will not unpickle."""
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written; the message says what, where, and how to resume."""
+
+
+class NoLoadableCheckpointError(RuntimeError):
+    """``--resume`` found checkpoints in OUTPUT_DIR but none of them loads."""
+
+
+def human_bytes(n: float) -> str:
+    """``n`` bytes as B / KiB / MiB / GiB / TiB with one decimal."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024:
+            return f"{int(n)} B" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
 
 
 # ---- saving ---------------------------------------------------------------------------------
@@ -63,76 +94,78 @@ def nonfinite_tensors(obj: Any, prefix: str = "") -> list[str]:
     return bad
 
 
-# ---- loading ----------------------------------------------------------------------------------
-_PICKLE_ALLOWED = {
-    ("collections", "OrderedDict"),
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-    ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"),
-    ("numpy._core.multiarray", "scalar"),
-    ("_codecs", "encode"),
-}
+def state_bytes(obj: Any) -> int:
+    """Bytes of the tensor data in a nested dict/list (a lower bound of its ``torch.save`` size)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(state_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(state_bytes(v) for v in obj)
+    return 0
 
 
-class _ArraysOnlyUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str):
-        if (module, name) in _PICKLE_ALLOWED:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"global {module}.{name} is not allowed (only numpy arrays and plain containers)")
-
-
-def load_pickle_arrays(path: str) -> Any:
-    """Unpickle a Detectron2/Caffe2 ``.pkl`` weights file allowing numpy arrays and containers only."""
+def _free_bytes(folder: str) -> int | None:
     try:
-        with open(path, "rb") as f:
-            return _ArraysOnlyUnpickler(f, encoding="latin1").load()
-    except pickle.UnpicklingError as e:
-        raise UnsafeCheckpointError(
-            f"{path}: not loaded: the .pkl file holds Python objects other than numpy arrays ({e}); cadet_d2 "
-            "never unpickles arbitrary objects, since that can run code from the file. If you trust the file, "
-            "convert its weights to a .pth state dict of tensors."
-        ) from None
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
 
 
-def _weights_only_reason(e: Exception) -> str:
-    text = str(e)
-    for marker in ("Unsupported global:", "WeightsUnpickler error:"):
-        if marker in text:
-            return text[text.index(marker):].split("\n")[0].strip()
-    return text.strip().split("\n")[0][:300]
+def _os_error(e: BaseException) -> BaseException:
+    """The OSError behind ``e`` (torch.save reports a failed write as a RuntimeError whose context is
+    the OSError), else ``e``."""
+    seen = e
+    while seen is not None:
+        if isinstance(seen, OSError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return e
 
 
-def load_torch_weights(path: str) -> Any:
-    """``torch.load(path, weights_only=True)`` on the CPU, with clear errors."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise UnsafeCheckpointError(
-            f"{path}: not loaded: the file holds pickled Python objects beyond tensors and plain containers "
-            f"({_weights_only_reason(e)}). cadet_d2 loads weights with torch.load(weights_only=True) so that a "
-            "file cannot run code. If you trust the file, re-save only its weights, e.g.\n"
-            "  python -c \"import torch; c = torch.load('IN', weights_only=False); "
-            "torch.save({'model': c.get('model', c)}, 'OUT.pth')\""
-        ) from None
-    except RuntimeError as e:
-        if "zip archive" in str(e) or "PytorchStreamReader" in str(e):
-            raise RuntimeError(f"{path}: corrupt or truncated checkpoint ({str(e).splitlines()[0]})") from None
-        raise
+def _what_failed(e: BaseException, folder: str) -> str:
+    code = getattr(e, "errno", None)
+    if code == errno.ENOSPC or "No space left" in str(e):
+        return "the disk is full"
+    if code == errno.EDQUOT:
+        return "the disk quota is exceeded"
+    if code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "permission to write there was lost"
+    if not os.path.isdir(folder):
+        return "the output folder no longer exists"
+    return "the write failed"
 
 
+# ---- the checkpointer -------------------------------------------------------------------------
 class CadetCheckpointer(DetectionCheckpointer):
-    """DetectionCheckpointer with atomic, finite-only saves and safe (weights-only) loading."""
+    """DetectionCheckpointer with atomic, finite-only saves, clear write failures, retention of the
+    ``keep_last`` newest periodic checkpoints, safe (weights-only) loading and resume fallback."""
 
     def __init__(self, model: torch.nn.Module, save_dir: str = "", *, save_to_disk: bool | None = None,
-                 **checkpointables: Any):
+                 keep_last: int = 0, **checkpointables: Any):
         super().__init__(model, save_dir, save_to_disk=save_to_disk, **checkpointables)
         self.blocked_reason: str | None = None
+        self.keep_last = int(keep_last)
+        self.preread: tuple[str, dict] | None = None  # (path, content) read while choosing a resume file
 
     def block_saves(self, reason: str) -> None:
         """Refuse every later save (e.g. after a non-finite loss), logging ``reason``."""
         self.blocked_reason = reason
+
+    def has_checkpoint(self) -> bool:
+        """``last_checkpoint`` exists, or (a kill between a save and its record) a periodic checkpoint does."""
+        return super().has_checkpoint() or bool(self.periodic_checkpoints())
+
+    def get_checkpoint_file(self) -> str:
+        """The file ``last_checkpoint`` names; without it, the newest periodic checkpoint ("" if none)."""
+        if super().has_checkpoint():
+            return super().get_checkpoint_file()
+        files = self.periodic_checkpoints()
+        return files[-1] if files else ""
+
+    def last_good(self) -> str:
+        """The file ``last_checkpoint`` names, or ``"none"``."""
+        return self.get_checkpoint_file() if self.has_checkpoint() else "none"
 
     def save(self, name: str, **kwargs: Any) -> None:
         if not self.save_dir or not self.save_to_disk:
@@ -147,7 +180,7 @@ class CadetCheckpointer(DetectionCheckpointer):
         data.update(kwargs)
         bad = nonfinite_tensors(data)
         if bad:
-            last = self.get_checkpoint_file() if self.has_checkpoint() else "none"
+            last = self.last_good()
             self.block_saves(f"non-finite values in {bad[0]}")
             raise FloatingPointError(
                 f"[cadet] not saving checkpoint {basename}: NaN/inf in {len(bad)} tensor(s) "
@@ -156,22 +189,114 @@ class CadetCheckpointer(DetectionCheckpointer):
             )
         path = os.path.join(self.save_dir, basename)
         self.logger.info(f"Saving checkpoint to {path}")
+        try:
+            self.write_file(data, path)
+            self.tag_last_checkpoint(basename)
+        except (OSError, RuntimeError) as e:
+            raise CheckpointWriteError(self.write_failure(path, e, state_bytes(data))) from None
+        self.remove_old_checkpoints()
+
+    def write_file(self, data: dict, path: str) -> None:
+        """Write one checkpoint's ``data`` to ``path`` atomically."""
         atomic_torch_save(data, path)
-        self.tag_last_checkpoint(basename)
+
+    def write_failure(self, path: str, e: BaseException, need: int) -> str:
+        """The one message of a failed write of ``path`` (``need``: bytes of its tensors)."""
+        folder = os.path.dirname(path)
+        free = _free_bytes(folder)
+        e = _os_error(e)
+        reason = (getattr(e, "strerror", None) or str(e).splitlines()[0]).strip()
+        last = self.last_good()
+        return (
+            f"[cadet] checkpoint not written: {_what_failed(e, folder)} ({reason}) while writing {path}. "
+            f"It needs about {human_bytes(need)} (and the atomic save that much again while the previous file "
+            f"exists); {human_bytes(free) + ' free' if free is not None else 'free space unknown'} there. "
+            f"Nothing was lost: no temporary file is left and the last good checkpoint, {last}, is intact "
+            "(last_checkpoint names it). Free some space (or set CADET.CHECKPOINT.KEEP_LAST) and rerun the "
+            "same command with --resume."
+        )
 
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
         atomic_write_bytes(os.path.join(self.save_dir, "last_checkpoint"), last_filename_basename.encode("utf-8"))
+
+    def periodic_checkpoints(self) -> list[str]:
+        """The ``model_<iteration>.pth`` files of ``save_dir``, oldest first."""
+        if not self.save_dir or not os.path.isdir(self.save_dir):
+            return []
+        found = [(int(m.group(1)), f) for f in os.listdir(self.save_dir) if (m := PERIODIC_NAME.match(f))]
+        return [os.path.join(self.save_dir, f) for _, f in sorted(found)]
+
+    def remove_old_checkpoints(self) -> list[str]:
+        """With ``keep_last`` N > 0, remove all but the N newest periodic checkpoints (never the one
+        ``last_checkpoint`` names); returns the removed paths."""
+        if self.keep_last <= 0:
+            return []
+        last = self.get_checkpoint_file() if self.has_checkpoint() else None
+        old = [p for p in self.periodic_checkpoints()[:-self.keep_last] if p != last]
+        for p in old:
+            try:
+                os.remove(p)
+                self.logger.info(f"[cadet] removed {p} (CADET.CHECKPOINT.KEEP_LAST {self.keep_last})")
+            except OSError as e:
+                self.logger.warning(f"[cadet] could not remove old checkpoint {p}: {e.strerror or e}")
+        return old
 
     def remove_stale_temp_files(self) -> list[str]:
         """Remove the temporary files of saves that a kill interrupted; returns their paths."""
         stale = glob.glob(os.path.join(glob.escape(self.save_dir), ".*.tmp")) if self.save_dir else []
         for p in stale:
-            with contextlib.suppress(OSError):
+            try:
                 os.remove(p)
                 self.logger.info(f"[cadet] removed {p} (left by an interrupted checkpoint save)")
+            except OSError:
+                pass
         return stale
 
-    def _load_file(self, filename: str) -> dict:
+    # ---- loading -------------------------------------------------------------------------------
+    def resume_or_load(self, path: str, *, resume: bool = True) -> dict:
+        """Detectron2's resume_or_load; on resume, the newest checkpoint that loads (:meth:`resume_file`)."""
+        if not (resume and self.has_checkpoint()):
+            return super().resume_or_load(path, resume=resume)
+        return self.load(self.resume_file())
+
+    def resume_file(self) -> str:
+        """The file ``last_checkpoint`` names if it loads, else the newest periodic checkpoint that
+        does (each failure warned with its reason); :class:`NoLoadableCheckpointError` if none."""
+        last = self.get_checkpoint_file()
+        if not super().has_checkpoint():
+            self.logger.warning(f"[cadet] {os.path.join(self.save_dir, 'last_checkpoint')} is missing (the run was "
+                                "killed between a save and its record?): trying the newest periodic checkpoint")
+        candidates = [last] + [p for p in reversed(self.periodic_checkpoints()) if p != last]
+        tried: list[str] = []
+        for p in candidates:
+            try:
+                content = self.read_file(p)
+                if not isinstance(content.get("model"), dict):
+                    raise CorruptCheckpointError(f"{p}: holds no model weights")
+            except (CorruptCheckpointError, UnsafeCheckpointError, OSError, RuntimeError, ValueError) as e:
+                reason = str(e).removeprefix(f"{p}: ")
+                tried.append(f"{p}: {reason}")
+                self.logger.warning(f"[cadet] cannot resume from {p}: {reason}"
+                                    + ("; trying the previous checkpoint" if p != candidates[-1] else ""))
+                continue
+            self.preread = (p, content)
+            it = content.get("iteration")
+            where = f"iteration {it}; training continues at iteration {it + 1}" if isinstance(it, int) else \
+                "no iteration recorded"
+            (self.logger.warning if tried else self.logger.info)(f"[cadet] resuming from {p} ({where})")
+            return p
+        raise NoLoadableCheckpointError(
+            f"[cadet] --resume: no checkpoint in {self.save_dir} loads; tried, newest first:\n  "
+            + "\n  ".join(tried)
+            + "\nRemove the damaged files, or start afresh without --resume or with another OUTPUT_DIR."
+        )
+
+    def read_file(self, filename: str) -> dict:
+        """The content of a weights/checkpoint file as a dict with a ``model`` entry, read without
+        unpickling arbitrary objects."""
+        if self.preread is not None and self.preread[0] == filename:
+            content, self.preread = self.preread[1], None
+            return content
         if filename.endswith(".pkl"):
             data = load_pickle_arrays(filename)
             if not isinstance(data, dict):
@@ -191,46 +316,11 @@ class CadetCheckpointer(DetectionCheckpointer):
             return {"model": state, "__author__": "pycls", "matching_heuristics": True}
         return loaded if "model" in loaded else {"model": loaded}
 
+    def _load_file(self, filename: str) -> dict:  # fvcore's hook for reading a file
+        return self.read_file(filename)
+
 
 # ---- RNG state ------------------------------------------------------------------------------
-def capture_rng_state() -> dict:
-    """This process's global RNG states, as tensors and plain numbers (``weights_only``-loadable)."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    version, internal, gauss_next = random.getstate()
-    state = {
-        "torch": torch.get_rng_state(),
-        "numpy": {"kind": str(kind), "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
-                  "pos": int(pos), "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
-        "python": {"version": int(version), "internal": torch.tensor(internal, dtype=torch.int64),
-                   "gauss_next": gauss_next},
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state()
-    return state
-
-
-def restore_rng_state(state: dict) -> None:
-    """Inverse of :func:`capture_rng_state`."""
-    torch.set_rng_state(state["torch"])
-    n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
-                         n["cached_gaussian"]))
-    p = state["python"]
-    random.setstate((p["version"], tuple(int(x) for x in p["internal"].tolist()), p["gauss_next"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"])
-
-
-@contextlib.contextmanager
-def preserved_rng_state() -> Iterator[None]:
-    """Run a block (e.g. an evaluation) without changing any global RNG state."""
-    state = capture_rng_state()
-    try:
-        yield
-    finally:
-        restore_rng_state(state)
-
-
 class RNGState:
     """Checkpointable global RNG states of every rank (``checkpointer.checkpointables["rng"]``).
 

@@ -10,8 +10,8 @@ Detectron2 v0.6's ``launch`` always initialises NCCL and needs one GPU per proce
   (``"auto"``: a free local port);
 * under ``torchrun`` (``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` in the environment) spawns
   nothing: the process joins the group through ``env://`` (``MASTER_ADDR``/``MASTER_PORT``);
-* sets up Detectron2's per-machine process group (``comm.create_local_process_group`` in newer
-  Detectron2, ``comm._LOCAL_PROCESS_GROUP`` in v0.6), so ``comm.get_local_rank()`` works.
+* sets up Detectron2's per-machine process group (:mod:`cadet_d2.engine.compat`), so
+  ``comm.get_local_rank()`` works.
 
 See docs/scaling.md for single-machine, multi-machine and SLURM examples.
 """
@@ -27,6 +27,9 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from detectron2.utils import comm
+
+from .compat import create_local_process_group, release_process_groups
+from .signals import join_forwarding_stop_signals
 
 logger = logging.getLogger("cadet_d2")
 
@@ -54,22 +57,6 @@ def find_free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def setup_local_process_group(num_per_machine: int) -> None:
-    """Detectron2's group of the ranks on this machine (every rank must call this)."""
-    if hasattr(comm, "create_local_process_group"):  # Detectron2 after v0.6
-        comm.create_local_process_group(num_per_machine)
-        return
-    world, rank = dist.get_world_size(), dist.get_rank()
-    if world % num_per_machine:
-        raise ValueError(f"world size {world} is not a multiple of {num_per_machine} processes per machine")
-    if comm._LOCAL_PROCESS_GROUP is not None:
-        raise RuntimeError("Detectron2's local process group is already set up")
-    for machine in range(world // num_per_machine):  # new_group is collective: every rank creates every group
-        group = dist.new_group(list(range(machine * num_per_machine, (machine + 1) * num_per_machine)))
-        if rank // num_per_machine == machine:
-            comm._LOCAL_PROCESS_GROUP = group
-
-
 def _prepare_device(backend: str, local_rank: int, local_size: int) -> None:
     if backend == "nccl":
         if local_size > torch.cuda.device_count():
@@ -88,7 +75,7 @@ def _init(backend: str, init_method: str, world_size: int, rank: int, local_rank
     except Exception:
         logger.error(f"[cadet] process group {backend} at {init_method} (rank {rank}/{world_size}) failed")
         raise
-    setup_local_process_group(local_size)
+    create_local_process_group(local_size)
     comm.synchronize()  # a barrier, against timeouts right after init (as Detectron2 does)
 
 
@@ -97,9 +84,7 @@ def _finish() -> None:
     to it can abort gloo ("terminate called without an active exception")."""
     comm.synchronize()
     dist.destroy_process_group()
-    # Release the Python handles of the groups now, not in the interpreter's shutdown
-    comm._LOCAL_PROCESS_GROUP = None
-    getattr(getattr(comm, "_get_global_gloo_group", None), "cache_clear", lambda: None)()
+    release_process_groups()  # Detectron2's handles of the groups: now, not in the interpreter's shutdown
 
 
 def _spawned_worker(local_rank: int, main_func: Callable, world_size: int, local_size: int, machine_rank: int,
@@ -140,6 +125,8 @@ def launch(main_func: Callable, num_processes_per_machine: int, num_machines: in
         if num_machines > 1:
             raise ValueError("--dist-url auto works on one machine only; give tcp://HOST:PORT of machine 0")
         dist_url = f"tcp://127.0.0.1:{find_free_port()}"
-    mp.spawn(_spawned_worker, nprocs=num_processes_per_machine, daemon=False,
-             args=(main_func, world_size, num_processes_per_machine, machine_rank, dist_url, args, timeout, backend))
+    context = mp.spawn(_spawned_worker, nprocs=num_processes_per_machine, daemon=False, join=False,
+                       args=(main_func, world_size, num_processes_per_machine, machine_rank, dist_url, args, timeout,
+                             backend))
+    join_forwarding_stop_signals(context)  # stop signals go on to the processes; their exit 75 is ours
     return None

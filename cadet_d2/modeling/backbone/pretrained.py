@@ -1,8 +1,8 @@
 """Loading ImageNet MiT weights from a local file into a :class:`MiT` with any number of inputs.
 
 Nothing is ever downloaded and no pickled Python object is ever executed: ``.pth``/``.bin``
-files are read with ``torch.load(..., weights_only=True)``, ``.safetensors`` files with the
-``safetensors`` package.
+files are read with ``torch.load(..., weights_only=True)`` (:mod:`cadet_d2.utils.safe_load`),
+``.safetensors`` files with the ``safetensors`` package.
 
 Accepted key layouts (detected from the keys; ``module.`` prefixes are dropped)::
 
@@ -42,12 +42,12 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 import re
 from typing import Optional
 
 import torch
 
+from ...utils.safe_load import UnsafeCheckpointError, load_torch_weights
 from .mit import MiT
 
 logger = logging.getLogger(__name__)
@@ -90,16 +90,14 @@ def read_weights_file(path: str) -> dict[str, torch.Tensor]:
     if path.endswith(".safetensors"):
         return _read_safetensors(path)
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        if "weights only" in str(e).lower() or "weights_only" in str(e).lower():
-            raise PretrainedWeightsError(
-                f"{path}: not a plain weights file (it needs arbitrary Python objects unpickled, "
-                f"which cadet_d2 will not execute). Save just the state dict of tensors, "
-                f"e.g. torch.save(model.state_dict(), path), or use a .safetensors file."
-            ) from None
-        raise PretrainedWeightsError(f"{path}: unreadable weights file: {e}") from None
-    except (RuntimeError, EOFError, OSError) as e:
+        obj = load_torch_weights(path)
+    except UnsafeCheckpointError:
+        raise PretrainedWeightsError(
+            f"{path}: not a plain weights file (it needs arbitrary Python objects unpickled, "
+            f"which cadet_d2 will not execute). Save just the state dict of tensors, "
+            f"e.g. torch.save(model.state_dict(), path), or use a .safetensors file."
+        ) from None
+    except (RuntimeError, OSError) as e:  # CorruptCheckpointError is a RuntimeError
         raise PretrainedWeightsError(f"{path}: unreadable weights file: {e}") from None
     return _unwrap(obj, path)
 
