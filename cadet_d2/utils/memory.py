@@ -85,25 +85,48 @@ HEAVY_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::con
 class SkipArithmetic(TorchDispatchMode):
     """Run :data:`HEAVY_OPS` (matrix products, convolutions, attention, RoIAlign) without their
     arithmetic: the output is allocated with the shape, strides and dtype the op's meta kernel
-    gives and filled with standard-normal values; every other op runs for real.
+    gives and filled with a repeated pattern of standard-normal values; every other op runs for real.
 
     Entered inside a :class:`TensorMemoryTracker` (tracker first), the tracker counts exactly the
     storages a real step would hold, but a step costs memory-bound time only (no GEMM FLOPs, no
     bf16 fallback kernels). Values are meaningless, so data-dependent steps (proposals after NMS,
     sampled RoIs) may keep other counts than a real step would: compare with a real count first
     (``tests/test_planner.py`` does, on a tiny model). ``skipped`` counts the skipped calls.
+    Create it before the tracker starts (its fill patterns, 4 MiB per dtype, are made then) and
+    enter it as often as needed.
     """
 
-    def __init__(self, ops: Iterable[str] = HEAVY_OPS, seed: int = 0):
+    PATTERN = 2**20  # elements of the random pattern that fills the outputs
+
+    def __init__(self, ops: Iterable[str] = HEAVY_OPS, seed: int = 0, device: str = "cpu"):
         super().__init__()
         self.ops = frozenset(ops)
         self.skipped = 0
         self.generator = torch.Generator().manual_seed(seed)
+        self._patterns: dict = {}
+        # made now, so that a tracker entered later does not count them
+        for dtype in (torch.float32, torch.bfloat16, torch.float16):
+            self._pattern(dtype, torch.device(device))
+
+    def _pattern(self, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        key = (dtype, device.type, device.index)
+        if key not in self._patterns:
+            self._patterns[key] = torch.randn(self.PATTERN, generator=self.generator).to(device=device, dtype=dtype)
+        return self._patterns[key]
 
     def _real_like(self, meta: torch.Tensor, device: torch.device) -> torch.Tensor:
         out = torch.empty_strided(meta.shape, meta.stride(), dtype=meta.dtype, device=device)
         if out.is_floating_point() and out.numel():
-            out.normal_(generator=self.generator)
+            # the whole storage, filled with a repeated random pattern (a copy: much cheaper than normal_)
+            # (never a view of the pattern: a tracker would count the pattern's storage as new)
+            flat = out.as_strided((out.untyped_storage().nbytes() // out.element_size(),), (1,), 0)
+            n, size = flat.numel(), self.PATTERN
+            if n < size:
+                flat.normal_(generator=self.generator)
+            else:
+                pattern = self._pattern(out.dtype, device)
+                for i in [*range(0, n - size + 1, size), n - size]:  # the last chunk overlaps
+                    flat[i:i + size].copy_(pattern)
         return out
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):

@@ -86,11 +86,13 @@ def measure_step_memory(cfg, batch: int, height: int, width: int, compute: bool 
     trainer = AccumAMPTrainer(model, itertools.repeat(data), opt, accum_steps=1, precision=resolve_precision(cfg))
     grad_bytes = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
 
+    skip = None if compute else SkipArithmetic(device=str(model.device))
+
     def step() -> None:
-        if compute:
+        if skip is None:
             trainer.run_step()
         else:
-            with SkipArithmetic():
+            with skip:
                 trainer.run_step()
 
     with EventStorage(0):
@@ -103,7 +105,7 @@ def measure_step_memory(cfg, batch: int, height: int, width: int, compute: bool 
         with tracker:
             step()
         seconds = time.perf_counter() - t0
-    del trainer, model, opt, data
+    del trainer, model, opt, data, skip
     gc.collect()
     return {"batch": batch, "height": height, "width": width, "peak_bytes": tracker.peak_bytes,
             "state_bytes": state, "grad_bytes": grad_bytes, "step_s": seconds, "computed": compute}
