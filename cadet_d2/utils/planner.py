@@ -18,7 +18,6 @@ earlier micro-batches are alive during the later ones: their size is added to th
 from __future__ import annotations
 
 import gc
-import itertools
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -70,11 +69,18 @@ def setting_cfg(cfg, name: str):
 
 def measure_step_memory(cfg, batch: int, height: int, width: int, compute: bool = False) -> dict:
     """Peak tensor memory (bytes) of one training step of ``batch`` random (C, ``height``,
-    ``width``) images, with the config's precision, checkpointing and optimizer, after one
-    warm-up step (so momentum / Adam state exists). ``compute`` False skips the arithmetic of
-    :data:`~cadet_d2.utils.memory.HEAVY_OPS` (same storage sizes, memory-bound time only).
-    Returns peak, state (alive before the step: weights, gradients, optimizer state, inputs),
-    gradient bytes and the wall time of the measured step."""
+    ``width``) images: :func:`measure_points` with one point."""
+    return measure_points(cfg, [(batch, height, width)], compute)[0]
+
+
+def measure_points(cfg, points, compute: bool = False) -> list[dict]:
+    """Peak tensor memory (bytes) of one training step at each ``(batch, height, width)`` of
+    ``points``, with the config's precision, checkpointing and optimizer, on one model built
+    once. A warm-up step on one small image first creates the optimizer state (momentum / Adam
+    state: the size of the weights, whatever the input). ``compute`` False skips the arithmetic
+    of :data:`~cadet_d2.utils.memory.HEAVY_OPS` (same storage sizes, memory-bound time only).
+    Each result: peak, state (alive before the step: weights, gradients, optimizer state,
+    inputs), gradient bytes and the wall time of the measured step."""
     from ..engine.precision import resolve_precision
     from ..engine.step import AccumAMPTrainer
     from ..engine.trainer import CadetTrainer
@@ -82,10 +88,11 @@ def measure_step_memory(cfg, batch: int, height: int, width: int, compute: bool 
     torch.manual_seed(0)
     model = build_model(cfg)
     opt = CadetTrainer.build_optimizer(cfg, model)
-    data = random_batch(batch, len(cfg.MODEL.PIXEL_MEAN), height, width)
-    trainer = AccumAMPTrainer(model, itertools.repeat(data), opt, accum_steps=1, precision=resolve_precision(cfg))
+    channels = len(cfg.MODEL.PIXEL_MEAN)
+    feed: list = [random_batch(1, channels, 64, 64)]
+    trainer = AccumAMPTrainer(model, iter(lambda: feed[0], None), opt, accum_steps=1,
+                              precision=resolve_precision(cfg))
     grad_bytes = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
-
     skip = None if compute else SkipArithmetic(device=str(model.device))
 
     def step() -> None:
@@ -95,20 +102,25 @@ def measure_step_memory(cfg, batch: int, height: int, width: int, compute: bool 
             with skip:
                 trainer.run_step()
 
+    out = []
     with EventStorage(0):
         step()  # warm-up: optimizer state, lazily built buffers
-        gc.collect()
-        tracker = TensorMemoryTracker(model.device.type)
-        tracker.track(training_state_tensors(model, opt) + [d["image"] for d in data])
-        state = tracker.live_bytes
-        t0 = time.perf_counter()
-        with tracker:
-            step()
-        seconds = time.perf_counter() - t0
-    del trainer, model, opt, data, skip
+        for batch, height, width in points:
+            feed[0] = random_batch(batch, channels, height, width)
+            gc.collect()
+            tracker = TensorMemoryTracker(model.device.type)
+            tracker.track(training_state_tensors(model, opt) + [d["image"] for d in feed[0]])
+            state = tracker.live_bytes
+            t0 = time.perf_counter()
+            with tracker:
+                step()
+            out.append({"batch": batch, "height": height, "width": width, "peak_bytes": tracker.peak_bytes,
+                        "state_bytes": state, "grad_bytes": grad_bytes, "step_s": time.perf_counter() - t0,
+                        "computed": compute})
+            del tracker
+    del trainer, model, opt, feed, skip
     gc.collect()
-    return {"batch": batch, "height": height, "width": width, "peak_bytes": tracker.peak_bytes,
-            "state_bytes": state, "grad_bytes": grad_bytes, "step_s": seconds, "computed": compute}
+    return out
 
 
 @dataclass
@@ -155,8 +167,9 @@ def measure_models(cfg, settings, height: int, width: int, batches=(1, 2), fixed
     for name in settings:
         scfg = setting_cfg(cfg, name)
         fit_h, fit_w = fixed_size or (height, width)
-        small = [measure_step_memory(scfg, b, fit_h, fit_w, compute) for b in batches]
-        target = measure_step_memory(scfg, 1, height, width, compute) if fixed_size else None
+        points = [(b, fit_h, fit_w) for b in batches] + ([(1, height, width)] if fixed_size else [])
+        measured = measure_points(scfg, points, compute)
+        small, target = measured[:2], (measured[2] if fixed_size else None)
         models[name] = fit_memory_model(name, small, target)
         if log:
             m = models[name]
