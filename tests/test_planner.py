@@ -107,13 +107,15 @@ def test_plan_command_line(tmp_path, capsys):
     benchmark_tool = _cli()
     out = tmp_path / "plan.json"
     r = benchmark_tool.main(["--config-file", "configs/Base-CADET.yaml", "--mode", "plan", "--gpu-memory", "4",
-                             "--effective-batch", "4", "--settings", "fp32", "--size", "64", "96",
+                             "--effective-batch", "4", "--settings", "fp32", "--size", "64", "96", "--time-rounds", "1",
                              "--json", str(out), *TINY, *FAST])
     err = capsys.readouterr().err
     assert set(r["models"]) == {"fp32"} and json.loads(out.read_text())["plan"]["effective_batch"] == 4
     assert "largest SOLVER.IMS_PER_BATCH per GPU" in err and "cannot see" in err
     fits = r["plan"]["fits"]
     assert fits and fits[0]["ims_per_gpu"] * fits[0]["accum_steps"] == 4 and fits[0]["predicted_gib"] < 1
+    assert r["costs"]["fp32"] == 1.0 and r["costs"]["accum"] > 0 and fits[0]["step_time_ratio"] > 0  # measured
+    assert "(measured)" in err
     again = benchmark_tool.main(["--config-file", "configs/Base-CADET.yaml", "--mode", "plan", "--gpu-memory", "80",
                                  "--settings", "fp32", "--from-json", str(out), *TINY])  # no measuring
     assert again["models"] == r["models"] and again["plan"]["max_ims_per_gpu"]["fp32"] > r["plan"]["max_ims_per_gpu"]["fp32"]
