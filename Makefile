@@ -39,3 +39,8 @@ test: setup
 
 clean:
 	rm -rf $(VENV) output
+
+# One GPU, <= 8 min: the CUDA tests (pytest -m cuda), then the benchmark matrix into docs/gpu_benchmarks.md.
+.PHONY: gpu-check
+gpu-check: setup
+	$(PY) tools/gpu_check.py

@@ -19,6 +19,11 @@
     python tools/benchmark.py --config-file configs/simple/sum_mit_b1.yaml \
         --vs "CADET.FUSION.NAME cssa CADET.FUSION.DEFAULT cssa" MODEL.DEVICE cpu
 
+    # memory planner: peak tensor memory of each setting at batches 1 and 2 (arithmetic skipped),
+    # the largest SOLVER.IMS_PER_BATCH per GPU, and the cheapest setting for an effective batch
+    python tools/benchmark.py --config-file configs/baselines/frm_ffm_mit_b5.yaml --mode plan --gpu-memory 40 \
+        --effective-batch 16 --size 800 1040 --fixed-size 320 416 MODEL.DEVICE cpu
+
 --memory adds the peak live tensor memory of one extra step (any device; see
 cadet_d2/utils/memory.py); --profile N the N ops with the most self CPU time in one extra step.
 """
@@ -31,6 +36,7 @@ import torch
 from cadet_d2.engine import load_config
 from cadet_d2.utils.benchmark import benchmark
 from cadet_d2.utils.io import atomic_write_json
+from cadet_d2.utils.planner import DEFAULT_SETTINGS, SETTINGS
 
 
 def _input_mode(cfg, args) -> dict:
@@ -69,10 +75,34 @@ def _loader_mode(args) -> dict:
             "load_avg": os.getloadavg()[0]}
 
 
+def _plan_mode(cfg, args) -> dict:
+    from cadet_d2.utils.planner import (format_plan, measure_models, models_from_json, models_to_json, plan,
+                                        time_settings)
+
+    settings = [s.strip() for s in args.settings.split(",") if s.strip()]
+    unknown = [s for s in settings if s not in SETTINGS]
+    if unknown:
+        raise SystemExit(f"--settings: unknown {unknown}; choose from {list(SETTINGS)}")
+    if args.from_json:
+        with open(args.from_json, encoding="utf-8") as f:
+            models = models_from_json(json.load(f)["models"], settings, args.from_json)
+    else:
+        models = measure_models(cfg, settings, *args.size, batches=tuple(args.plan_batches),
+                                fixed_size=args.fixed_size, compute=args.compute,
+                                log=lambda m: print(m, file=sys.stderr))
+    costs = None
+    if args.time_rounds:
+        costs = time_settings(cfg, settings, args.plan_batches[0], *(args.fixed_size or args.size), args.time_rounds)
+    result = plan(models, args.gpu_memory, args.effective_batch, args.gpus, costs)
+    print(format_plan(result, models), file=sys.stderr)
+    return {"mode": "plan", "models": models_to_json(models), "plan": result, "costs": costs,
+            "size": list(args.size), "fixed_size": args.fixed_size, "computed": args.compute}
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config-file", required=True)
-    p.add_argument("--mode", choices=("train", "infer", "input", "loader", "deploy"), default="train",
+    p.add_argument("--mode", choices=("train", "infer", "input", "loader", "deploy", "plan"), default="train",
                    help="deploy: one-image inference of PyTorch vs the exported files of --export-dir")
     p.add_argument("--export-dir", default="", help="deploy mode: export folder (tools/export.py)")
     p.add_argument("--runtimes", default="pytorch,onnx,onnx_int8,torchscript",
@@ -93,6 +123,23 @@ def main(argv=None) -> dict:
     p.add_argument("--llvip", default="", help="loader mode: LLVIP folder (visible/, infrared/) to time as well")
     p.add_argument("--loader-sides", nargs="+", type=int, default=[512, 640],
                    help="loader mode: training shorter sides (INPUT.MIN_SIZE_TRAIN) timed")
+    p.add_argument("--gpu-memory", type=float, default=0, metavar="GIB", help="plan mode: memory of one GPU (GiB)")
+    p.add_argument("--effective-batch", type=int, default=0,
+                   help="plan mode: images per optimizer step over all GPUs; prints the cheapest setting that fits")
+    p.add_argument("--gpus", type=int, default=1, help="plan mode: number of GPUs (DDP)")
+    p.add_argument("--settings", default=",".join(DEFAULT_SETTINGS),
+                   help=f"plan mode: comma-separated settings to measure, of {','.join(SETTINGS)}")
+    p.add_argument("--plan-batches", nargs=2, type=int, default=(1, 2), metavar=("B1", "B2"),
+                   help="plan mode: the two batch sizes measured for the fit")
+    p.add_argument("--fixed-size", nargs=2, type=int, default=None, metavar=("H", "W"),
+                   help="plan mode: fit the fixed memory at this smaller size; only batch 1 runs at --size")
+    p.add_argument("--from-json", default="", metavar="FILE",
+                   help="plan mode: reuse the memory models of an earlier plan's JSON instead of measuring")
+    p.add_argument("--compute", action="store_true",
+                   help="plan mode: run the arithmetic too (default: skipped, same tensor sizes)")
+    p.add_argument("--time-rounds", type=int, default=0, metavar="N",
+                   help="plan mode: also time the settings (real steps, alternating, N rounds at batch B1 and "
+                        "the --fixed-size or --size) for their step-time cost")
     p.add_argument("--json", default="", help="write the result here")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     args = p.parse_args(argv)
@@ -100,6 +147,8 @@ def main(argv=None) -> dict:
         p.error("--vs compares training steps: use it with --mode train")
     if (args.mode == "deploy") != bool(args.export_dir):
         p.error("--export-dir goes with --mode deploy (and deploy needs it)")
+    if (args.mode == "plan") != (args.gpu_memory > 0):
+        p.error("--gpu-memory goes with --mode plan (and plan needs it)")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.mode == "loader":
@@ -117,6 +166,8 @@ def main(argv=None) -> dict:
 
         result = benchmark_runtimes(cfg, args.export_dir, *args.size, iters=args.iters, warmup=args.warmup,
                                     threads=args.threads or 1, runtimes=args.runtimes.split(","), image_file=args.image)
+    elif args.mode == "plan":
+        result = _plan_mode(cfg, args)
     elif args.vs:
         from cadet_d2.utils.benchmark import paired_benchmark
 
