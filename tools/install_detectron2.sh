@@ -38,12 +38,14 @@ if [ -n "${DETECTRON2_SOURCE:-}" ]; then
       *.tar.gz|*.tgz) ;;
       *) echo "DETECTRON2_SOURCE=$DETECTRON2_SOURCE: a file must be a source archive (.tar.gz)" >&2; exit 2 ;;
     esac
-    sha=$(sha256sum "$DETECTRON2_SOURCE" | cut -c1-16)
+    # The real path: pip's own wheel cache is keyed by the archive's URL, the same through any symlink.
+    archive=$(realpath "$DETECTRON2_SOURCE")
+    sha=$(sha256sum "$archive" | cut -c1-16)
     versions=$("$PYTHON" -c 'import sys, torch; print(f"torch{torch.__version__}-py{sys.version_info[0]}{sys.version_info[1]}")')
     cache="${DETECTRON2_WHEEL_CACHE:-$HOME/.cache/cadet_d2/detectron2-wheels}/$sha-$versions"
     if ! ls "$cache"/detectron2-*.whl >/dev/null 2>&1; then
-      echo "Building a wheel from $DETECTRON2_SOURCE into $cache"
-      "$PYTHON" -m pip wheel -q --no-deps --no-build-isolation -w "$work/wheel" "$DETECTRON2_SOURCE"
+      echo "Building a wheel from $archive into $cache"
+      "$PYTHON" -m pip wheel -q --no-deps --no-build-isolation -w "$work/wheel" "$archive"
       mkdir -p "$cache"
       mv "$work"/wheel/detectron2-*.whl "$cache"/
     else
