@@ -42,7 +42,7 @@ test: setup
 
 # The whole suite again, on official Detectron2 (D2_SOURCE) in the venv D2_VENV.
 test-d2:
-	$(MAKE) test VENV=$(D2_VENV) DETECTRON2_SOURCE=$(abspath $(D2_SOURCE))
+	$(MAKE) test VENV=$(D2_VENV) DETECTRON2_SOURCE=$(D2_SOURCE)
 
 clean:
 	rm -rf $(VENV) $(D2_VENV) output
