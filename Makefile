@@ -5,8 +5,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.cadet-setup
 DATA ?= datasets/synth
 DEMO_OUT ?= output/demo
+# Official Detectron2 for `make test-d2`: a source archive, folder or git URL, built in its own venv.
+D2_SOURCE ?= ../shared/vendor/detectron2-02b5c4e.tar.gz
+D2_VENV ?= .venv-d2
 
-.PHONY: setup demo data test versions clean
+.PHONY: setup demo data test test-d2 versions clean
 
 setup: $(STAMP) versions
 
@@ -37,8 +40,12 @@ test: setup
 	@$(PY) -m pytest -q tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
 
+# The whole suite again, on official Detectron2 (D2_SOURCE) in the venv D2_VENV.
+test-d2:
+	$(MAKE) test VENV=$(D2_VENV) DETECTRON2_SOURCE=$(D2_SOURCE)
+
 clean:
-	rm -rf $(VENV) output
+	rm -rf $(VENV) $(D2_VENV) output
 
 # One GPU, <= 8 min: the CUDA tests (pytest -m cuda), then the benchmark matrix into docs/gpu_benchmarks.md.
 .PHONY: gpu-check

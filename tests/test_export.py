@@ -11,6 +11,7 @@ import json
 import os
 
 import numpy as np
+import onnxruntime
 import pytest
 import torch
 from conftest import make_tiny_root, tiny_cfg
@@ -23,9 +24,10 @@ from cadet_d2.export import (
 )
 from cadet_d2.export.exporter import verify
 
-pytest.importorskip("onnxruntime")
 FUSIONS = ("frm_ffm", "cssa", "gaff")
 EXPORT_HW = (64, 96)
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BASE_CONFIG = os.path.join(HERE, "configs", "Base-CADET.yaml")
 
 
 def fusion_cfg(root: str, out: str, fusion: str, *opts: str):
@@ -113,9 +115,11 @@ def test_meta_records_the_contract(exported):
 def test_batch_of_two_is_refused(exported):
     _, _, out = exported
     two = np.zeros((2, 5, 64, 96), np.float32)
-    with pytest.raises(Exception, match="(?i)dimension|shape|size"):
+    with pytest.raises(onnxruntime.capi.onnxruntime_pybind11_state.InvalidArgument,
+                       match=r"invalid dimensions for input: image .*\n index: 0 Got: 2 Expected: 1"):
         load_runner(out, "onnx")(two)
-    with pytest.raises(Exception, match="(?i)shape|size"):
+    # the traced wrapper flattens (C, H, W) of the one image: 2 images do not fit
+    with pytest.raises(RuntimeError, match=r"shape '\[5, 64, 96\]' is invalid for input of size 61440"):
         load_runner(out, "torchscript")(two)
 
 
@@ -155,49 +159,109 @@ def test_verify_catches_a_wrong_export(exported, test_inputs):
             verify(bad, TorchRunner(model), [image])
 
 
-def test_cli_exports_checks_and_evaluates(data_root, tmp_path, one_thread):
-    """tools/export.py main(argv): ONNX + dynamic int8, its own check, then AP of each runtime."""
+def load_tool(name: str):
+    """tools/<name>.py as a module (its main(argv) is called in-process)."""
     import importlib.util
 
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    spec = importlib.util.spec_from_file_location("export_cli", os.path.join(here, "tools", "export.py"))
+    spec = importlib.util.spec_from_file_location(f"{name}_cli", os.path.join(HERE, "tools", f"{name}.py"))
     cli = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(cli)
-    out = str(tmp_path / "cli")
-    opts = ["MODEL.DEVICE", "cpu", "CADET.DATA.ROOT", data_root, "CADET.BACKBONE.SIZE", "b0",
+    return cli
+
+
+def cli_opts(data_root: str, out: str, *extra: str) -> list[str]:
+    return ["MODEL.DEVICE", "cpu", "CADET.DATA.ROOT", data_root, "CADET.BACKBONE.SIZE", "b0",
             "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "96", "CADET.FUSION.NAME", "cssa",
-            "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0", "OUTPUT_DIR", str(tmp_path / "o")]
+            "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0", "OUTPUT_DIR", out, *extra]
+
+
+@pytest.fixture(scope="module")
+def trained_weights(data_root, tmp_path_factory) -> str:
+    """model_final.pth of a tiny cssa detector trained 20 iterations (tools/train_net.py), so its
+    AP is a number > 0 and its boxes are not those of random weights."""
+    from cadet_d2.engine.train import cli
+
+    out = str(tmp_path_factory.mktemp("export_trained"))
     torch.manual_seed(0)
-    meta = cli.main(["--config-file", os.path.join(here, "configs", "Base-CADET.yaml"), "--format", "onnx",
-                     "--output", out, "--height", "64", "--width", "80", "--int8", "--calib-images", "2",
-                     "--evaluate", "synth_daytest1", *opts])
+    cli(["--config-file", BASE_CONFIG, *cli_opts(data_root, out),
+         "INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.MAX_SIZE_TRAIN", "96", "DATALOADER.NUM_WORKERS", "0",
+         "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", "20", "SOLVER.BASE_LR", "0.002", "SOLVER.WARMUP_ITERS", "5",
+         "SOLVER.CLIP_GRADIENTS.ENABLED", "True",
+         "SOLVER.STEPS", "()", "SOLVER.CHECKPOINT_PERIOD", "1000", "DATASETS.TEST", "()",
+         "MODEL.RPN.POST_NMS_TOPK_TRAIN", "100", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32"])
+    path = os.path.join(out, "model_final.pth")
+    assert os.path.isfile(path)
+    return path
+
+
+def assert_int8_close(ref: Detections, int8: Detections) -> None:
+    """int8 keeps the confident detections: at least 3 of fp32's 5 best boxes have an int8 box of
+    IoU >= 0.5 (a model trained 20 iterations has close scores, so int8 may reorder a few; 5/5
+    static and dynamic on Detectron2 v0.6, 4/5 dynamic on official Detectron2, Zen 3)."""
+    top = np.argsort(-ref.scores, kind="stable")[:5]
+    best = Detections(ref.boxes[top], ref.scores[top], ref.classes[top])
+    r = match_detections(best, int8, min_iou=0.5)
+    assert r["count_ref"] == 5 and r["matched"] >= 3, r
+
+
+def test_cli_exports_checks_and_evaluates(data_root, trained_weights, tmp_path, one_thread):
+    """tools/export.py main(argv): ONNX + static int8, its own check, then AP of each runtime."""
+    cli = load_tool("export")
+    out = str(tmp_path / "cli")
+    meta = cli.main(["--config-file", BASE_CONFIG, "--format", "onnx", "--output", out, "--height", "64",
+                     "--width", "80", "--int8", "--calib-images", "2", "--evaluate", "synth_daytest1",
+                     *cli_opts(data_root, str(tmp_path / "o"), "MODEL.WEIGHTS", trained_weights)])
     assert os.path.isfile(os.path.join(out, "model.onnx")) and os.path.isfile(os.path.join(out, "model_int8.onnx"))
     assert os.path.isfile(os.path.join(out, META_FILE)) and meta["input"]["export_hw"] == [64, 80]
+    assert meta["exports"]["onnx_int8"]["method"] == "static"
+    assert meta["exports"]["onnx_int8"]["calibration"] == {"source": "synth_train", "images": 2}
     checks = meta["exports"]["onnx"]["checks"]
     assert [c["hw"] for c in checks] == [[64, 80], [96, 48]] and all(c["same"] and c["count_ref"] for c in checks)
     ap = meta["evaluation"]["synth_daytest1"]
-    assert set(ap) == {"pytorch", "onnx", "onnx_int8"} and all("AP" in m for m in ap.values())
-    assert abs(ap["onnx"]["AP"] - ap["pytorch"]["AP"]) < 1e-6 or np.isnan(ap["pytorch"]["AP"])
-    int8 = load_runner(out, "onnx_int8", threads=1)(np.full((1, 5, 64, 80), 100, np.float32))
-    assert int8.boxes.shape[1] == 4
+    assert set(ap) == {"pytorch", "onnx", "onnx_int8"}
+    assert all(np.isfinite(m["AP"]) for m in ap.values()), ap
+    assert ap["pytorch"]["AP"] > 0, ap
+    assert ap["onnx"]["AP"] == pytest.approx(ap["pytorch"]["AP"], abs=1e-6)
+    image = np.load(os.path.join(data_root, "daytest1", "images", "daytest10000.npy"))
+    image = image.transpose(2, 0, 1)[None].astype(np.float32)
+    fp32 = load_runner(out, "onnx", threads=1)(image)
+    assert_int8_close(fp32, load_runner(out, "onnx_int8", threads=1)(image))
     with pytest.raises(FileNotFoundError, match="torchscript"):
         load_runner(out, "torchscript")
+
+
+def test_cli_dynamic_int8(data_root, trained_weights, tmp_path, one_thread):
+    """--int8-method dynamic: no calibration data, no data set registered; boxes close to fp32."""
+    cli = load_tool("export")
+    out = str(tmp_path / "dyn")
+    meta = cli.main(["--config-file", BASE_CONFIG, "--output", out, "--int8", "--int8-method", "dynamic",
+                     "--no-check", *cli_opts(data_root, str(tmp_path / "o"), "MODEL.WEIGHTS", trained_weights)])
+    assert meta["exports"]["onnx_int8"] == {"file": "model_int8.onnx", "method": "dynamic", "from": "model.onnx"}
+    image = np.load(os.path.join(data_root, "images", "img0000.npy")).transpose(2, 0, 1)[None].astype(np.float32)
+    assert_int8_close(load_runner(out, "onnx", threads=1)(image), load_runner(out, "onnx_int8", threads=1)(image))
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--format", "torchscript", "--int8"], "--int8 quantizes the ONNX file: use it with --format onnx"),
+    (["--opset", "15"], "--opset must be >= 16"),
+])
+def test_cli_refuses_bad_options(argv, message, capsys):
+    cli = load_tool("export")
+    with pytest.raises(SystemExit) as info:
+        cli.parse_args(["--config-file", BASE_CONFIG, "--output", "unused", *argv])
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("exported", ["gaff"], indirect=True)  # one fusion is enough
 def test_deploy_benchmark_mode(exported, tmp_path):
     """tools/benchmark.py --mode deploy times PyTorch and each file of the folder in turn."""
-    import importlib.util
-
     cfg, _, out = exported
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    spec = importlib.util.spec_from_file_location("benchmark_cli", os.path.join(here, "tools", "benchmark.py"))
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
+    cli = load_tool("benchmark")
     image = os.path.join(cfg.CADET.DATA.ROOT, "images", "img0000.npy")
     opts = ["MODEL.DEVICE", "cpu", "CADET.DATA.ROOT", cfg.CADET.DATA.ROOT, "CADET.BACKBONE.SIZE", "b0",
             "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "96", "CADET.FUSION.NAME", cfg.CADET.FUSION.NAME]
-    r = cli.main(["--config-file", os.path.join(here, "configs", "Base-CADET.yaml"), "--mode", "deploy",
+    r = cli.main(["--config-file", BASE_CONFIG, "--mode", "deploy",
                   "--export-dir", out, "--iters", "2", "--warmup", "0", "--threads", "1", "--image", image,
                   "--json", str(tmp_path / "b.json"), *opts])
     assert set(r["runtimes"]) == {"pytorch", "onnx", "torchscript"} and (r["height"], r["width"]) == (64, 85)

@@ -14,7 +14,7 @@ from detectron2.config import get_cfg
 from detectron2.utils.events import EventStorage
 
 from cadet_d2.config import add_cadet_config
-from cadet_d2.modeling.fusion import FUSION_REGISTRY, FusionOutput, build_fusion, registered_fusions
+from cadet_d2.modeling.fusion import FusionOutput, build_fusion, registered_fusions
 from cadet_d2.modeling.fusion import cssa, cssa_variants, frm_ffm, gaff, simple
 from cadet_d2.utils.params import fusion_param_table
 
@@ -220,49 +220,95 @@ def test_cssa_threshold_extremes(threshold):
 
 # ---- FRM + FFM ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("feedback", [True, False])
-def test_frm_ffm_feedback(feedback):
-    ref = build("frm_ffm", 32, 2, {"FRM_FFM.FEEDBACK": True}).eval()
-    module = build("frm_ffm", 32, 2, {"FRM_FFM.FEEDBACK": feedback}).eval()
-    rgb, aux = inputs(32)
-    with torch.no_grad():
-        out, out_ref = module(rgb, aux), ref(rgb, aux)
-    if feedback:
-        assert not torch.allclose(out.rgb, rgb) and not torch.allclose(out.aux, aux)
-    else:
-        assert torch.equal(out.rgb, rgb) and torch.equal(out.aux, aux)
-    # the fused map always comes from the rectified maps
-    torch.testing.assert_close(out.fused, out_ref.fused)
-
-
-def test_frm_rectification_formula():
-    # last layers: zero weights, constant biases -> wc_R = 0.5, wc_X = sigmoid(-1),
-    # ws_R = 0.5, ws_X = sigmoid(2); R' = R + (lc wc_X + ls ws_X) X, X' = X + (lc + ls) 0.5 R
-    lc, ls = 0.2, 0.6
-    module = frm_ffm.FRMFFMFusion(channels=16, stage=1, num_heads=1, lambda_c=lc, lambda_s=ls)
+def _constant_frm_weights(module, channels):
+    """FRM's last layers set to zero weights and constant biases: wc_R = 0.5, wc_X = sigmoid(-1),
+    ws_R = 0.5, ws_X = sigmoid(2), so R' = R + (lc wc_X + ls ws_X) X and X' = X + (lc + ls) 0.5 R."""
     channel, spatial = module.frm.channel_mlp[-1], module.frm.spatial_mlp[-1]
     with torch.no_grad():
         for layer in (channel, spatial):
             layer.weight.zero_()
-        channel.bias.copy_(torch.cat([torch.zeros(16), torch.full((16,), -1.0)]))
+        channel.bias.copy_(torch.cat([torch.zeros(channels), torch.full((channels,), -1.0)]))
         spatial.bias.copy_(torch.tensor([0.0, 2.0]))
-        rgb, aux = inputs(16)
-        out = module(rgb, aux)
     s = torch.sigmoid(torch.tensor([-1.0, 2.0]))
-    torch.testing.assert_close(out.rgb, rgb + (lc * s[0] + ls * s[1]) * aux)
-    torch.testing.assert_close(out.aux, aux + (lc + ls) * 0.5 * rgb)
+    lc, ls = module.frm.lambda_c, module.frm.lambda_s
+    return lambda r, x: (r + (lc * s[0] + ls * s[1]) * x, x + (lc + ls) * 0.5 * r)
+
+
+def test_frm_ffm_feedback():
+    # Same seed, so both builds hold the same weights; FEEDBACK only chooses the streams' maps.
+    with_fb = build("frm_ffm", 32, 2, {"FRM_FFM.FEEDBACK": True}).eval()
+    without = build("frm_ffm", 32, 2, {"FRM_FFM.FEEDBACK": False}).eval()
+    sa, sb = with_fb.state_dict(), without.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    rectify = _constant_frm_weights(with_fb, 32)
+    _constant_frm_weights(without, 32)
+    rgb, aux = inputs(32)
+    rgb_r, aux_r = rectify(rgb, aux)
+    with torch.no_grad():
+        out_fb, out_plain = with_fb(rgb, aux), without(rgb, aux)
+        # what the fused map would be if the FFM ran on the unrectified inputs
+        tokens = lambda t: t.flatten(2).transpose(1, 2)  # noqa: E731
+        to_map = lambda t: t.transpose(1, 2).reshape(B, 32, H, W)  # noqa: E731
+        fuse = lambda r, x: without.fuse(*map(to_map, without.exchange(tokens(r), tokens(x))))  # noqa: E731
+        fused_rectified, fused_unrectified = fuse(rgb_r, aux_r), fuse(rgb, aux)
+    torch.testing.assert_close(out_fb.rgb, rgb_r)
+    torch.testing.assert_close(out_fb.aux, aux_r)
+    assert torch.equal(out_plain.rgb, rgb) and torch.equal(out_plain.aux, aux)
+    # the fused map always comes from the rectified maps
+    torch.testing.assert_close(out_plain.fused, fused_rectified)
+    torch.testing.assert_close(out_fb.fused, fused_rectified)
+    assert not torch.allclose(out_plain.fused, fused_unrectified, atol=1e-3)
+
+
+def test_frm_rectification_formula():
+    module = frm_ffm.FRMFFMFusion(channels=16, stage=1, num_heads=1, lambda_c=0.2, lambda_s=0.6)
+    rectify = _constant_frm_weights(module, 16)
+    rgb, aux = inputs(16)
+    with torch.no_grad():
+        out = module(rgb, aux)
+    rgb_r, aux_r = rectify(rgb, aux)
+    torch.testing.assert_close(out.rgb, rgb_r)
+    torch.testing.assert_close(out.aux, aux_r)
+
+
+def _exchange_by_formula(exchange, t_rgb, t_aux, heads, cross=True):
+    """FFM stage 1 from the reference formulas, with einsum, on the weights of ``exchange``;
+    ``cross=False`` gives each stream its own context instead."""
+    d = t_rgb.shape[-1] // heads
+    parts = []
+    for i, t in enumerate((t_rgb, t_aux)):
+        e = F.relu(t @ exchange.embed[i].weight.T + exchange.embed[i].bias)
+        i_s, u_s = e[..., :d * heads], e[..., d * heads:]
+        kv = i_s @ exchange.kv[i].weight.T
+        k = kv[..., :d * heads].unflatten(-1, (heads, d))  # (B, N, h, d)
+        v = kv[..., d * heads:].unflatten(-1, (heads, d))
+        logits = torch.einsum("bnhc,bnhe->bhce", k, v) / d ** 0.5
+        ctx = torch.exp(logits) / torch.exp(logits).sum(dim=2, keepdim=True)  # over k's channel
+        parts.append((i_s.unflatten(-1, (heads, d)), u_s, ctx))
+    out = []
+    for i, t in enumerate((t_rgb, t_aux)):
+        q, u, _ = parts[i]
+        a = torch.einsum("bnhc,bhce->bnhe", q, parts[1 - i if cross else i][2]).flatten(2)
+        y = torch.cat([a, u], dim=-1) @ exchange.proj[i].weight.T + exchange.proj[i].bias
+        out.append(F.layer_norm(t + y, t.shape[-1:], exchange.norm[i].weight, exchange.norm[i].bias))
+    return out
 
 
 def test_ffm_exchange_is_cross_modal():
-    # each stream's exchanged tokens use the context of the *other* stream
+    # each stream's exchanged tokens use its own queries and the context of the *other* stream
     torch.manual_seed(0)
     exchange = frm_ffm.CrossExchange(16, num_heads=2)
     t_rgb, t_aux = torch.randn(2, 2, 12, 16).unbind(0)
     with torch.no_grad():
         e_rgb, e_aux = exchange(t_rgb, t_aux)
-        e_rgb2, e_aux2 = exchange(t_rgb, t_aux + torch.randn_like(t_aux))
+        ref_rgb, ref_aux = _exchange_by_formula(exchange, t_rgb, t_aux, heads=2)
     assert e_rgb.shape == (2, 12, 16)
-    assert not torch.allclose(e_rgb, e_rgb2, atol=1e-4)
+    torch.testing.assert_close(e_rgb, ref_rgb)
+    torch.testing.assert_close(e_aux, ref_aux)
+    # these inputs tell the two apart: with each stream's own context the result differs
+    own_rgb, own_aux = _exchange_by_formula(exchange, t_rgb, t_aux, heads=2, cross=False)
+    assert not torch.allclose(e_rgb, own_rgb, atol=1e-3)
+    assert not torch.allclose(e_aux, own_aux, atol=1e-3)
 
 
 def test_frm_ffm_heads_must_divide_channels():
@@ -272,19 +318,56 @@ def test_frm_ffm_heads_must_divide_channels():
 
 # ---- GAFF --------------------------------------------------------------------------------------
 
-def test_gaff_guidance_logged_and_kept():
+def _set_gaff(module, se_gate, guide_scale, guide_bias):
+    """Hand-set GAFF weights (C channels, 1x1 guidance). SE: zero weights, fc2 bias b, so the gate
+    is sigmoid(b) per modality. Guidance conv: diag(scale) + bias. Merge: [I, 2I], no bias."""
+    c = module.channels
+    with torch.no_grad():
+        for se, b in zip((module.se_rgb, module.se_aux), se_gate):
+            se.fc1.weight.zero_()
+            se.fc1.bias.zero_()
+            se.fc2.weight.zero_()
+            se.fc2.bias.fill_(b)
+        for conv, scale, bias in zip((module.guide_rgb, module.guide_aux), guide_scale, guide_bias):
+            conv.weight.copy_(torch.diag(torch.tensor(scale))[:, :, None, None])
+            conv.bias.copy_(torch.tensor(bias))
+        module.merge.weight.copy_(torch.cat([torch.eye(c), 2 * torch.eye(c)], 1)[:, :, None, None])
+        module.merge.bias.zero_()
+
+
+def test_gaff_formula_by_hand():
+    # C = 2: R' = sigmoid(1) R, X' = sigmoid(-1) X; g_R = sigmoid(2 X' + 0.5) per channel
+    # (guided by the *other* modality), g_X = sigmoid(-R' - 1); fused = R_g + 2 X_g.
+    module = gaff.GAFFFusion(channels=2, stage=3, se_reduction=2)
+    _set_gaff(module, se_gate=(1.0, -1.0), guide_scale=([2.0, 2.0], [-1.0, -1.0]),
+              guide_bias=([0.5, 0.5], [-1.0, -1.0]))
+    rgb = torch.tensor([[[[1.0, -2.0]], [[0.0, 3.0]]]])  # (1, 2, 1, 2)
+    aux = torch.tensor([[[[4.0, 0.5]], [[-1.0, 2.0]]]])
+    r_e, x_e = 0.7310585786 * rgb, 0.2689414214 * aux
+    g_rgb, g_aux = torch.sigmoid(2 * x_e + 0.5), torch.sigmoid(-r_e - 1)
+    with EventStorage(0) as storage:
+        out = module(rgb, aux)
+        logged = storage.latest()
+    torch.testing.assert_close(module.last_guidance_rgb, g_rgb)
+    torch.testing.assert_close(module.last_guidance_aux, g_aux)
+    torch.testing.assert_close(out.fused, r_e * (1 + g_rgb) + 2 * x_e * (1 + g_aux))
+    assert torch.equal(out.rgb, rgb) and torch.equal(out.aux, aux)
+    assert logged["fusion/stage3/gaff_guidance_rgb"][0] == pytest.approx(g_rgb.mean().item(), abs=1e-6)
+    assert logged["fusion/stage3/gaff_guidance_aux"][0] == pytest.approx(g_aux.mean().item(), abs=1e-6)
+
+
+def test_gaff_shared_guidance_conv():
     module = build("gaff", 32, 3, {"GAFF.INTER_SHARED": True})
     assert module.guide_rgb is module.guide_aux
-    rgb, aux = inputs(32)
-    with EventStorage(0) as storage:
-        module(rgb, aux)
-        logged = storage.latest()
-    g_rgb = torch.sigmoid(module.guide_rgb(module.se_aux(aux))).detach()
-    torch.testing.assert_close(module.last_guidance_rgb, g_rgb)
-    assert module.last_guidance_aux.shape == (B, 32, H, W)
-    assert logged["fusion/stage3/gaff_guidance_rgb"][0] == pytest.approx(g_rgb.mean().item(), abs=1e-6)
-    assert logged["fusion/stage3/gaff_guidance_aux"][0] == pytest.approx(
-        module.last_guidance_aux.mean().item(), abs=1e-6)
+    shared = gaff.GAFFFusion(channels=2, stage=1, se_reduction=2, inter_shared=True)
+    _set_gaff(shared, se_gate=(0.0, 0.0), guide_scale=([3.0, -1.0], [3.0, -1.0]),
+              guide_bias=([0.0, 1.0], [0.0, 1.0]))
+    rgb, aux = torch.full((1, 2, 1, 1), 2.0), torch.full((1, 2, 1, 1), -2.0)
+    shared(rgb, aux)
+    # gates sigmoid(0) = 0.5: X' = -1, R' = 1; one conv, applied to each other stream
+    torch.testing.assert_close(shared.last_guidance_rgb.flatten(), torch.sigmoid(torch.tensor([-3.0, 2.0])))
+    torch.testing.assert_close(shared.last_guidance_aux.flatten(), torch.sigmoid(torch.tensor([3.0, 0.0])))
+    assert not shared.last_guidance_rgb.requires_grad
 
 
 # ---- registry and user modules -------------------------------------------------------------------
@@ -325,7 +408,7 @@ def user_module(tmp_path):
     path = tmp_path / f"{mod}.py"
     path.write_text(USER_MODULE.format(cls=cls))
     yield cls, mod, path
-    FUSION_REGISTRY._obj_map.pop(cls, None)
+    # The registered class stays in the registry (it has no public removal); its name is unique.
     for key in (mod, "cadet_user_" + mod):
         sys.modules.pop(key, None)
 

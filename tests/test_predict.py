@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import os
 
 import numpy as np
@@ -101,7 +102,8 @@ def test_batch_size_does_not_change_detections(cfg, model, data):
     for b in batches:
         assert len({read_image_size(files[i], 5) for i in b}) == 1
     one = BatchPredictor(cfg, batch_size=1, model=model)(files)
-    for a, b, f in zip(one, three(files), files):
+    assert len(one) == len(files) and all(len(a) > 0 for a in one)
+    for a, b, f in zip(one, three(files), files, strict=True):
         assert a.file_name == b.file_name == f
         np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-3)
         np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)
@@ -113,6 +115,7 @@ def test_coco_results_schema_and_round_trip(cfg, model, data, tmp_path):
 
     files = collect_inputs([data["other"]])
     preds = BatchPredictor(cfg, model=model)(files)
+    assert len(preds) == len(files) == 3 and all(len(p) > 0 for p in preds)  # else the checks below prove nothing
     path = str(tmp_path / "res" / "predictions.json")
     written = write_coco_results(path, preds, ["person"])
     assert os.listdir(tmp_path / "res") == ["predictions.json"]  # no temporary file left
@@ -193,3 +196,30 @@ def test_predict_tool_says_when_input_swallowed_a_config_key(data, tmp_path, cap
         load_tool("predict").main(["--config-file", os.path.join(REPO, "configs", "Base-CADET.yaml"), "--output",
                                    str(tmp_path), "--input", data["images"], "MODEL.WEIGHTS", "w.pth"])
     assert "--input took 'MODEL.WEIGHTS'" in capsys.readouterr().err
+
+
+class _Records(logging.Handler):
+    """Keeps the records of a logger (Detectron2's setup_logger stops them reaching the root)."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_predict_tool_warns_without_weights(data, tmp_path):
+    handler = _Records()
+    logger = logging.getLogger("cadet_d2")
+    logger.addHandler(handler)
+    try:
+        summary = load_tool("predict").main([
+            "--config-file", os.path.join(REPO, "configs", "Base-CADET.yaml"), "--input",
+            os.path.join(data["other"], "thin.npy"), "--output", str(tmp_path / "out"), "--device", "cpu",
+            "--no-progress", *cfg_opts(data, tmp_path)])
+    finally:
+        logger.removeHandler(handler)
+    assert summary["images"] == 1
+    warnings = [r.getMessage() for r in handler.records if r.levelno == logging.WARNING]
+    assert "[cadet] MODEL.WEIGHTS is empty: the model is untrained (random weights)" in warnings

@@ -11,14 +11,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from detectron2.config import get_cfg
 
-from detectron2.config import get_cfg  # noqa: E402
-
-from cadet_d2.config import add_cadet_config  # noqa: E402
-from cadet_d2.utils.params import detector_table, fusion_param_table  # noqa: E402
+from cadet_d2.config import add_cadet_config
+from cadet_d2.utils.params import detector_table, fusion_param_table
 
 
 def main(argv: list[str] | None = None) -> str:

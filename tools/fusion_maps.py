@@ -10,16 +10,12 @@ Trailing KEY VALUE pairs override config keys, e.g. ``MODEL.WEIGHTS output/model
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from cadet_d2.layout import modality_slices  # noqa: E402
-from cadet_d2.data import MultiModalDatasetMapper  # noqa: E402
-from cadet_d2.engine import load_config  # noqa: E402
-from cadet_d2.inference import load_model  # noqa: E402
-from cadet_d2.utils.attention import save_fusion_maps  # noqa: E402
+from cadet_d2.layout import modality_slices
+from cadet_d2.data import MultiModalDatasetMapper
+from cadet_d2.engine import load_config
+from cadet_d2.inference import load_model
+from cadet_d2.utils.attention import save_fusion_maps
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -5,8 +5,12 @@
 #                                   made buildable here: it lacks layers/csrc, so a stub C++
 #                                   module is written, and Image.LINEAR (gone in Pillow >= 10)
 #                                   becomes Image.BILINEAR. No Detectron2 code lives in this repo.
-#   DETECTRON2_SOURCE=<path|URL> -> official Detectron2 built from that source tree or git URL,
-#                                   with its real C++/CUDA ops.
+#   DETECTRON2_SOURCE=<source>   -> official Detectron2 built with its real C++/CUDA ops from
+#                                   a source folder, a source archive (.tar.gz) or a git URL.
+#                                   An archive's wheel is kept in DETECTRON2_WHEEL_CACHE (default
+#                                   ~/.cache/cadet_d2/detectron2-wheels), keyed by the archive's
+#                                   sha256 and the torch and Python versions, so a second venv
+#                                   installs it without rebuilding.
 # Faster R-CNN needs none of Detectron2's compiled ops; cadet_d2 evaluates with
 # COCOEvaluator(use_fast_impl=False), so the stub is enough for everything in this project.
 set -euo pipefail
@@ -29,8 +33,30 @@ if [ -n "${DETECTRON2_SOURCE:-}" ]; then
   echo "Installing official Detectron2 from source: $DETECTRON2_SOURCE"
   if [ -d "$DETECTRON2_SOURCE" ]; then
     "$PYTHON" -m pip install --no-build-isolation "$DETECTRON2_SOURCE"
-  else
+  elif [ -f "$DETECTRON2_SOURCE" ]; then
+    case "$DETECTRON2_SOURCE" in
+      *.tar.gz|*.tgz) ;;
+      *) echo "DETECTRON2_SOURCE=$DETECTRON2_SOURCE: a file must be a source archive (.tar.gz)" >&2; exit 2 ;;
+    esac
+    # The real path: pip's own wheel cache is keyed by the archive's URL, the same through any symlink.
+    archive=$(realpath "$DETECTRON2_SOURCE")
+    sha=$(sha256sum "$archive" | cut -c1-16)
+    versions=$("$PYTHON" -c 'import sys, torch; print(f"torch{torch.__version__}-py{sys.version_info[0]}{sys.version_info[1]}")')
+    cache="${DETECTRON2_WHEEL_CACHE:-$HOME/.cache/cadet_d2/detectron2-wheels}/$sha-$versions"
+    if ! ls "$cache"/detectron2-*.whl >/dev/null 2>&1; then
+      echo "Building a wheel from $archive into $cache"
+      "$PYTHON" -m pip wheel -q --no-deps --no-build-isolation -w "$work/wheel" "$archive"
+      mkdir -p "$cache"
+      mv "$work"/wheel/detectron2-*.whl "$cache"/
+    else
+      echo "Using the cached wheel in $cache"
+    fi
+    "$PYTHON" -m pip install -q "$cache"/detectron2-*.whl
+  elif [[ "$DETECTRON2_SOURCE" == *://* || "$DETECTRON2_SOURCE" == git@* ]]; then
     "$PYTHON" -m pip install --no-build-isolation "git+$DETECTRON2_SOURCE"
+  else
+    echo "DETECTRON2_SOURCE=$DETECTRON2_SOURCE: no such folder or archive, and not a git URL" >&2
+    exit 2
   fi
   echo "$wanted" > "$stamp"
   exit 0

@@ -15,17 +15,9 @@ import os
 import sys
 import time
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-try:
-    import cadet_d2  # noqa: F401
-except ModuleNotFoundError as e:
-    if e.name != "cadet_d2":
-        raise
-    sys.path.insert(0, REPO_ROOT)
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from cadet_d2.data.synthetic import make_synthetic_dataset, synthetic_params  # noqa: E402
+from cadet_d2.data.synthetic import make_synthetic_dataset, synthetic_params
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

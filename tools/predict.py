@@ -16,12 +16,10 @@ import os
 import re
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from detectron2.utils.logger import setup_logger
 
-from detectron2.utils.logger import setup_logger  # noqa: E402
-
-from cadet_d2.engine import load_config  # noqa: E402
-from cadet_d2.inference import predict_files  # noqa: E402
+from cadet_d2.engine import load_config
+from cadet_d2.inference import predict_files
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -12,15 +12,12 @@ the augmented image (OUT/<stem>_aug.png): a check of the mapper.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from detectron2.utils.logger import setup_logger
 
-from detectron2.utils.logger import setup_logger  # noqa: E402
-
-from cadet_d2.engine import load_config  # noqa: E402
-from cadet_d2.inference import draw_dataset  # noqa: E402
+from cadet_d2.engine import load_config
+from cadet_d2.inference import draw_dataset
 
 
 def main(argv: list[str] | None = None) -> list[str]:

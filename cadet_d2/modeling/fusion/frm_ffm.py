@@ -37,9 +37,8 @@ import torch.nn.functional as F
 from detectron2.config import configurable
 from torch import nn
 
+from ...layout import MIT_HEADS
 from .base import register_fusion, FusionOutput
-
-MIT_HEADS = (1, 2, 5, 8)
 
 
 class FeatureRectify(nn.Module):

@@ -18,9 +18,8 @@ from .base import build_fusion, register_fusion
 
 @register_fusion("hybrid")
 def build_hybrid(cfg, channels: int, stage: int) -> nn.Module:
-    """The ``HYBRID.EARLY`` module at ``HYBRID.EARLY_STAGES``, else ``HYBRID.LATE``."""
+    """The ``HYBRID.EARLY`` module at ``HYBRID.EARLY_STAGES``, else ``HYBRID.LATE`` (neither may
+    be ``hybrid``: ``validate_cadet_config`` refuses it when the config is loaded)."""
     opt = cfg.CADET.FUSION.HYBRID
     name = opt.EARLY if stage in opt.EARLY_STAGES else opt.LATE
-    if name == "hybrid":
-        raise ValueError("CADET.FUSION.HYBRID.EARLY / LATE cannot be 'hybrid'")
     return build_fusion(cfg, name, channels, stage)
