@@ -78,7 +78,7 @@ def test_test_sets(root, tmp_path):
     assert register_from_config(cfg) == ["mine_train", "mine_test", "mine_nighttest1"]
     assert len(DatasetCatalog.get("mine_nighttest1")) == 3
     cfg = tiny_cfg(root, str(tmp_path / "o"), "CADET.DATA.NAME", "mine2", "CADET.DATA.TEST_SETS", "['fog']")
-    with pytest.raises(FileNotFoundError, match=r"fog' not found \(CADET.DATA.TEST_SETS\)"):
+    with pytest.raises(FileNotFoundError, match=r"Test set 'fog' not found in .*data' \(CADET.DATA.TEST_SETS\): expected .*fog with pairs.csv or images/$"):
         register_from_config(cfg)
 
 

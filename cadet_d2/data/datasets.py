@@ -329,7 +329,7 @@ def register_cadet_dataset(
         if spec is None:
             raise FileNotFoundError(
                 f"Test set {s!r} not found in {root!r} (CADET.DATA.TEST_SETS): expected {os.path.join(root, s)} "
-                f"with pairs.csv or images/" + (", or the folders of CADET.DATA.FOLDERS" if folders else ""))
+                f"with pairs.csv or images/" + (", or the folders of CADET.DATA.FOLDERS" if any(folders.values()) else ""))
         entries.append((f"{name}_{s}", spec, None))
     for full_name, spec, split in entries:
         if full_name in DatasetCatalog.list():
