@@ -7,8 +7,8 @@ import os
 
 from ..data.errors import DataError
 from .report import Report
-from .voc import voc_pair
-from .writer import images_by_stem, make_pair, match_pairs
+from .voc import note_unused_annotations, voc_folder_pairs
+from .writer import images_by_stem
 
 CLASSES = ["person"]
 SPLITS = ("train", "test")
@@ -27,21 +27,8 @@ def convert_llvip(src: str, report: Report, boxes_outside: str = "clip") -> tupl
         if not rgb and not thermal:
             report.info.append(f"  {split}: no visible/{split} or infrared/{split} images")
             continue
-        pairs = []
-        for stem, rgb_path, thermal_path in match_pairs(rgb, thermal, report, split):
-            pair = make_pair(report, stem, rgb_path, thermal_path)
-            if pair is None:
-                continue
-            ann = os.path.join(ann_dir, stem + ".xml")
-            pair.boxes, pair.ignore = voc_pair(report, ann, ann, pair.width, pair.height, index, boxes_outside)
-            if pair.boxes is None:
-                report.note(f"{split}: no annotation file (pair written unlabeled)", stem)
-            else:
-                used.add(stem)
-            pairs.append(pair)
+        pairs = voc_folder_pairs(report, rgb, thermal, ann_dir, index, boxes_outside, split)
+        used.update(p.stem for p in pairs if p.boxes is not None)
         sets[split] = pairs
-    if os.path.isdir(ann_dir):
-        for name in sorted(os.listdir(ann_dir)):
-            if name.endswith(".xml") and name[:-4] not in used:
-                report.note("annotation file without an image pair (not used)", os.path.join(ann_dir, name))
+    note_unused_annotations(report, ann_dir, used)
     return CLASSES, sets

@@ -12,8 +12,8 @@ import numpy as np
 
 from ..data.errors import DataError
 from .report import Report
-from .voc import voc_pair
-from .writer import images_by_stem, make_pair, match_pairs
+from .voc import note_unused_annotations, voc_folder_pairs
+from .writer import images_by_stem
 
 CLASSES = ["People", "Car", "Bus", "Lamp", "Motorcycle", "Truck"]
 
@@ -40,20 +40,8 @@ def convert_m3fd(src: str, report: Report, boxes_outside: str = "clip", test_fra
     index = {c.lower(): i for i, c in enumerate(CLASSES)}
     rgb = images_by_stem(os.path.join(root, "Vis"), report)
     thermal = images_by_stem(os.path.join(root, "Ir"), report)
-    pairs = {}
-    for stem, rgb_path, thermal_path in match_pairs(rgb, thermal, report, root):
-        pair = make_pair(report, stem, rgb_path, thermal_path)
-        if pair is None:
-            continue
-        ann = os.path.join(ann_dir, stem + ".xml")
-        pair.boxes, pair.ignore = voc_pair(report, ann, ann, pair.width, pair.height, index, boxes_outside)
-        if pair.boxes is None:
-            report.note("no annotation file (pair written unlabeled)", stem)
-        pairs[stem] = pair
-    if os.path.isdir(ann_dir):
-        for name in sorted(os.listdir(ann_dir)):
-            if name.endswith(".xml") and name[:-4] not in pairs:
-                report.note("annotation file without an image pair (not used)", os.path.join(ann_dir, name))
+    pairs = {p.stem: p for p in voc_folder_pairs(report, rgb, thermal, ann_dir, index, boxes_outside, "M3FD")}
+    note_unused_annotations(report, ann_dir, pairs)
     train, test = seeded_split(list(pairs), test_fraction, seed)
     report.info.append(f"  split: seeded, test fraction {test_fraction}, seed {seed}: "
                        f"{len(train)} train, {len(test)} test")

@@ -86,3 +86,30 @@ def voc_pair(report, where: str, ann_path: str, width: int, height: int, class_i
         if box is not None:
             boxes.append(box)
     return boxes, []
+
+
+def voc_folder_pairs(report, rgb: dict[str, str], thermal: dict[str, str], ann_dir: str, class_index: dict[str, int],
+                     boxes_outside: str, where: str) -> list:
+    """The pairs of two ``{stem: image}`` folders with their boxes from ``ann_dir/<stem>.xml``
+    (LLVIP, M3FD); a pair without an XML file is kept unlabeled and noted (``where``: the split)."""
+    from .writer import make_pair, match_pairs
+
+    pairs = []
+    for stem, rgb_path, thermal_path in match_pairs(rgb, thermal, report, where):
+        pair = make_pair(report, stem, rgb_path, thermal_path)
+        if pair is None:
+            continue
+        ann = os.path.join(ann_dir, stem + ".xml")
+        pair.boxes, pair.ignore = voc_pair(report, ann, ann, pair.width, pair.height, class_index, boxes_outside)
+        if pair.boxes is None:
+            report.note(f"{where}: no annotation file (pair written unlabeled)", stem)
+        pairs.append(pair)
+    return pairs
+
+
+def note_unused_annotations(report, ann_dir: str, used) -> None:
+    """Note every ``ann_dir/*.xml`` whose stem is not in ``used`` (no image pair for it)."""
+    if os.path.isdir(ann_dir):
+        for name in sorted(os.listdir(ann_dir)):
+            if name.endswith(".xml") and name[:-4] not in used:
+                report.note("annotation file without an image pair (not used)", os.path.join(ann_dir, name))

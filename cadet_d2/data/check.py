@@ -191,10 +191,7 @@ class _Scanner:
                 sizes[stem] = None
                 self.problem("error", path, e.problem)
             self.progress.update(1)
-        ok = [hw for hw in sizes.values() if hw is not None]
-        if ok:
-            s.min_hw = [min(h for h, _ in ok), min(w for _, w in ok)]
-            s.max_hw = [max(h for h, _ in ok), max(w for _, w in ok)]
+        _size_range(s, sizes)
         s.images = len(stems)
         self.scan_label_dir(s, label_dir, stems, sizes)
         return s, sizes
@@ -258,10 +255,7 @@ class _Scanner:
             if len(hw) == len(pair.files):
                 good.append(pair)
             self.progress.update(1)
-        ok = [v for v in sizes.values() if v is not None]
-        if ok:
-            s.min_hw = [min(h for h, _ in ok), min(w for _, w in ok)]
-            s.max_hw = [max(h for h, _ in ok), max(w for _, w in ok)]
+        _size_range(s, sizes)
         s.images = len(pairs)
         self.scan_label_dir(s, os.path.join(folder, "labels"), [p.stem for p in pairs], sizes)
         return s, sizes, good
@@ -462,3 +456,10 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write_json(args.json, report.to_dict())
     return 1 if report.errors else 0
 
+
+def _size_range(s, sizes: dict) -> None:
+    """Smallest and largest (height, width) of the readable images of a set, into ``s``."""
+    ok = [hw for hw in sizes.values() if hw is not None]
+    if ok:
+        s.min_hw = [min(h for h, _ in ok), min(w for _, w in ok)]
+        s.max_hw = [max(h for h, _ in ok), max(w for _, w in ok)]

@@ -122,29 +122,40 @@ def load_cadet_dicts(
     on_error: str = "raise",
 ) -> tuple[list[dict], LoadStats]:
     """Detectron2 dataset dicts for ``stems`` of a ``.npy`` set, with absolute XYXY boxes."""
-    stats = LoadStats(images=len(stems))
-    dicts = []
-    for stem in stems:
+    def load(stem: str) -> dict | None:
         image_path = os.path.join(root, "images", stem + ".npy")
+        height, width = read_image_size(image_path, channels)
+        annotations = _read_annotations(os.path.join(root, "labels", stem + ".txt"),
+                                        os.path.join(root, "ignore", stem + ".txt"),
+                                        width, height, num_classes, unlabeled, stats)
+        if annotations is None:
+            return None
+        return {"file_name": image_path, "stem": stem, "height": height, "width": width, "annotations": annotations}
+
+    stats = LoadStats(images=len(stems))
+    return _load_each(stems, load, on_error, stats), stats
+
+
+def _load_each(items: list, load, on_error: str, stats: LoadStats) -> list[dict]:
+    """``load(item)`` for each item -> the dataset dicts, numbered by ``image_id``; ``None`` (an
+    unlabeled image skipped) is dropped; a :class:`DataError` stops, or with ``on_error`` "skip" is
+    counted in ``stats.errors``."""
+    dicts = []
+    for item in items:
         try:
-            height, width = read_image_size(image_path, channels)
-            annotations = _read_annotations(os.path.join(root, "labels", stem + ".txt"),
-                                            os.path.join(root, "ignore", stem + ".txt"),
-                                            width, height, num_classes, unlabeled, stats)
+            entry = load(item)
         except DataError as e:
             if on_error != "skip":
                 raise
             stats.errors.append(str(e))
             continue
-        if annotations is None:
+        if entry is None:
             continue
-        stats.boxes += sum(1 for a in annotations if not a.get("iscrowd"))
-        dicts.append({
-            "file_name": image_path, "image_id": len(dicts), "stem": stem,
-            "height": height, "width": width, "annotations": annotations,
-        })
+        stats.boxes += sum(1 for a in entry["annotations"] if not a.get("iscrowd"))
+        entry["image_id"] = len(dicts)
+        dicts.append(entry)
     stats.kept = len(dicts)
-    return dicts, stats
+    return dicts
 
 
 def load_pair_dicts(
@@ -163,41 +174,30 @@ def load_pair_dicts(
     and the RGB image's ``height``/``width`` (from its header; labels are normalised to it).
     With ``size_mismatch`` "error", a partner of another size is a :class:`DataError`.
     """
-    stats = LoadStats(images=len(pairs))
-    dicts = []
-    for pair in pairs:
-        try:
+    def load(pair: Pair) -> dict | None:
+        for m in modalities:
+            if m in pair.missing:
+                raise DataError(pair.source, pair.missing[m], pair.line)
+            if not os.path.isfile(pair.files[m]):
+                raise DataError(pair.source, f"{m} file {pair.files[m]} not found", pair.line)
+        height, width = image_size(pair.files["rgb"])
+        if size_mismatch == "error":
             for m in modalities:
-                if m in pair.missing:
-                    raise DataError(pair.source, pair.missing[m], pair.line)
-                if not os.path.isfile(pair.files[m]):
-                    raise DataError(pair.source, f"{m} file {pair.files[m]} not found", pair.line)
-            height, width = image_size(pair.files["rgb"])
-            if size_mismatch == "error":
-                for m in modalities:
-                    hw = image_size(pair.files[m])
-                    if hw != (height, width):
-                        raise DataError(pair.files[m], f"{m} image is {hw[0]}x{hw[1]}, the RGB image "
-                                        f"{pair.files['rgb']} is {height}x{width} (CADET.INPUT.SIZE_MISMATCH "
-                                        "error; 'resize' resizes it to the RGB size)")
-            annotations = _read_annotations(os.path.join(label_dir, pair.stem + ".txt"),
-                                            os.path.join(ignore_dir, pair.stem + ".txt"),
-                                            width, height, num_classes, unlabeled, stats)
-        except DataError as e:
-            if on_error != "skip":
-                raise
-            stats.errors.append(str(e))
-            continue
+                hw = image_size(pair.files[m])
+                if hw != (height, width):
+                    raise DataError(pair.files[m], f"{m} image is {hw[0]}x{hw[1]}, the RGB image "
+                                    f"{pair.files['rgb']} is {height}x{width} (CADET.INPUT.SIZE_MISMATCH "
+                                    "error; 'resize' resizes it to the RGB size)")
+        annotations = _read_annotations(os.path.join(label_dir, pair.stem + ".txt"),
+                                        os.path.join(ignore_dir, pair.stem + ".txt"),
+                                        width, height, num_classes, unlabeled, stats)
         if annotations is None:
-            continue
-        stats.boxes += sum(1 for a in annotations if not a.get("iscrowd"))
-        dicts.append({
-            "file_name": pair.files["rgb"], "pair": {m: pair.files[m] for m in modalities},
-            "image_id": len(dicts), "stem": pair.stem, "height": height, "width": width,
-            "annotations": annotations,
-        })
-    stats.kept = len(dicts)
-    return dicts, stats
+            return None
+        return {"file_name": pair.files["rgb"], "pair": {m: pair.files[m] for m in modalities}, "stem": pair.stem,
+                "height": height, "width": width, "annotations": annotations}
+
+    stats = LoadStats(images=len(pairs))
+    return _load_each(pairs, load, on_error, stats), stats
 
 
 def _log_stats(name: str, stats: LoadStats) -> None:
