@@ -18,7 +18,7 @@ from cadet_d2.engine import load_config
 from cadet_d2.evaluation import box_metrics, build_evaluator, format_table
 from cadet_d2.evaluation.miss_rate import (REF_FPPI, MissRateEvaluator, Subset, check_miss_rate_config,
                                            evaluate_subset, log_average_miss_rate, match_image)
-from cadet_d2.evaluation.robustness import no_detections_as_zero
+from cadet_d2.evaluation.coco import no_detections_as_zero
 
 from conftest import registered_cfg
 

@@ -252,7 +252,7 @@ def test_sensor_failure_study_runs_for_real(tmp_path):
 
 
 def test_no_detections_count_as_zero_ap():
-    from cadet_d2.evaluation.robustness import no_detections_as_zero
+    from cadet_d2.evaluation.coco import no_detections_as_zero
     nan = float("nan")
     out = no_detections_as_zero({"a": {"AP": nan, "AP50": nan}, "b": {"AP": 12.0, "APl": nan}})
     assert out["a"] == {"AP": 0.0, "AP50": 0.0}

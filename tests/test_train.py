@@ -46,6 +46,16 @@ def test_train_then_eval_only(tiny_root, tmp_path):
         assert set(METRICS) <= set(m)
     assert "| synth_nighttest1 |" in r.stdout + r.stderr  # the table is in the log
 
+    # a model that detects nothing (no score passes 1.01) scores AP 0, said in the log, never NaN
+    r = train_net(*cfg, "--eval-only", *TINY, "CADET.DATA.ROOT", tiny_root, "CADET.FUSION.NAME", "sum",
+                  "CADET.FUSION.DEFAULT", "sum", "OUTPUT_DIR", out, "MODEL.WEIGHTS", os.path.join(out, "model_final.pth"),
+                  "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "1.01")
+    assert r.returncode == 0, r.stderr[-3000:]
+    with open(os.path.join(out, "eval_metrics.json")) as f:
+        metrics = json.load(f)
+    assert all(m[k] == 0.0 for m in metrics["datasets"].values() for k in METRICS), metrics
+    assert "synth_nighttest1: the model made no detection: COCO AP counted as 0" in r.stdout + r.stderr
+
 
 @pytest.mark.parametrize("opts, needle", [
     (["CADET.FUSION.NAMEE", "sum"], "unknown config key 'CADET.FUSION.NAMEE'; did you mean CADET.FUSION.NAME"),

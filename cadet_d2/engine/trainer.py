@@ -44,7 +44,7 @@ from fvcore.nn.precise_bn import get_bn_modules
 from ..data.mapper import MultiModalDatasetMapper
 from ..data.stream import DeterministicTrainLoader, build_deterministic_train_loader
 from ..evaluation import (CLEAN, box_metrics, build_evaluator, condition_table, evaluate_conditions,
-                          format_table, write_metrics)
+                          format_table, no_detections_as_zero, write_metrics)
 from ..modeling.fusion.cssa_variants import THRESHOLD_PARAM
 from .checkpoint import CadetCheckpointer, GatherResumeState, RNGState, preserved_rng_state
 from .compat import legacy_trainer_state
@@ -256,7 +256,7 @@ class CadetTrainer(TrainerBase):
                     print_csv_format(per_set[name])
             conditions = evaluate_conditions(cfg, model) if cfg.CADET.TEST.DROP_MODALITIES else {}
         if comm.is_main_process() and per_set:
-            metrics = box_metrics(per_set)
+            metrics = no_detections_as_zero(box_metrics(per_set))  # no detection at all: AP 0, warned
             logger.info("[cadet] COCO box metrics:\n" + format_table(metrics))
             extra = {}
             if conditions:

@@ -1,4 +1,5 @@
-from .coco import METRICS, box_metrics, build_coco_evaluator, build_evaluator, format_table, write_metrics
+from .coco import (METRICS, box_metrics, build_coco_evaluator, build_evaluator, format_table, no_detections_as_zero,
+                   write_metrics)
 from .miss_rate import MissRateEvaluator
 from .robustness import CLEAN, condition_table, evaluate_conditions
 

@@ -53,6 +53,23 @@ def box_metrics(results: dict) -> dict[str, dict[str, float]]:
     return {name: {**r.get("bbox", {}), **r.get(MISS_RATE_TASK, {})} for name, r in results.items()}
 
 
+def no_detections_as_zero(metrics: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """COCOEvaluator reports NaN for every metric when a model makes no detection at all ("No
+    predictions from the model!"); its AP is then 0 (logged as a warning naming the set). Only
+    COCO's metrics change (the miss rate of no detection is already 100). A set without any
+    ground-truth box has no COCO metrics at all: its row stays empty (nan) and is warned about."""
+    def fixed(name: str, m: dict[str, float]) -> dict[str, float]:
+        coco = [k for k in m if k in METRICS]
+        if not coco:
+            logger.warning(f"[cadet] {name}: no COCO AP (the set has no ground-truth box): its row shows nan")
+        elif all(math.isnan(m[k]) for k in coco):
+            logger.warning(f"[cadet] {name}: the model made no detection: COCO AP counted as 0")
+            return {k: 0.0 if k in METRICS else v for k, v in m.items()}
+        return m
+
+    return {ds: fixed(ds, m) for ds, m in metrics.items()}
+
+
 def format_table(metrics: dict[str, dict[str, float]]) -> str:
     """A markdown table: one row per data set, columns AP AP50 AP75 APs APm APl, then any other
     metric of the sets (the miss rates "MR-2 all", "MR-2 reasonable", in %, lower is better)."""

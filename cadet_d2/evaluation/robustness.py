@@ -8,7 +8,6 @@ table of the issue: a row per condition (the clean run first), AP and AP50 per d
 from __future__ import annotations
 
 import logging
-import math
 import os
 
 from detectron2.data import DatasetCatalog, build_detection_test_loader
@@ -19,7 +18,7 @@ from torch import nn
 
 from ..data.corrupt import Condition, conditions_from_config
 from ..data.mapper import MultiModalDatasetMapper
-from .coco import METRICS, box_metrics, build_evaluator
+from .coco import box_metrics, build_evaluator, no_detections_as_zero
 
 logger = logging.getLogger(__name__)
 CLEAN = "clean"
@@ -36,19 +35,6 @@ def evaluate_condition(cfg, model: nn.Module, condition: Condition) -> dict[str,
         evaluator = build_evaluator(cfg, name, os.path.join(cfg.OUTPUT_DIR, "inference", folder, name))
         results[name] = inference_on_dataset(model, loader, evaluator)
     return no_detections_as_zero(box_metrics(results)) if comm.is_main_process() else {}
-
-
-def no_detections_as_zero(metrics: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
-    """COCOEvaluator reports NaN for every metric when a model makes no detection at all ("No
-    predictions from the model!"); a failed sensor often does that, and its AP is then 0. Only
-    COCO's metrics change (the miss rate of no detection is already 100)."""
-    def fixed(m: dict[str, float]) -> dict[str, float]:
-        coco = [k for k in m if k in METRICS]
-        if coco and all(math.isnan(m[k]) for k in coco):
-            return {k: 0.0 if k in METRICS else v for k, v in m.items()}
-        return m
-
-    return {ds: fixed(m) for ds, m in metrics.items()}
 
 
 def evaluate_conditions(cfg, model: nn.Module) -> dict[str, dict[str, dict[str, float]]]:
