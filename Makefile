@@ -5,7 +5,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.cadet-setup
 DATA ?= datasets/synth
 DEMO_OUT ?= output/demo
-# Official Detectron2 for `make test-d2`: a source archive, folder or git URL, built in its own venv.
+# Official Detectron2 for `make test-d2`: a source archive, folder or git URL, built into D2_VENV,
+# a thin venv over VENV (tools/overlay_venv.py): it holds Detectron2 and cadet_d2 only, and takes
+# torch and the rest from VENV, so the two venvs store torch once (about 6 GB).
 D2_SOURCE ?= ../shared/vendor/detectron2-02b5c4e.tar.gz
 D2_VENV ?= .venv-d2
 
@@ -41,7 +43,9 @@ test: setup
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
 
 # The whole suite again, on official Detectron2 (D2_SOURCE) in the venv D2_VENV.
-test-d2:
+test-d2: setup
+	@test -x $(D2_VENV)/bin/python || $(PYTHON_SYS) -m venv $(D2_VENV)
+	@$(D2_VENV)/bin/python tools/overlay_venv.py $(VENV)
 	$(MAKE) test VENV=$(D2_VENV) DETECTRON2_SOURCE=$(D2_SOURCE)
 
 clean:

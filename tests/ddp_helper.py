@@ -31,12 +31,22 @@ def weights_hash(state: dict) -> str:
     return h.hexdigest()
 
 
+def local_ranks() -> int:
+    """cadet_d2's local rank, checked against Detectron2's where Detectron2 has the group."""
+    from cadet_d2.engine.compat import HAS_LOCAL_PROCESS_GROUP
+    from cadet_d2.engine.launch import local_rank
+
+    if HAS_LOCAL_PROCESS_GROUP:
+        assert comm.get_local_rank() == local_rank() and comm.get_local_size() == int(os.environ["LOCAL_WORLD_SIZE"])
+    return local_rank()
+
+
 class WriteRankState(HookBase):
     def after_train(self) -> None:
         model = self.trainer.model
         model = getattr(model, "module", model)  # DDP
         loader = self.trainer.data_loader
-        out = {"rank": comm.get_rank(), "world_size": comm.get_world_size(), "local_rank": comm.get_local_rank(),
+        out = {"rank": comm.get_rank(), "world_size": comm.get_world_size(), "local_rank": local_ranks(),
                "hash": weights_hash(model.state_dict()), "iter": self.trainer.iter,
                "stream": [loader.rank, loader.world_size], "ddp": model is not self.trainer.model,
                "backend": torch.distributed.get_backend() if comm.get_world_size() > 1 else None}
@@ -53,8 +63,8 @@ def check_group(out_dir: str) -> None:
     import torch.distributed as dist
 
     got = comm.all_gather(comm.get_rank())
-    out = {"rank": comm.get_rank(), "world_size": comm.get_world_size(), "local_rank": comm.get_local_rank(),
-           "local_size": comm.get_local_size(), "gathered": got, "backend": dist.get_backend(),
+    out = {"rank": comm.get_rank(), "world_size": comm.get_world_size(), "local_rank": local_ranks(),
+           "local_size": int(os.environ["LOCAL_WORLD_SIZE"]), "gathered": got, "backend": dist.get_backend(),
            "env_rank": int(os.environ["RANK"])}
     with open(os.path.join(out_dir, f"group{comm.get_rank()}.json"), "w") as f:
         json.dump(out, f)

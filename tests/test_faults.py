@@ -393,6 +393,18 @@ def test_sigterm_then_resume_gives_identical_weights_losing_no_iteration(data_ro
     _assert_identical(_final_state(ref), _final_state(out))
 
 
+def test_sigterm_with_detectron2s_loader_checkpoints_and_exits_75(data_root, tmp_path):  # noqa: F811
+    """Detectron2's own train loader (2 workers) under a SIGTERM to the whole process group: its
+    workers survive (cadet_d2/data/workers.py), the run checkpoints and exits 75."""
+    out = str(tmp_path / "signalled")
+    opts = E2E_OPTS + ["CADET.DATA.DETERMINISTIC_STREAM", "False"]
+    rc, log = _run_and_signal(_cmd(data_root, out, 2) + opts, out)
+    assert rc == EXIT_STOPPED, log[-3000:]
+    m = re.search(r"received SIGTERM at iteration (\d+); checkpoint written: (\S+);", log)
+    assert m and os.path.isfile(m.group(2)), log[-3000:]
+    assert "DataLoader worker" not in log
+
+
 # ---- resuming a plain-Detectron2 checkpoint -------------------------------------------------------
 def test_resuming_a_plain_detectron2_checkpoint_warns_for_each_missing_state(tiny_root, tmp_path, caplog):
     from cadet_d2.engine.trainer import CadetTrainer

@@ -3,7 +3,9 @@ started by this test as root in a temp folder with its own slurm.conf (SLURM_CON
 socket: ``tools/ablate.py run <study> --slurm --submit`` of a tiny study (MiT-b0, 64 px, 4
 iterations, 4 runs) runs the phase-1 array, the follow-up job and phase 2; a task cancelled
 after its first checkpoint is resubmitted by the follow-up job and resumes from it; every run
-finishes; the report is written. Also: a refused ``sbatch`` ends with SLURM's message and the ``slurm:`` key to change
+finishes; the report is written. A plain batch script (docs/reliability.md) signalled with
+``scancel --signal=USR1 --batch`` checkpoints, requeues its job, and the requeued job finishes
+the run. Also: a refused ``sbatch`` ends with SLURM's message and the ``slurm:`` key to change
 (a fake sbatch, always run).
 
 Outside CI, where SLURM cannot be started (not root, packages not installable), the real-SLURM
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -329,3 +332,71 @@ def test_array_task_passes_slurms_signal_to_the_training(tmp_path):
     assert open(os.path.join(run_dir, "got_signal")).read() == "SIGUSR1"
     status = read_status(run_dir)
     assert status["state"] == "interrupted" and status["error"] == "interrupted by SIGUSR1 (exit code 42)", status
+
+
+def _job_field(cluster, job: str, field: str) -> str | None:
+    """``field`` of ``scontrol show job`` (None once SLURM has forgotten the job)."""
+    r = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True, env=cluster.env)
+    m = re.search(rf"\b{field}=(\S+)", r.stdout)
+    return m.group(1) if m else None
+
+
+def test_usr1_requeues_the_job_and_it_finishes_the_run(cluster, tmp_path):
+    """docs/reliability.md's batch script on a real SLURM: ``scancel --signal=USR1 --batch`` (what
+    ``--signal=B:USR1@N`` sends before the time limit) after the first checkpoint; the run writes a
+    checkpoint and requeues its own job (``scontrol requeue``); the requeued job resumes at the next
+    iteration and finishes. SLURM holds a requeued job (BeginTime) before it may start again: the
+    test lets it start at once (``scontrol update StartTime=now``)."""
+    from test_resume import _cmd
+
+    root = make_tiny_root(str(tmp_path / "data"))
+    out = str(tmp_path / "run")
+    cmd = _cmd(root, out, 0, "--resume") + ["SOLVER.MAX_ITER", "24", "TEST.EVAL_PERIOD", "0", "DATASETS.TEST", "()"]
+    script = tmp_path / "train.sbatch"
+    script.write_text("\n".join([
+        "#!/bin/bash", "#SBATCH --requeue", "#SBATCH --open-mode=append", f"#SBATCH --output={tmp_path}/job.log",
+        "#SBATCH --cpus-per-task=1", "#SBATCH --mem=2G", f"cd {REPO}", "export OMP_NUM_THREADS=1",
+        "exec " + shlex.join(cmd), ""]))
+    env = {**cluster.env, "PYTHONPATH": REPO}
+    r = subprocess.run(["sbatch", "--parsable", str(script)], capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 0, r.stderr + cluster.logs()
+    job = r.stdout.strip().split(";")[0]
+
+    def log() -> str:
+        path = tmp_path / "job.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def wait(ok, what: str, timeout: float = 240) -> None:
+        end = time.time() + timeout
+        while not ok():
+            if time.time() > end or _job_field(cluster, job, "JobState") in ("FAILED", "COMPLETED", "CANCELLED"):
+                pytest.fail(f"{what}: not within {timeout:.0f}s\nqueue:\n{cluster.queue()}\n{log()[-3000:]}\n"
+                            f"{cluster.logs()}")
+            time.sleep(0.2)
+
+    t0 = time.time()
+    wait(lambda: os.path.exists(os.path.join(out, "model_0000001.pth")), "the first checkpoint")
+    t_ckpt = time.time() - t0
+    assert not os.path.exists(os.path.join(out, "model_final.pth")), "the run ended before the signal"
+    r = subprocess.run(["scancel", "--signal=USR1", "--batch", job], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    wait(lambda: _job_field(cluster, job, "Restarts") == "1", "the requeue")
+    t_requeue = time.time() - t0
+
+    def rerun_done() -> bool:
+        if _job_field(cluster, job, "JobState") == "PENDING":  # held until its BeginTime: start it now
+            subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], capture_output=True, env=env)
+            time.sleep(1)
+        return os.path.exists(os.path.join(out, "model_final.pth")) and job not in cluster.queue()
+
+    wait(rerun_done, "the rerun")
+
+    text = log()
+    m = re.search(r"received SIGUSR1 at iteration (\d+); checkpoint written: (\S+); resume with --resume", text)
+    assert m, text[-3000:]
+    assert f"SLURM job {job} requeued (scontrol requeue {job})" in text
+    starts = [int(x) for x in re.findall(r"Starting training from iteration (\d+)", text)]
+    assert starts == [0, int(m.group(1)) + 1], (starts, text[-3000:])
+    assert text.count("Overall training speed") == 1  # only the requeued job ran to the end
+    print(f"\nrequeue on a real SLURM: first checkpoint after {t_ckpt:.0f}s, requeued after {t_requeue:.0f}s, "
+          f"finished after {time.time() - t0:.0f}s")

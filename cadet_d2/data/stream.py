@@ -36,7 +36,6 @@ module replaces that stream with one in which everything is a pure function of a
 from __future__ import annotations
 
 import logging
-import signal
 import zlib
 from typing import Any, Callable, Iterator, Sequence
 
@@ -46,6 +45,7 @@ import torch.utils.data as torchdata
 
 from ..utils.rng import seeded_rngs
 from .errors import DataError
+from .workers import ignore_stop_signals
 
 logger = logging.getLogger(__name__)
 
@@ -139,14 +139,6 @@ class BatchPlan:
     def __iter__(self) -> Iterator[list[int]]:
         return plan_batches(self.num_images, self.seed, self.batch_size, rank=self.rank,
                             world_size=self.world_size, groups=self.groups, start_iter=self.start_iter)
-
-
-def ignore_stop_signals(worker_id: int) -> None:
-    """Data-loader workers ignore SIGTERM, SIGINT and SIGUSR1: the main process decides how the run
-    stops (engine/signals.py; a worker killed by SIGTERM, as ``scancel`` sends to every process,
-    would make torch abort the main process); workers end with the main process."""
-    for s in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
-        signal.signal(s, signal.SIG_IGN)
 
 
 class StreamDataset(torchdata.Dataset):

@@ -22,9 +22,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch.distributed as dist
 from detectron2.engine import SimpleTrainer
 from detectron2.utils import comm
+
+# Current Detectron2 creates the per-machine group through a public function; v0.6 cannot.
+HAS_LOCAL_PROCESS_GROUP = hasattr(comm, "create_local_process_group")
 
 # Keys of the LR scheduler hook's state in TrainerBase.state_dict()["hooks"] (both versions).
 _LR_HOOK_KEY = "detectron2.engine.hooks.LRScheduler"
@@ -48,31 +50,19 @@ def write_metrics(loss_dict: dict, data_time: float, iteration: int, prefix: str
         SimpleTrainer.write_metrics(loss_dict, data_time, prefix)
 
 
-def create_local_process_group(num_per_machine: int) -> None:
-    """Detectron2's group of the ranks on this machine, so that ``comm.get_local_rank()`` works
-    (every rank must call this)."""
-    if hasattr(comm, "create_local_process_group"):  # current Detectron2
-        comm.create_local_process_group(num_per_machine)
-        return
-    # v0.6 has no function for it: launch() there sets the module variable itself.
-    world, rank = dist.get_world_size(), dist.get_rank()
-    if world % num_per_machine:
-        raise ValueError(f"world size {world} is not a multiple of {num_per_machine} processes per machine")
-    if comm._LOCAL_PROCESS_GROUP is not None:
-        raise RuntimeError("Detectron2's local process group is already set up")
-    for machine in range(world // num_per_machine):  # new_group is collective: every rank creates every group
-        group = dist.new_group(list(range(machine * num_per_machine, (machine + 1) * num_per_machine)))
-        if rank // num_per_machine == machine:
-            comm._LOCAL_PROCESS_GROUP = group
+def create_local_process_group(num_per_machine: int) -> bool:
+    """Detectron2's group of the ranks on this machine, behind ``comm.get_local_rank()``, where
+    Detectron2 has a public function for it (every rank must call this). Returns whether it did.
 
-
-def release_process_groups() -> None:
-    """Forget Detectron2's handles of the local and the gloo group once the process group is
-    destroyed, so that a later launch() in the same process starts clean."""
-    # Both versions: no public reset; create_local_process_group (current) asserts it is None.
-    comm._LOCAL_PROCESS_GROUP = None
-    # Both versions cache the gloo group of all_gather in an lru_cache.
-    getattr(getattr(comm, "_get_global_gloo_group", None), "cache_clear", lambda: None)()
+    Current Detectron2: ``comm.create_local_process_group``. v0.6 has none (its own ``launch``
+    sets a module variable), so there ``comm.get_local_rank()`` stays unavailable under
+    cadet_d2's launch; :func:`cadet_d2.engine.launch.local_rank` works with both, and the engine
+    needs neither (:mod:`cadet_d2.engine.ddp` passes the device ids itself).
+    """
+    if not HAS_LOCAL_PROCESS_GROUP:  # v0.6
+        return False
+    comm.create_local_process_group(num_per_machine)
+    return True
 
 
 def legacy_trainer_state(trainer_state: dict) -> dict[str, Any]:

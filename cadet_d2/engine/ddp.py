@@ -1,8 +1,9 @@
 """DistributedDataParallel for GPU and CPU models.
 
-Detectron2's ``create_ddp_model`` passes ``device_ids=[local rank]`` unless told otherwise: right
-for one GPU per process, an error for a CPU model ("device_ids ... only work with ... GPU
-modules"). :func:`create_ddp_model_any_device` passes ``device_ids=None`` for a CPU model.
+Detectron2's ``create_ddp_model`` passes ``device_ids=[comm.get_local_rank()]`` unless told
+otherwise: an error for a CPU model ("device_ids ... only work with ... GPU modules"), and an
+assertion under cadet_d2's launch with Detectron2 v0.6 (no local process group there).
+:func:`create_ddp_model_any_device` always passes them: the model's own GPU, or None on the CPU.
 """
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ from detectron2.engine import create_ddp_model
 
 def create_ddp_model_any_device(model: torch.nn.Module, **kwargs) -> torch.nn.Module:
     """Detectron2's ``create_ddp_model`` (the model itself with one process), with
-    ``device_ids=None`` when ``model`` is not on CUDA."""
+    ``device_ids=[the GPU model's device]``, or None when ``model`` is not on CUDA."""
     param = next(model.parameters(), None)
-    if "device_ids" not in kwargs and param is not None and param.device.type != "cuda":
-        kwargs["device_ids"] = None  # CPU DDP (gloo): no device ids
+    if "device_ids" not in kwargs and param is not None:
+        on_gpu = param.device.type == "cuda"
+        kwargs["device_ids"] = [param.device.index if param.device.index is not None else torch.cuda.current_device()] \
+            if on_gpu else None  # CPU DDP (gloo): no device ids
     return create_ddp_model(model, **kwargs)

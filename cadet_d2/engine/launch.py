@@ -10,8 +10,9 @@ Detectron2 v0.6's ``launch`` always initialises NCCL and needs one GPU per proce
   (``"auto"``: a free local port);
 * under ``torchrun`` (``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` in the environment) spawns
   nothing: the process joins the group through ``env://`` (``MASTER_ADDR``/``MASTER_PORT``);
-* sets up Detectron2's per-machine process group (:mod:`cadet_d2.engine.compat`), so
-  ``comm.get_local_rank()`` works.
+* sets ``LOCAL_RANK`` and ``LOCAL_WORLD_SIZE`` in each spawned process, as torchrun does
+  (:func:`local_rank`), and sets up Detectron2's per-machine process group where Detectron2
+  has a public function for it (current Detectron2, not v0.6: :mod:`cadet_d2.engine.compat`).
 
 See docs/scaling.md for single-machine, multi-machine and SLURM examples.
 """
@@ -28,7 +29,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from detectron2.utils import comm
 
-from .compat import create_local_process_group, release_process_groups
+from .compat import create_local_process_group
 from .signals import join_forwarding_stop_signals
 
 logger = logging.getLogger("cadet_d2")
@@ -49,6 +50,12 @@ def pick_backend(device: str) -> str:
 def under_torchrun() -> bool:
     """True when torchrun (or another launcher) set ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``."""
     return all(v in os.environ for v in TORCHRUN_VARS)
+
+
+def local_rank() -> int:
+    """This process's rank on its machine: 0 in a single process, else ``LOCAL_RANK`` (set by
+    torchrun or by :func:`launch`)."""
+    return int(os.environ.get("LOCAL_RANK", 0))
 
 
 def find_free_port() -> int:
@@ -84,12 +91,12 @@ def _finish() -> None:
     to it can abort gloo ("terminate called without an active exception")."""
     comm.synchronize()
     dist.destroy_process_group()
-    release_process_groups()  # Detectron2's handles of the groups: now, not in the interpreter's shutdown
 
 
 def _spawned_worker(local_rank: int, main_func: Callable, world_size: int, local_size: int, machine_rank: int,
                     dist_url: str, args: tuple, timeout: timedelta, backend: str) -> None:
     rank = machine_rank * local_size + local_rank
+    os.environ.update(LOCAL_RANK=str(local_rank), LOCAL_WORLD_SIZE=str(local_size))
     _init(backend, dist_url, world_size, rank, local_rank, local_size, timeout)
     main_func(*args)
     _finish()

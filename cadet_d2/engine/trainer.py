@@ -43,6 +43,7 @@ from fvcore.nn.precise_bn import get_bn_modules
 
 from ..data.mapper import MultiModalDatasetMapper
 from ..data.stream import DeterministicTrainLoader, build_deterministic_train_loader
+from ..data.workers import WorkerSafeLoader
 from ..evaluation import (CLEAN, box_metrics, build_evaluator, condition_table, evaluate_conditions,
                           format_table, no_detections_as_zero, write_metrics)
 from ..modeling.fusion.cssa_variants import THRESHOLD_PARAM
@@ -161,11 +162,12 @@ class CadetTrainer(TrainerBase):
         mapper = MultiModalDatasetMapper(cfg, True)
         if cfg.CADET.DATA.DETERMINISTIC_STREAM:  # exact resume; see cadet_d2/data/stream.py
             return build_deterministic_train_loader(cfg, mapper)
-        return build_detection_train_loader(cfg, mapper=mapper)
+        return WorkerSafeLoader(build_detection_train_loader(cfg, mapper=mapper))
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name: str):
-        return build_detection_test_loader(cfg, dataset_name, mapper=MultiModalDatasetMapper(cfg, False))
+        mapper = MultiModalDatasetMapper(cfg, False)
+        return WorkerSafeLoader(build_detection_test_loader(cfg, dataset_name, mapper=mapper))
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name: str, output_folder: str | None = None):

@@ -18,6 +18,7 @@ from torch import nn
 
 from ..data.corrupt import Condition, conditions_from_config
 from ..data.mapper import MultiModalDatasetMapper
+from ..data.workers import WorkerSafeLoader
 from .coco import box_metrics, build_evaluator, no_detections_as_zero
 
 logger = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ def evaluate_condition(cfg, model: nn.Module, condition: Condition) -> dict[str,
     for name in cfg.DATASETS.TEST:
         frozen = DatasetCatalog.get(name)[0] if condition.mode == "frozen" else None  # its first dataset dict
         mapper = MultiModalDatasetMapper(cfg, False, condition=condition, frozen_file=frozen)
-        loader = build_detection_test_loader(cfg, name, mapper=mapper)
+        loader = WorkerSafeLoader(build_detection_test_loader(cfg, name, mapper=mapper))
         folder = f"drop_{condition.group.replace('+', '_')}_{condition.mode}"
         evaluator = build_evaluator(cfg, name, os.path.join(cfg.OUTPUT_DIR, "inference", folder, name))
         results[name] = inference_on_dataset(model, loader, evaluator)

@@ -32,7 +32,20 @@ import torch
 from detectron2.utils.events import get_event_storage
 from detectron2.utils.registry import Registry
 
-FUSION_REGISTRY = Registry("FUSION")
+
+class NamedRegistry(Registry):
+    """fvcore's Registry plus registration under a name of one's choosing (``register()``
+    takes the class name)."""
+
+    def register_as(self, name: str):
+        """Class decorator: register the class under ``name``."""
+        def deco(cls):
+            self._do_register(name, cls)  # Registry's own duplicate-name check
+            return cls
+        return deco
+
+
+FUSION_REGISTRY = NamedRegistry("FUSION")
 FUSION_REGISTRY.__doc__ = """
 Registry of fusion modules: ``Module(cfg, channels=C, stage=s)``, ``forward(rgb, aux) ->
 FusionOutput``. Register your own with ``@FUSION_REGISTRY.register()`` and name it in
@@ -45,10 +58,7 @@ def register_fusion(name: str):
 
     ``@FUSION_REGISTRY.register()`` works too and registers under the class name.
     """
-    def deco(cls):
-        FUSION_REGISTRY._do_register(name, cls)  # fvcore's register() takes no name
-        return cls
-    return deco
+    return FUSION_REGISTRY.register_as(name)
 
 
 class FusionOutput(NamedTuple):
