@@ -437,3 +437,48 @@ def test_stored_ground_truth_of_a_pair(tmp_path):
     d = DatasetCatalog.get("synth_test")[0]
     image, boxes, classes = stored_ground_truth(cfg, d)
     assert image.shape == (H, W, 4) and boxes.shape == (1, 4) and classes.tolist() == [0]
+
+
+def test_predict_reads_a_pairs_index_like_the_npy_it_equals(tmp_path):
+    """tools/predict.py's inputs: a pairs.csv gives its pairs (lossless PNG); the detections equal
+    those of the same images stacked into .npy files; pictures are named by the pairs' stems; a
+    pair lacking a configured modality stops naming pairs.csv and its line."""
+    from detectron2.modeling import build_model
+
+    from cadet_d2.inference import BatchPredictor, collect_inputs, predict_files
+
+    root = pairs_root(tmp_path, test_sets=(), rgb_ext=".png")
+    cfg = pair_cfg(root, str(tmp_path / "o"), "MODEL.BACKBONE.NAME", "build_dual_mit_fpn_backbone",
+                   "CADET.FUSION.NAME", "cssa", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0", test_sets=())
+    index = os.path.join(root, "train", "pairs.csv")
+    pairs = collect_inputs([index])
+    assert [p.stem for p in pairs] == [f"train{i:03d}" for i in range(6)]
+    npy = str(tmp_path / "npy")
+    os.makedirs(npy)
+    for p in pairs:
+        five = np.concatenate([cv2.imread(p.files["rgb"])[:, :, ::-1], cv2.imread(p.files["thermal"], 0)[:, :, None],
+                               np.zeros((H, W, 1), np.uint8)], axis=2)  # rgb, thermal, event (unused)
+        np.save(os.path.join(npy, p.stem + ".npy"), five)
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    predictor = BatchPredictor(cfg, batch_size=4, model=model)
+    from_pairs = predictor(pairs)
+    from_npy = predictor(collect_inputs([npy]))
+    assert sum(len(a) for a in from_pairs) > 0
+    for a, b, p in zip(from_pairs, from_npy, pairs, strict=True):
+        assert a.file_name == p.files["rgb"] and (a.height, a.width) == (H, W)
+        np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-4)
+        np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)
+
+    out = str(tmp_path / "pred")
+    cfg.defrost()
+    cfg.MODEL.WEIGHTS = str(tmp_path / "w.pth")
+    torch.save({"model": model.state_dict()}, cfg.MODEL.WEIGHTS)
+    summary = predict_files(cfg, [index], out, vis=True, progress=False)
+    assert summary["images"] == 6 and summary["pictures"] == 6
+    assert sorted(os.listdir(os.path.join(out, "vis"))) == [f"train{i:03d}.png" for i in range(6)]
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text(f"stem,rgb\nx,{pairs[0].files['rgb']}\n")
+    with pytest.raises(DataError, match=r"bad\.csv:2: pair x has no thermal file"):
+        predictor(collect_inputs([str(bad)]))

@@ -96,7 +96,7 @@ def test_batch_size_does_not_change_detections(cfg, model, data):
     files = collect_inputs([data["images"], data["other"]])
     files = files[::2] + files[1::2]
     three = BatchPredictor(cfg, batch_size=3, model=model)
-    batches = three.batches(files)
+    batches = three.batches([three.record(f) for f in files])
     assert sorted(i for b in batches for i in b) == list(range(len(files)))
     assert max(map(len, batches)) == 3 and len(batches) < len(files)
     for b in batches:

@@ -131,7 +131,7 @@ def test_prediction_picture_has_fusion_rows_for_cssa_only(cssa, root, tmp_path):
         predictor = BatchPredictor(cfg, model=model)
         (_, mapped, pred), = next(predictor.iter_batches([file]))
         path = str(tmp_path / f"{name}.png")
-        save_prediction_picture(path, cfg, pred, ["object"], model, mapped)
+        save_prediction_picture(path, cfg, pred, ["object"], mapped, predictor.mapper, model)
         sizes[name] = read_png(path).shape[:2]
     # 48x64 -> 320x240 panels: early fusion 1 row of 3; cssa 1 row of 3 + 4 maps -> 2 rows of 4
     assert abs(sizes["early"][1] - 960) <= 1 and abs(sizes["early"][0] - (240 + TITLE_PX)) <= 1

@@ -1,12 +1,13 @@
 #!/usr/bin/env python
-"""Predict boxes on .npy images: COCO-style predictions.json and, with --vis, pictures.
+"""Predict boxes on .npy images or paired image files: COCO-style predictions.json and, with --vis, pictures.
 
-    python tools/predict.py --config-file CFG.yaml --input X.npy DIR ... --output OUT [--vis] \
+    python tools/predict.py --config-file CFG.yaml --input X.npy DIR pairs.csv ... --output OUT [--vis] \
         [--vis-fusion] [--score-thresh 0.5] [--batch-size 4] [--device cpu|cuda] [KEY VALUE ...]
 
 Writes OUT/predictions.json (one entry per box: image_id, file_name, category_id, bbox [x, y, w, h]
 in original pixels, score) and, with --vis or --vis-fusion, OUT/vis/<stem>.png. A folder gives its
-*.npy files (--recursive: those of its sub-folders too). Weights: MODEL.WEIGHTS (trailing
+*.npy files (--recursive: those of its sub-folders too); a pairs.csv index (docs/data.md) gives its
+pairs of image files (file_name: the RGB file; pictures named by the pair's stem). Weights: MODEL.WEIGHTS (trailing
 KEY VALUE pairs override config keys, e.g. MODEL.WEIGHTS output/model_final.pth).
 """
 from __future__ import annotations
@@ -25,7 +26,7 @@ from cadet_d2.inference import predict_files
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config-file", required=True, help="YAML config of the model")
-    parser.add_argument("--input", required=True, nargs="+", help=".npy files and/or folders of them")
+    parser.add_argument("--input", required=True, nargs="+", help=".npy files, folders of them, and/or pairs.csv indexes")
     parser.add_argument("--output", required=True, help="output folder")
     parser.add_argument("--recursive", action="store_true", help="also read the .npy files of sub-folders")
     parser.add_argument("--vis", action="store_true", help="write OUT/vis/<stem>.png per image")

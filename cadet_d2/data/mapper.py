@@ -131,6 +131,14 @@ class MultiModalDatasetMapper:
         """(H, W, C) float32 image of the configured channels (at the decoded size)."""
         return self.load_decoded(dataset_dict)[0]
 
+    def load_original(self, dataset_dict: dict) -> np.ndarray:
+        """(H, W, C) float32 image of the configured channels at the registered size (a pair is
+        decoded at full size whatever REDUCED_DECODE says): for pictures of ground truth and
+        predictions."""
+        if "pair" in dataset_dict:
+            return self.load_pair(dataset_dict, 1)
+        return self.load_decoded(dataset_dict)[0]
+
     def decode_factor(self, dataset_dict: dict) -> int:
         """1, or 2/4/8 when every configured file of a pair is a JPEG and the resize allows it."""
         pair = dataset_dict.get("pair")

@@ -9,10 +9,9 @@ from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 
-from ..layout import file_channel_indices, modality_slices
+from ..layout import modality_slices
 from ..data.datasets import register_from_config
 from ..data.mapper import MultiModalDatasetMapper
-from ..data.npy import load_image, select_channels
 from ..utils.visualize import save_detections
 
 logger = logging.getLogger("cadet_d2")
@@ -21,10 +20,7 @@ logger = logging.getLogger("cadet_d2")
 def stored_ground_truth(cfg: CfgNode, d: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(image (H, W, C) in model channel order, boxes (N, 4) XYXY pixels, classes (N,)) of a
     dataset dict, as stored."""
-    if "pair" in d:  # paired image files, stacked by the test mapper at full size
-        image = MultiModalDatasetMapper(cfg, False).load_pair(d, 1)
-    else:
-        image = select_channels(load_image(d["file_name"], cfg.CADET.INPUT.FILE_CHANNELS), file_channel_indices(cfg))
+    image = MultiModalDatasetMapper(cfg, False).load_original(d)
     annos = d.get("annotations", [])
     boxes = np.array([BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in annos],
                      dtype=np.float32).reshape(-1, 4)

@@ -1,8 +1,22 @@
-"""Which ``.npy`` files a prediction run reads: paths and folders on the command line -> files."""
+"""Which images a prediction run reads: paths on the command line -> ``.npy`` files and pairs.
+
+An input is a ``.npy`` path (str) or a :class:`~cadet_d2.data.pairs.Pair` of image files named
+by a ``pairs.csv`` index (the data format of paired sets, docs/data.md).
+"""
 from __future__ import annotations
 
 import os
 from collections import Counter
+from typing import Union
+
+from ..data.pairs import Pair, read_pairs_csv
+
+Input = Union[str, Pair]
+
+
+def input_path(item: Input) -> str:
+    """The file that names an input: the ``.npy`` file, or a pair's RGB file."""
+    return item.files["rgb"] if isinstance(item, Pair) else item
 
 
 def _npy_in(folder: str, recursive: bool) -> list[str]:
@@ -16,18 +30,19 @@ def _npy_in(folder: str, recursive: bool) -> list[str]:
     return found
 
 
-def collect_inputs(paths: list[str], recursive: bool = False) -> list[str]:
-    """The ``.npy`` files named by ``paths``, in order, each once.
+def collect_inputs(paths: list[str], recursive: bool = False) -> list[Input]:
+    """The inputs named by ``paths``, in order, each once.
 
-    A file is taken as it is (it must end in ``.npy``); a folder gives its ``*.npy`` files sorted
+    A ``.npy`` file is taken as it is; a ``.csv`` file is a pairs index and gives its pairs in
+    file order (errors name the file and line); a folder gives its ``*.npy`` files sorted
     by name, and with ``recursive`` those of every sub-folder too (depth first, sorted). A data
     root is a folder whose images sit in ``images/``: give ``ROOT/images``. Raises
     ``FileNotFoundError`` naming a path that does not exist, ``ValueError`` naming a file that is
-    not ``.npy`` or a folder without any ``.npy`` file (or no path at all).
+    neither ``.npy`` nor ``.csv`` or a folder without any ``.npy`` file (or no path at all).
     """
     if not paths:
-        raise ValueError("no input given: name .npy files and/or folders holding them")
-    files: list[str] = []
+        raise ValueError("no input given: name .npy files, folders holding them, or pairs.csv indexes")
+    files: list[Input] = []
     for p in paths:
         if os.path.isdir(p):
             found = _npy_in(p, recursive)
@@ -39,26 +54,30 @@ def collect_inputs(paths: list[str], recursive: bool = False) -> list[str]:
                     hint = " (its sub-folders have some: use --recursive)"
                 raise ValueError(f"{p}: folder holds no .npy image{hint}")
             files += found
+        elif os.path.isfile(p) and p.endswith(".csv"):
+            files += read_pairs_csv(p)
         elif os.path.isfile(p):
             if not p.endswith(".npy"):
-                raise ValueError(f"{p}: not a .npy image (expected an (H, W, C) uint8 .npy file)")
+                raise ValueError(f"{p}: not a .npy image (expected an (H, W, C) uint8 .npy file) "
+                                 "nor a pairs.csv index")
             files.append(p)
         else:
             raise FileNotFoundError(f"{p}: no such file or folder")
     seen: set[str] = set()
     unique = []
     for f in files:
-        key = os.path.abspath(f)
+        key = os.path.abspath(input_path(f))
         if key not in seen:
             seen.add(key)
             unique.append(f)
     return unique
 
 
-def output_names(files: list[str]) -> list[str]:
-    """A distinct output name per file: its stem, or, where two files share a stem, the path
-    relative to their common folder with ``/`` replaced by ``__`` (``day/a.npy`` -> ``day__a``)."""
-    stems = [os.path.splitext(os.path.basename(f))[0] for f in files]
+def output_names(inputs: list[Input]) -> list[str]:
+    """A distinct output name per input: its stem (a pair's own), or, where two share a stem, the
+    path relative to their common folder with ``/`` replaced by ``__`` (``day/a.npy`` -> ``day__a``)."""
+    files = [input_path(f) for f in inputs]
+    stems = [f.stem if isinstance(f, Pair) else os.path.splitext(os.path.basename(f))[0] for f in inputs]
     counts = Counter(stems)
     if all(counts[s] == 1 for s in stems):
         return stems

@@ -1,4 +1,5 @@
-"""``BatchPredictor``: a trained CadetRCNN over ``.npy`` files of any size, in batches."""
+"""``BatchPredictor``: a trained CadetRCNN over images of any size (``.npy`` files or pairs of
+image files), in batches."""
 from __future__ import annotations
 
 import logging
@@ -11,15 +12,20 @@ import torch
 from detectron2.config import CfgNode
 from detectron2.modeling import build_model
 
+from ..data.errors import DataError
+from ..data.images import image_size
 from ..data.mapper import MultiModalDatasetMapper
 from ..data.npy import read_image_size
+from ..data.pairs import Pair
+from .inputs import Input
 
 logger = logging.getLogger("cadet_d2")
 
 
 @dataclass
 class Prediction:
-    """Detections of one image, in the coordinates of the original file.
+    """Detections of one image, in the coordinates of the original file (``file_name``: the
+    ``.npy`` file, or a pair's RGB file).
 
     ``boxes``: (N, 4) float32 XYXY pixels, inside [0, width] x [0, height]; ``scores``: (N,)
     float32, descending; ``classes``: (N,) int64 contiguous class indices (0-based).
@@ -53,10 +59,29 @@ def load_model(cfg: CfgNode) -> torch.nn.Module:
     return model.eval()
 
 
-class BatchPredictor:
-    """Run a model built from ``cfg`` on ``.npy`` files, ``batch_size`` images at a time.
+def input_record(item: Input, modalities, file_channels: int) -> dict:
+    """The dataset dict of one input (no annotations): ``file_name``, ``height``, ``width`` and,
+    for a pair, ``pair`` {modality: file} of ``modalities``. A pair without one of them, or with a
+    missing file, raises :class:`DataError` naming its pairs.csv line."""
+    if not isinstance(item, Pair):
+        height, width = read_image_size(item, file_channels)
+        return {"file_name": item, "height": height, "width": width}
+    for m in modalities:
+        if m not in item.files:
+            raise DataError(item.source, f"pair {item.stem} has no {m} file (CADET.INPUT.MODALITIES has {m})",
+                            item.line)
+        if not os.path.isfile(item.files[m]):
+            raise DataError(item.source, f"{m} file {item.files[m]} not found", item.line)
+    height, width = image_size(item.files["rgb"])
+    return {"file_name": item.files["rgb"], "pair": {m: item.files[m] for m in modalities},
+            "height": height, "width": width}
 
-    Each file is read and resized like a test image (``MultiModalDatasetMapper(cfg,
+
+class BatchPredictor:
+    """Run a model built from ``cfg`` on inputs (``.npy`` paths or :class:`Pair` s),
+    ``batch_size`` images at a time.
+
+    Each input is read and resized like a test image (``MultiModalDatasetMapper(cfg,
     is_train=False)``: the configured channels, shorter side ``INPUT.MIN_SIZE_TEST``); the model
     maps its boxes back to the file's own size. Only images of the same size share a batch, so
     padding never changes a result: batch size 1 and N give the same detections. Detections
@@ -77,18 +102,23 @@ class BatchPredictor:
         self.model = load_model(cfg) if model is None else model.eval()
         self.mapper = MultiModalDatasetMapper(cfg, is_train=False)
         self.channels = cfg.CADET.INPUT.FILE_CHANNELS
+        self.modalities = list(cfg.CADET.INPUT.MODALITIES)
 
-    def batches(self, files: list[str]) -> list[list[int]]:
-        """Indices of ``files`` per batch: same-size images together, each size in first-seen order."""
+    def record(self, item: Input) -> dict:
+        """The dataset dict of one input (:func:`input_record`)."""
+        return input_record(item, self.modalities, self.channels)
+
+    def batches(self, records: list[dict]) -> list[list[int]]:
+        """Indices of ``records`` per batch: same-size images together, each size in first-seen order."""
         groups: dict[tuple[int, int], list[int]] = {}
-        for i, f in enumerate(files):
-            groups.setdefault(read_image_size(f, self.channels), []).append(i)
+        for i, r in enumerate(records):
+            groups.setdefault((r["height"], r["width"]), []).append(i)
         return [idx[k:k + self.batch_size] for idx in groups.values() for k in range(0, len(idx), self.batch_size)]
 
-    def map(self, file_name: str) -> dict:
-        """Model input of one file: {"file_name", "height", "width" (original), "image" (C, h, w)}."""
-        height, width = read_image_size(file_name, self.channels)
-        return self.mapper({"file_name": file_name, "height": height, "width": width})
+    def map(self, item: Input) -> dict:
+        """Model input of one input: {"file_name", "height", "width" (original), "image" (C, h, w)}
+        (and "pair" for a pair)."""
+        return self.mapper(self.record(item))
 
     def run_batch(self, inputs: list[dict]) -> list[Prediction]:
         """Detections of mapped inputs (:meth:`map`), in original image coordinates."""
@@ -106,13 +136,14 @@ class BatchPredictor:
             ))
         return preds
 
-    def iter_batches(self, files: list[str]) -> Iterator[list[tuple[int, dict, Prediction]]]:
+    def iter_batches(self, files: list[Input]) -> Iterator[list[tuple[int, dict, Prediction]]]:
         """Per batch: (index in ``files``, mapped input, prediction) of each of its images."""
-        for idx in self.batches(files):
-            inputs = [self.map(files[i]) for i in idx]
+        records = [self.record(f) for f in files]
+        for idx in self.batches(records):
+            inputs = [self.mapper(records[i]) for i in idx]
             yield list(zip(idx, inputs, self.run_batch(inputs)))
 
-    def __call__(self, files: list[str]) -> list[Prediction]:
+    def __call__(self, files: list[Input]) -> list[Prediction]:
         """Predictions of ``files``, in the same order."""
         out: list[Prediction | None] = [None] * len(files)
         for batch in self.iter_batches(files):

@@ -8,9 +8,9 @@ from collections import Counter
 
 from detectron2.config import CfgNode
 
-from ..layout import file_channel_indices, modality_slices
+from ..layout import modality_slices
 from ..data.datasets import class_names
-from ..data.npy import load_image, select_channels
+from ..data.mapper import MultiModalDatasetMapper
 from ..utils.visualize import fusion_panels, save_detections
 from .inputs import collect_inputs, output_names
 from .predictor import BatchPredictor, Prediction
@@ -21,11 +21,11 @@ PREDICTIONS_FILE = "predictions.json"
 VIS_DIR = "vis"
 
 
-def save_prediction_picture(path: str, cfg: CfgNode, pred: Prediction, names: list[str],
-                            model=None, model_input: dict | None = None) -> None:
-    """PNG of one prediction on its original image; with ``model`` and its mapped
-    ``model_input``, the fusion heat maps too."""
-    image = select_channels(load_image(pred.file_name, cfg.CADET.INPUT.FILE_CHANNELS), file_channel_indices(cfg))
+def save_prediction_picture(path: str, cfg: CfgNode, pred: Prediction, names: list[str], model_input: dict,
+                            mapper: MultiModalDatasetMapper, model=None) -> None:
+    """PNG of one prediction on its original image (read again from the files of its mapped
+    ``model_input`` by ``mapper``); with ``model``, the fusion heat maps too."""
+    image = mapper.load_original(model_input)
     extra = fusion_panels(model, model_input["image"], (pred.height, pred.width)) if model is not None else []
     save_detections(path, image, modality_slices(cfg), pred.boxes, pred.classes, pred.scores, names, extra)
 
@@ -33,7 +33,8 @@ def save_prediction_picture(path: str, cfg: CfgNode, pred: Prediction, names: li
 def predict_files(cfg: CfgNode, inputs: list[str], output_dir: str, batch_size: int = 4,
                   score_thresh: float = 0.0, vis: bool = False, vis_fusion: bool = False,
                   recursive: bool = False, progress: bool = True) -> dict:
-    """Predict every ``.npy`` of ``inputs`` (files and folders, see ``collect_inputs``); write
+    """Predict every image of ``inputs`` (``.npy`` files, folders, pairs.csv indexes: see
+    ``collect_inputs``); write
     ``output_dir/predictions.json`` and, with ``vis`` / ``vis_fusion``, ``output_dir/vis/<name>.png``.
 
     Returns the summary that is also logged: images, detections, per-class counts, seconds.
@@ -56,7 +57,7 @@ def predict_files(cfg: CfgNode, inputs: list[str], output_dir: str, batch_size: 
                 preds[i] = pred
                 if pictures:
                     path = os.path.join(output_dir, VIS_DIR, pictures[i] + ".png")
-                    save_prediction_picture(path, cfg, pred, names, fusion_model, mapped)
+                    save_prediction_picture(path, cfg, pred, names, mapped, predictor.mapper, fusion_model)
             bar.update(len(batch))
     seconds = time.perf_counter() - start
     results = write_coco_results(os.path.join(output_dir, PREDICTIONS_FILE), preds, names)
