@@ -173,6 +173,10 @@ def add_cadet_config(cfg: CN) -> CN:
     # RGB stream, FPN, RPN and RoI heads copied, the auxiliary stream from the RGB stream with
     # its first patch embedding adapted. Empty = off.
     _C.CADET.INIT.RGB_DETECTOR = ""
+    # With RGB_DETECTOR: the tensors copied into their own place (RGB stream, FPN, RPN, RoI heads;
+    # not the auxiliary stream) keep the detector's values for the first N iterations, so that
+    # only the auxiliary stream and the fusion modules train at first (engine/freeze.py). 0 = off.
+    _C.CADET.INIT.FREEZE_ITERS = 0
 
     # ---- solver ---------------------------------------------------------------------------
     _C.CADET.SOLVER = CN()
@@ -269,6 +273,10 @@ def validate_cadet_config(cfg: CN) -> None:
                 "CADET.INPUT.MODALITIES, or use 1.0"
             )
     _validate_data(cfg)
+    freeze = cfg.CADET.INIT.FREEZE_ITERS
+    if freeze < 0 or (freeze and not cfg.CADET.INIT.RGB_DETECTOR):
+        raise ValueError(f"CADET.INIT.FREEZE_ITERS {freeze}: must be >= 0, and > 0 only with "
+                         "CADET.INIT.RGB_DETECTOR (it freezes the tensors copied from that detector)")
     _check_choice("CADET.BACKBONE.SIZE", cfg.CADET.BACKBONE.SIZE, MIT_SIZES)
     _check_choice("CADET.DATA.UNLABELED", cfg.CADET.DATA.UNLABELED, UNLABELED_POLICIES)
     _check_choice("CADET.DATA.ON_ERROR", cfg.CADET.DATA.ON_ERROR, ON_ERROR_POLICIES)

@@ -9,7 +9,7 @@ from detectron2.modeling import build_model
 
 from cadet_d2.data import register_from_config
 from cadet_d2.engine import CadetTrainer
-from cadet_d2.modeling.init_from_rgb import RGBInitError
+from cadet_d2.modeling.init_from_rgb import RGBInitError, kept_in_place
 from conftest import make_tiny_root, tiny_cfg
 
 RGB_STATS = ["MODEL.PIXEL_MEAN", "[74.0, 76.0, 75.0]", "MODEL.PIXEL_STD", "[65.0, 66.0, 68.0]"]
@@ -149,3 +149,40 @@ def test_trains_from_the_rgb_detector_and_resume_loads_the_run(tmp_path, rgb_det
 
 def count_fusion_params(model) -> int:
     return sum(p.numel() for p in model.backbone.bottom_up.fusions.parameters())
+
+
+@pytest.mark.parametrize("max_iter", [2, 3])
+def test_freeze_keeps_the_copied_tensors_for_n_iterations(tmp_path, rgb_detector, one_thread, max_iter):
+    """CADET.INIT.FREEZE_ITERS 2: after 2 iterations the RGB stream, FPN and heads still hold the
+    detector's values while the auxiliary stream moved; one iteration later they move too."""
+    rgb_model, path = rgb_detector
+    root = make_tiny_root(str(tmp_path / "data"), n=4, n_test=1)
+    cfg = tiny_cfg(root, str(tmp_path / f"run{max_iter}"), "CADET.FUSION.NAME", "concat", "CADET.FUSION.DEFAULT",
+                   "concat", "CADET.INIT.RGB_DETECTOR", path, "CADET.INIT.FREEZE_ITERS", "2", "DATASETS.TEST", "()",
+                   "SOLVER.BASE_LR", "0.01", "SOLVER.MAX_ITER", str(max_iter), "SOLVER.WARMUP_ITERS", "0")
+    register_from_config(cfg)
+    trainer = CadetTrainer(cfg)
+    start = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    final = trainer.model.state_dict()
+    kept = kept_in_place(trainer.model.rgb_init_report)
+    assert any(k.startswith("backbone.bottom_up.rgb_stream.") for k in kept)
+    assert "roi_heads.box_predictor.cls_score.weight" in kept
+    assert not any(k.startswith("backbone.bottom_up.aux_stream.") for k in kept)
+    aux = [k for k in trainer.model.rgb_init_report["copied"] if k not in kept and k.endswith("weight")]
+    assert any(not torch.equal(final[k], start[k]) for k in aux)  # the auxiliary stream trains
+    moved = [k for k in kept if not torch.equal(final[k], rgb_model.state_dict()[_rgb_key(k)])]
+    if max_iter == 2:
+        assert moved == []
+    else:
+        assert len(moved) > len(kept) // 2
+
+
+def _rgb_key(model_key: str) -> str:
+    return model_key.replace("backbone.bottom_up.rgb_stream.", "backbone.bottom_up.stream.")
+
+
+def test_freeze_without_an_rgb_detector_stops(tmp_path):
+    with pytest.raises(ValueError, match="CADET.INIT.FREEZE_ITERS 5: .*only with CADET.INIT.RGB_DETECTOR"):
+        tiny_cfg(str(tmp_path / "data"), str(tmp_path / "out"), "CADET.INIT.FREEZE_ITERS", "5")

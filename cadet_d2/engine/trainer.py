@@ -50,6 +50,7 @@ from ..modeling.fusion.cssa_variants import THRESHOLD_PARAM
 from .checkpoint import CadetCheckpointer, GatherResumeState, RNGState, preserved_rng_state
 from .compat import legacy_trainer_state
 from .ddp import create_ddp_model_any_device
+from .freeze import KeepFrozen
 from .precision import resolve_precision
 from .preflight import check_room_for_checkpoints
 from .signals import StopOnSignal
@@ -280,6 +281,9 @@ def build_hooks(cfg, trainer: CadetTrainer) -> list[HookBase]:
     return [h for h in [
         hooks.IterationTimer(),
         hooks.LRScheduler(trainer.optimizer, trainer.scheduler),
+        # CADET.INIT.FREEZE_ITERS: set the RGB detector's copied tensors back after each step, before
+        # any checkpoint or evaluation of that iteration
+        KeepFrozen.from_config(cfg, trainer.model),
         hooks.PreciseBN(cfg.TEST.EVAL_PERIOD, trainer.model, trainer.build_train_loader(bn_cfg),
                         cfg.TEST.PRECISE_BN.NUM_ITER)
         if cfg.TEST.PRECISE_BN.ENABLED and get_bn_modules(trainer.model) else None,

@@ -110,3 +110,9 @@ def _log(path: str, report: dict, started: list[int]) -> None:
     logger.info(f"[cadet] fusion stages started as the RGB detector (fused = RGB map): {started or 'none'}")
     if report["unused"]:
         logger.warning(f"[cadet] keys of {path} not used: {report['unused']}")
+
+
+def kept_in_place(report: dict) -> list[str]:
+    """Model keys of ``report`` copied into their own place (RGB stream, FPN, RPN, RoI heads):
+    the copied keys outside the auxiliary stream."""
+    return sorted(k for k in report["copied"] if not k.startswith(AUX))
