@@ -109,20 +109,21 @@ class LateFusionRCNN(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
-    def _inputs(self, batched_inputs: list[dict], name: str) -> list[dict]:
+    def branch_inputs(self, batched_inputs: list[dict], name: str) -> list[dict]:
+        """``batched_inputs`` with each image cut to branch ``name``'s channels."""
         return [dict(x, image=x["image"][self.channels[name]]) for x in batched_inputs]
 
     def forward(self, batched_inputs: list[dict]):
         if self.training:
             losses = {}
             for name, branch in self.branches.items():
-                losses.update({f"{name}/{k}": v for k, v in branch(self._inputs(batched_inputs, name)).items()})
+                losses.update({f"{name}/{k}": v for k, v in branch(self.branch_inputs(batched_inputs, name)).items()})
             return losses
         return self.inference(batched_inputs)
 
     def inference(self, batched_inputs: list[dict]) -> list[dict]:
         """Each branch's postprocessed detections, merged per image."""
-        per_branch = [branch(self._inputs(batched_inputs, name)) for name, branch in self.branches.items()]
+        per_branch = [branch(self.branch_inputs(batched_inputs, name)) for name, branch in self.branches.items()]
         out = []
         for i in range(len(batched_inputs)):
             insts = [r[i]["instances"] for r in per_branch]
