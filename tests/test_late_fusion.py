@@ -174,3 +174,18 @@ def test_train_net_trains_and_evaluates_with_sensor_failure(tiny_root, tmp_path)
     names = [c["name"] for c in metrics["conditions"]]  # clean, then thermal+event failed
     assert len(names) == 2 and "thermal+event" in names[1], names
     assert all("synth_daytest1" in c["datasets"] for c in metrics["conditions"])
+
+
+def test_onnx_export_nms_matches_pytorch_proben_refused(tmp_path, one_thread):
+    """LateFusionRCNN with the nms merge exports to ONNX and gives PyTorch's detections (export_model's
+    check: same count, IoU >= 0.99, scores within 1e-3, on two image sizes); proben is refused."""
+    pytest.importorskip("onnxruntime")
+    from cadet_d2.export import export_model
+
+    cfg = late_cfg(tmp_path, "CADET.LATE.MERGE", "nms")
+    meta = export_model(cfg, "onnx", str(tmp_path / "onnx"), 64, 80, check=True)
+    checks = meta["exports"]["onnx"]["checks"]
+    assert len(checks) == 2 and all(c["same"] and c["count_ref"] > 0 for c in checks), checks
+    assert os.path.isfile(tmp_path / "onnx" / "model.onnx")
+    with pytest.raises(ValueError, match="CADET.LATE.MERGE 'proben'.*export with CADET.LATE.MERGE nms"):
+        export_model(late_cfg(tmp_path), "onnx", str(tmp_path / "onnx2"), 64, 80)

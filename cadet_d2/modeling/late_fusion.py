@@ -121,9 +121,14 @@ class LateFusionRCNN(nn.Module):
             return losses
         return self.inference(batched_inputs)
 
-    def inference(self, batched_inputs: list[dict]) -> list[dict]:
-        """Each branch's postprocessed detections, merged per image."""
-        per_branch = [branch(self.branch_inputs(batched_inputs, name)) for name, branch in self.branches.items()]
+    def inference(self, batched_inputs: list[dict], do_postprocess: bool = True) -> list:
+        """Each branch's detections, merged per image: ``[{"instances": ...}]`` in original-image
+        pixels, or (``do_postprocess`` False, as GeneralizedRCNN) ``[Instances]`` in the pixels of
+        the resized input (both branches see the same image size)."""
+        per_branch = [branch.inference(self.branch_inputs(batched_inputs, name), do_postprocess=do_postprocess)
+                      for name, branch in self.branches.items()]
+        if not do_postprocess:
+            per_branch = [[{"instances": x} for x in r] for r in per_branch]
         out = []
         for i in range(len(batched_inputs)):
             insts = [r[i]["instances"] for r in per_branch]
@@ -131,5 +136,5 @@ class LateFusionRCNN(nn.Module):
             boxes, scores, classes = self.merge(dets, self.iou_thresh, self.max_dets)
             merged = Instances(insts[0].image_size)
             merged.pred_boxes, merged.scores, merged.pred_classes = Boxes(boxes), scores, classes
-            out.append({"instances": merged})
+            out.append({"instances": merged} if do_postprocess else merged)
         return out
