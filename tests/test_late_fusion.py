@@ -189,3 +189,17 @@ def test_onnx_export_nms_matches_pytorch_proben_refused(tmp_path, one_thread):
     assert os.path.isfile(tmp_path / "onnx" / "model.onnx")
     with pytest.raises(ValueError, match="CADET.LATE.MERGE 'proben'.*export with CADET.LATE.MERGE nms"):
         export_model(late_cfg(tmp_path), "onnx", str(tmp_path / "onnx2"), 64, 80)
+
+
+def test_demo_single_modality_configs_fit_the_late_branches():
+    """configs/demo/demo_rgb.yaml and demo_thermal_event.yaml build exactly the branches of
+    configs/late/late_proben_b0.yaml (same keys and shapes): their checkpoints can be assembled."""
+    from cadet_d2.engine import load_config
+
+    late = build_model(load_config(os.path.join(REPO, "configs/late/late_proben_b0.yaml"), ["MODEL.DEVICE", "cpu"]))
+    for name, path in (("rgb", "demo_rgb.yaml"), ("thermal_event", "demo_thermal_event.yaml")):
+        cfg = load_config(os.path.join(REPO, "configs/demo", path), ["MODEL.DEVICE", "cpu"])
+        single = build_model(cfg).state_dict()
+        branch = late.branches[name].state_dict()
+        assert {k: tuple(v.shape) for k, v in single.items()} == {k: tuple(v.shape) for k, v in branch.items()}
+        assert late.branches[name].pixel_mean.flatten().tolist() == list(cfg.MODEL.PIXEL_MEAN)
