@@ -14,9 +14,9 @@ import signal
 
 from detectron2.config import CfgNode as CN
 
-from .layout import (MIT_SIZES, MODALITY_CHANNELS, OCCLUSION_LEVELS, ON_ERROR_POLICIES, SIZE_MISMATCH_POLICIES,
-                     TEST_MODES, TRAIN_MODES, UNLABELED_POLICIES, file_channel_indices, group_channels,
-                     modality_slices)
+from .layout import (LATE_MERGE_RULES, MIT_SIZES, MODALITY_CHANNELS, OCCLUSION_LEVELS, ON_ERROR_POLICIES,
+                     SIZE_MISMATCH_POLICIES, TEST_MODES, TRAIN_MODES, UNLABELED_POLICIES, file_channel_indices,
+                     group_channels, modality_slices)
 
 
 def add_cadet_config(cfg: CN) -> CN:
@@ -166,6 +166,22 @@ def add_cadet_config(cfg: CN) -> CN:
     # Merge: conv 2C->C (False) or conv 2C->C, ReLU, conv C->C (True).
     _C.CADET.FUSION.GAFF.MERGE_BOTTLENECK = False
 
+    # ---- late fusion (MODEL.META_ARCHITECTURE LateFusionRCNN; cadet_d2/modeling/late_fusion.py) ----
+    _C.CADET.LATE = CN()
+    # One full detector (single-stream MiT, FPN, RPN, RoI heads) per entry; an entry is a group of
+    # modalities joined by "+". Every modality of CADET.INPUT.MODALITIES is in exactly one entry.
+    _C.CADET.LATE.BRANCHES = ["rgb", "thermal+event"]
+    # How the branches' detections are merged per image: "proben" (Bayes' rule on matched
+    # detections, score-weighted boxes) or "nms" (class-wise NMS over the union).
+    _C.CADET.LATE.MERGE = "proben"
+    # IoU at or above which two detections of the same class are the same object ("proben": a
+    # match across branches; "nms": suppression).
+    _C.CADET.LATE.IOU_THRESH = 0.5
+    # Per-branch checkpoints (one path per BRANCHES entry, "" = none) loaded into each branch when
+    # the model is built: a late-fusion model assembled from single-modality detectors. [] = none.
+    # MODEL.WEIGHTS, when set, is loaded after these and replaces them.
+    _C.CADET.LATE.WEIGHTS = []
+
     # ---- initialisation -------------------------------------------------------------------
     _C.CADET.INIT = CN()
     # Single-stream RGB checkpoint of this project (same MiT size, classes and FPN/heads) that a
@@ -289,6 +305,7 @@ def validate_cadet_config(cfg: CN) -> None:
                 raise ValueError(f"CADET.{key} entry {s!r} is not a stage; stages are 1, 2, 3, 4")
     _validate_sensor_failure(cfg)
     _validate_miss_rate(cfg)
+    _validate_late(cfg)
     for key in ("EARLY", "LATE"):
         if cfg.CADET.FUSION.HYBRID[key] == "hybrid":
             raise ValueError(f"CADET.FUSION.HYBRID.{key} cannot be 'hybrid'; name a module such as cssa or gaff")
@@ -369,6 +386,40 @@ def _validate_sensor_failure(cfg: CN) -> None:
         _check_choice("CADET.TEST.CORRUPT entry", m, TEST_MODES)
     if cfg.CADET.TEST.DROP_MODALITIES and not cfg.CADET.TEST.CORRUPT:
         raise ValueError("CADET.TEST.DROP_MODALITIES is set but CADET.TEST.CORRUPT is empty; e.g. [\"zero\"]")
+
+
+def _validate_late(cfg: CN) -> None:
+    """CADET.LATE: a known merge rule, an IoU in (0, 1]; with LateFusionRCNN, branches that
+    split CADET.INPUT.MODALITIES (each modality in exactly one) and one WEIGHTS entry per branch."""
+    late = cfg.CADET.LATE
+    _check_choice("CADET.LATE.MERGE", late.MERGE, LATE_MERGE_RULES)
+    if not 0.0 < late.IOU_THRESH <= 1.0:
+        raise ValueError(f"CADET.LATE.IOU_THRESH = {late.IOU_THRESH} must lie in (0, 1]")
+    if cfg.MODEL.META_ARCHITECTURE != "LateFusionRCNN":
+        return
+    mods = list(cfg.CADET.INPUT.MODALITIES)
+    branches = list(late.BRANCHES)
+    if len(branches) < 2:
+        raise ValueError(f"CADET.LATE.BRANCHES = {branches} needs at least two entries (one detector each), "
+                         "e.g. [\"rgb\", \"thermal+event\"]")
+    seen: dict[str, str] = {}
+    for b in branches:
+        names = [n.strip() for n in str(b).split("+")]
+        for n in names:
+            if n not in mods:
+                raise ValueError(f"CADET.LATE.BRANCHES entry {b!r} names {n!r}, which is not in "
+                                 f"CADET.INPUT.MODALITIES {mods} (join modalities with '+', e.g. 'thermal+event')")
+            if n in seen:
+                raise ValueError(f"CADET.LATE.BRANCHES: {n!r} is in two entries ({seen[n]!r} and {b!r}); "
+                                 "every modality must be in exactly one")
+            seen[n] = b
+    missing = [m for m in mods if m not in seen]
+    if missing:
+        raise ValueError(f"CADET.LATE.BRANCHES = {branches} leaves out {missing} of CADET.INPUT.MODALITIES; "
+                         "every modality must be in exactly one entry")
+    if late.WEIGHTS and len(late.WEIGHTS) != len(branches):
+        raise ValueError(f"CADET.LATE.WEIGHTS has {len(late.WEIGHTS)} entries but CADET.LATE.BRANCHES has "
+                         f"{len(branches)}; give one path per branch (\"\" = none) or []")
 
 
 def _validate_miss_rate(cfg: CN) -> None:

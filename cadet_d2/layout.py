@@ -37,6 +37,8 @@ SIZE_MISMATCH_POLICIES = ("resize", "error")
 # Sensor-failure modes: modality dropout in training, test conditions (cadet_d2/data/corrupt.py).
 TRAIN_MODES = ("zero", "noise")
 TEST_MODES = ("zero", "noise", "frozen")
+# CADET.LATE.MERGE values: how late fusion merges its branches' detections (modeling/merge.py).
+LATE_MERGE_RULES = ("nms", "proben")
 # Occlusion level of a box (annotation "occlusion", KAIST's labels): 0 none, 1 partial, 2 heavy.
 OCCLUSION_LEVELS = (0, 1, 2)
 

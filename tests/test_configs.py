@@ -10,7 +10,7 @@ from detectron2.modeling import build_model
 
 from cadet_d2.layout import modality_slices
 from cadet_d2.engine import load_config
-from cadet_d2.modeling import DualStreamMiT, SingleStreamMiT
+from cadet_d2.modeling import DualStreamMiT, LateFusionRCNN, SingleStreamMiT
 from cadet_d2.modeling.fusion import FUSION_REGISTRY
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -33,9 +33,19 @@ def test_config_builds_and_runs(path):
     cfg = load_config(path, ["MODEL.DEVICE", "cpu", "CADET.BACKBONE.PRETRAINED", "", *size])
     torch.manual_seed(0)
     model = build_model(cfg).eval()
-    bottom_up = model.backbone.bottom_up
     slices = modality_slices(cfg)
     n_in = sum(s.stop - s.start for s in slices.values())
+    if cfg.MODEL.META_ARCHITECTURE == "LateFusionRCNN":  # one single-stream detector per branch
+        assert isinstance(model, LateFusionRCNN) and len(model.branches) == len(cfg.CADET.LATE.BRANCHES)
+        assert sorted(c for chans in model.channels.values() for c in chans) == list(range(n_in))
+        for branch in model.branches.values():
+            assert isinstance(branch.backbone.bottom_up, SingleStreamMiT)
+            assert branch.backbone.bottom_up.stream.size == cfg.CADET.BACKBONE.SIZE
+        with torch.no_grad():
+            out = model([{"image": torch.rand(n_in, 64, 80) * 255, "height": 64, "width": 80}])
+        assert out[0]["instances"].image_size == (64, 80)
+        return
+    bottom_up = model.backbone.bottom_up
     dual = cfg.MODEL.BACKBONE.NAME == "build_dual_mit_fpn_backbone" and "rgb" in slices and len(slices) > 1
     assert isinstance(bottom_up, DualStreamMiT if dual else SingleStreamMiT)
     if dual:

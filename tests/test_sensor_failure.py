@@ -195,14 +195,15 @@ def test_sensor_arms_commands_and_report(tmp_path):
 
 
 def test_sensor_failure_study_file_plans_valid_configs(tmp_path, monkeypatch):
-    """configs/studies/sensor_failure.yaml: 4 detectors x nodrop/drop x 2 seeds, each run's
+    """configs/studies/sensor_failure.yaml: 5 detectors x nodrop/drop x 2 seeds, each run's
     command line loads and validates, with dropout only in the drop runs."""
     from cadet_d2.engine.setup import load_config
     from cadet_d2.study import load_study, make_plan
 
     monkeypatch.chdir(REPO)
     plan = make_plan(load_study(os.path.join("configs", "studies", "sensor_failure.yaml")))
-    assert len(plan.runs) == 16 and plan.schedule_ok
+    assert len(plan.runs) == 20 and plan.schedule_ok
+    assert {r.arm.detector for r in plan.runs} == {"early", "frm_ffm", "cssa", "gaff", "late_proben"}
     for run in plan.runs[::3]:
         argv = plan.command(run)
         cfg = load_config(argv[3], argv[4:])

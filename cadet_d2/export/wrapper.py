@@ -16,13 +16,15 @@ class ExportableDetector(nn.Module):
     ``boxes`` (N, 4) xyxy in input pixels, ``scores`` (N,), ``classes`` (N,) int64. It runs the
     whole detector: normalisation and padding to a multiple of 32, backbone, FPN, RPN (with its
     NMS), RoI heads and their score threshold, per-class NMS and top-k
-    (``model.inference(..., do_postprocess=False)``; the boxes stay in input pixels).
+    (``model.inference(..., do_postprocess=False)``; the boxes stay in input pixels). ``model``:
+    a ``CadetRCNN``, or a ``LateFusionRCNN`` with the ``nms`` merge (:func:`detectors`).
     """
 
-    def __init__(self, model: GeneralizedRCNN):
+    def __init__(self, model: nn.Module):
         super().__init__()
         if model.training:
             raise ValueError("export a model in eval mode (model.eval())")
+        detectors(model)  # a model that cannot be traced stops here, saying why
         self.model = model
         self.eval()  # exporters put the wrapper back into its own mode afterwards, recursively
 
@@ -50,8 +52,32 @@ def _one_image_boxes(predictor, predictions, proposals) -> tuple[torch.Tensor]:
     return (predictor.box2box_transform.apply_deltas(deltas, proposals[0].proposal_boxes.tensor),)
 
 
+def detectors(model: torch.nn.Module) -> list[GeneralizedRCNN]:
+    """The Faster R-CNNs inside ``model``: itself, or a late-fusion model's branches (whose merge
+    rule must be traceable: ``nms``; ``proben`` matches in a Python loop that a trace would freeze)."""
+    if isinstance(model, GeneralizedRCNN):
+        return [model]
+    branches = getattr(model, "branches", None)
+    if branches is None:
+        raise ValueError(f"cannot export {type(model).__name__}: neither a GeneralizedRCNN nor a late-fusion model")
+    if getattr(model, "merge_name", "") != "nms":
+        raise ValueError(f"cannot export {type(model).__name__} with CADET.LATE.MERGE {model.merge_name!r}: its "
+                         "greedy matching is a data-dependent Python loop that a trace would freeze; export with "
+                         "CADET.LATE.MERGE nms")
+    return list(branches.values())
+
+
 @contextlib.contextmanager
-def traceable(model: GeneralizedRCNN) -> Iterator[GeneralizedRCNN]:
+def traceable(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """``_traceable`` for every detector of ``model`` (:func:`detectors`)."""
+    with contextlib.ExitStack() as stack:
+        for d in detectors(model):
+            stack.enter_context(_traceable(d))
+        yield model
+
+
+@contextlib.contextmanager
+def _traceable(model: GeneralizedRCNN) -> Iterator[GeneralizedRCNN]:
     """Export-only patch: the box predictor skips its per-image ``split``.
 
     Detectron2's ``FastRCNNOutputLayers.predict_boxes/predict_probs`` split the RoI outputs by

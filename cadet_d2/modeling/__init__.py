@@ -1,6 +1,7 @@
 from . import fusion  # noqa: F401  (registers the fusion modules)
 from .backbone import DualStreamMiT, MiT, SingleStreamMiT, build_dual_mit_fpn_backbone, build_mit_fpn_backbone
 from .meta_arch import CadetRCNN
+from .late_fusion import LateFusionRCNN
 
-__all__ = ["MiT", "SingleStreamMiT", "DualStreamMiT", "CadetRCNN",
+__all__ = ["MiT", "SingleStreamMiT", "DualStreamMiT", "CadetRCNN", "LateFusionRCNN",
            "build_mit_fpn_backbone", "build_dual_mit_fpn_backbone"]
