@@ -45,10 +45,11 @@ def predict_files(cfg: CfgNode, inputs: list[str], output_dir: str, batch_size: 
     predictor = BatchPredictor(cfg, batch_size, score_thresh)
     names = class_names(cfg)
     pictures = output_names(files) if vis or vis_fusion else []
-    fusion_model = predictor.model if vis_fusion else None
-    if vis_fusion and not getattr(getattr(predictor.model.backbone, "bottom_up", None), "fusions", None):
-        logger.warning("[cadet] --vis-fusion: the model has no fusion modules (early fusion or one stream); "
-                       "pictures show the modalities only")
+    bottom_up = getattr(getattr(predictor.model, "backbone", None), "bottom_up", None)
+    fusion_model = predictor.model if vis_fusion and getattr(bottom_up, "fusions", None) else None
+    if vis_fusion and fusion_model is None:
+        logger.warning("[cadet] --vis-fusion: the model has no fusion modules (early fusion, one stream or late "
+                       "fusion); pictures show the modalities only")
     preds: list[Prediction | None] = [None] * len(files)
     start = time.perf_counter()
     with tqdm(total=len(files), unit="img", disable=not progress, desc="predict") as bar:

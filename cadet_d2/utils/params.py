@@ -84,10 +84,10 @@ def detector_stats(cfg, height: int = 320, width: int = 416, flops: bool = True)
     from detectron2.modeling import build_model
 
     model = build_model(cfg).eval()
-    bottom_up = model.backbone.bottom_up
-    fusions = getattr(bottom_up, "fusions", None)
-    stats = {"params": count_params(model), "fusion_params": count_params(fusions) if fusions is not None else 0,
-             "backbone_params": count_params(bottom_up)}
+    detectors = list(model.branches.values()) if hasattr(model, "branches") else [model]  # late fusion: one per branch
+    bottom_ups = [d.backbone.bottom_up for d in detectors]
+    stats = {"params": count_params(model), "backbone_params": sum(count_params(b) for b in bottom_ups),
+             "fusion_params": sum(count_params(b.fusions) for b in bottom_ups if getattr(b, "fusions", None) is not None)}
     if flops:
         from fvcore.nn import FlopCountAnalysis
 
