@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import torch
 from detectron2.config import configurable
@@ -10,6 +11,7 @@ from detectron2.structures import Boxes, Instances
 from torch import nn
 
 from ..layout import group_channels, modality_slices
+from ..utils.safe_load import load_torch_weights
 from .meta_arch import CadetRCNN
 from .merge import MERGE_RULES
 
@@ -41,7 +43,9 @@ def load_branch(branch: nn.Module, path: str) -> dict:
     """Load a single-stream checkpoint (``{"model": state}`` as the trainer writes, or a bare state
     dict) into ``branch``. Returns ``{"loaded", "missing", "unexpected"}`` key lists; a tensor whose
     shape differs from the branch's stops with the file and key named."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"CADET.LATE.WEIGHTS: no such file: {path!r}")
+    ckpt = load_torch_weights(path)  # weights only; a damaged or unsafe file stops naming it
     state = ckpt.get("model", ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict):
         raise ValueError(f"CADET.LATE.WEIGHTS: {path} holds no state dict")
