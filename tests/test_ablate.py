@@ -651,3 +651,30 @@ def test_runner_lock_no_retry_frozen_selection_and_exit_0_without_metrics(tmp_pa
     status = read_status(os.path.join(out, "bad_s4", "seed1"))
     assert status["state"] == "failed" and status["error"] == f"exit code 0 but no final {METRICS}"
     assert status["command"][1] == str(script) and status["attempts"][0]["exit_code"] == 0
+
+
+def test_report_warns_when_runs_were_trained_with_other_opts(tmp_path):
+    """Runs trained with ``--opts SOLVER.MAX_ITER 7`` and a report given no such --opts: the report
+    says so at the top; given the same --opts, it names them in the schedule line and warns not."""
+    from cadet_d2.study.cli import main
+    from cadet_d2.study.rundir import write_status
+
+    root = make_tiny_root(str(tmp_path / "data"))
+    out = str(tmp_path / "out")
+    opts = ["CADET.DATA.ROOT", root]
+    plan = make_plan(_study(SYNTH_SMALL, out), opts + ["SOLVER.MAX_ITER", "7"])
+    runs = [r for r in plan.runs if not r.arm.pending][:2]
+    for run in runs:
+        _fake_finished(run.dir, 10.0)
+        write_status(run.dir, {"state": "done", "command": [sys.executable, *plan.command(run)]})
+    common = ["--output", out, "--no-plots", "--resamples", "10"]
+
+    assert main(["report", SYNTH_SMALL, *common, "--opts", *opts]) == 0
+    md = open(os.path.join(out, "report", "report.md")).read()
+    assert f"**Warning: 2 finished run(s) were trained with other arguments than this report assumes (e.g. {runs[0].key}" in md
+    assert "Overrides given to every run" in md and "SOLVER.MAX_ITER 7" not in md
+
+    assert main(["report", SYNTH_SMALL, *common, "--opts", *opts, "SOLVER.MAX_ITER", "7"]) == 0
+    md = open(os.path.join(out, "report", "report.md")).read()
+    assert "Warning: " not in md
+    assert f"Overrides given to every run (`--opts`, applied last): `CADET.DATA.ROOT {root} SOLVER.MAX_ITER 7`." in md

@@ -230,6 +230,38 @@ def _write_csv(path: str, rows: list[dict]) -> None:
         w.writerows(rows)
 
 
+_RUN_FLAGS = ("--resume", "--eval-only")
+
+
+def _training_args(command: list[str]) -> list[str]:
+    """A run's command without the interpreter, the resume/eval-only flags and eval-only's weights."""
+    args = [t for t in command if t not in _RUN_FLAGS]
+    if len(args) >= 2 and args[-2] == "MODEL.WEIGHTS":
+        args = args[:-2]
+    return args
+
+
+def command_warnings(plan: Plan) -> list[str]:
+    """One warning when finished runs were trained with other arguments than ``plan`` gives them
+    (another ``--opts``, an edited study file): their numbers are not what the report's header says."""
+    differ = []
+    for run in plan.runs:
+        recorded = read_status(run.dir).get("command")
+        if run.state() != "done" or not recorded:
+            continue
+        if _training_args(recorded[1:]) != _training_args(plan.command(run)):
+            differ.append((run, recorded[1:]))
+    if not differ:
+        return []
+    run, recorded = differ[0]
+    planned = _training_args(plan.command(run))
+    extra = [t for t in _training_args(recorded) if t not in planned]
+    missing = [t for t in planned if t not in _training_args(recorded)]
+    return [f"Warning: {len(differ)} finished run(s) were trained with other arguments than this report assumes "
+            f"(e.g. {run.key}: recorded but not planned {extra}, planned but not recorded {missing}). Give `ablate "
+            "report` the same study file and --opts as `ablate run`."]
+
+
 def write_report(study: Study, cli_opts: Optional[list[str]] = None, out_dir: Optional[str] = None,
                  flops: bool = False, resamples: Optional[int] = None, plots: bool = True,
                  echo: Callable[[str], None] = print) -> str:
@@ -240,10 +272,13 @@ def write_report(study: Study, cli_opts: Optional[list[str]] = None, out_dir: Op
     results = collect(plan, flops, echo)
     n = int(resamples if resamples is not None else study.report["bootstrap"]["resamples"])
     rep = Reporter(plan, results, n, echo)
+    rep.warnings += command_warnings(plan)
     states = [r.state() for r in plan.runs]
     lines = [f"# Ablation study report: {study.name}", "",
              f"Study file `{study.path}`, output `{study.output}`, written {time.strftime('%Y-%m-%d %H:%M')}.", "",
-             f"- Schedule (every arm and baseline): {plan.schedule_note}; seeds {study.seeds}.",
+             f"- Schedule (every arm and baseline): {plan.schedule_note}; seeds {study.seeds}."
+             + (f" Overrides given to every run (`--opts`, applied last): `{' '.join(plan.cli_opts)}`."
+                if plan.cli_opts else ""),
              f"- Runs: {states.count('done')}/{len(plan.runs)} done, {states.count('failed')} failed, "
              f"{states.count('pending')} pending (phase 2), "
              f"{len(plan.runs) - states.count('done') - states.count('failed') - states.count('pending')} not run yet.",
