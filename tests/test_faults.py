@@ -10,6 +10,7 @@ import re
 import signal
 import stat
 import subprocess
+import sys
 import time
 import types
 
@@ -403,6 +404,25 @@ def test_sigterm_with_detectron2s_loader_checkpoints_and_exits_75(data_root, tmp
     m = re.search(r"received SIGTERM at iteration (\d+); checkpoint written: (\S+);", log)
     assert m and os.path.isfile(m.group(2)), log[-3000:]
     assert "DataLoader worker" not in log
+
+
+def test_sigterm_under_torchrun_checkpoints_and_resumes(data_root, tmp_path):  # noqa: F811
+    """2 CPU processes under torchrun, SIGTERM to the whole process group: torchrun passes it on,
+    both ranks stop at the same iteration with one checkpoint, torchrun itself exits 1 (its
+    SignalException; the workers exit 75); torchrun with --resume continues at the next iteration."""
+    out = str(tmp_path / "torchrun")
+    args = _cmd(data_root, out, 0)[1:] + E2E_OPTS + ["SOLVER.MAX_ITER", "16"]
+    head = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    rc, log = _run_and_signal(head + args, out)
+    assert rc == 1, log[-3000:]
+    m = re.search(r"received SIGTERM at iteration (\d+); checkpoint written: (\S+);", log)
+    assert m and os.path.isfile(m.group(2)), log[-3000:]
+    stopped = int(m.group(1))
+    r = subprocess.run(head + args[:3] + ["--resume"] + args[3:], cwd=REPO, env=ENV, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    assert int(re.search(r"Starting training from iteration (\d+)", r.stdout + r.stderr).group(1)) == stopped + 1
+    assert os.path.isfile(os.path.join(out, "model_final.pth"))
 
 
 # ---- resuming a plain-Detectron2 checkpoint -------------------------------------------------------
