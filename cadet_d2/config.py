@@ -16,7 +16,7 @@ from detectron2.config import CfgNode as CN
 
 from .layout import (LATE_MERGE_RULES, MIT_SIZES, MODALITY_CHANNELS, OCCLUSION_LEVELS, ON_ERROR_POLICIES,
                      SIZE_MISMATCH_POLICIES, TEST_MODES, TRAIN_MODES, UNLABELED_POLICIES, file_channel_indices,
-                     group_channels, modality_slices)
+                     group_channels, group_modalities, modality_slices)
 
 
 def add_cadet_config(cfg: CN) -> CN:
@@ -404,8 +404,7 @@ def _validate_late(cfg: CN) -> None:
                          "e.g. [\"rgb\", \"thermal+event\"]")
     seen: dict[str, str] = {}
     for b in branches:
-        names = [n.strip() for n in str(b).split("+")]
-        for n in names:
+        for n in group_modalities(b):
             if n not in mods:
                 raise ValueError(f"CADET.LATE.BRANCHES entry {b!r} names {n!r}, which is not in "
                                  f"CADET.INPUT.MODALITIES {mods} (join modalities with '+', e.g. 'thermal+event')")

@@ -61,10 +61,15 @@ def file_channel_indices(cfg) -> list[int]:
     return [c for name in cfg.CADET.INPUT.MODALITIES for c in cfg.CADET.INPUT.LAYOUT[name]]
 
 
+def group_modalities(group: str) -> list[str]:
+    """``"thermal+event"`` -> ``["thermal", "event"]`` (a modality group as config keys write it)."""
+    return [g.strip() for g in str(group).split("+")]
+
+
 def group_channels(group: str, slices: dict[str, slice], key: str) -> list[int]:
     """``"thermal+event"`` -> the model-input channels of those modalities (``key`` names the
     config key in errors)."""
-    names = [g.strip() for g in group.split("+")]
+    names = group_modalities(group)
     unknown = [n for n in names if n not in slices]
     if not group or unknown:
         raise ValueError(f"{key}: {group!r} names {unknown or 'no'} modality; the model's modalities are "

@@ -175,11 +175,7 @@ def load_pair_dicts(
     With ``size_mismatch`` "error", a partner of another size is a :class:`DataError`.
     """
     def load(pair: Pair) -> dict | None:
-        for m in modalities:
-            if m in pair.missing:
-                raise DataError(pair.source, pair.missing[m], pair.line)
-            if not os.path.isfile(pair.files[m]):
-                raise DataError(pair.source, f"{m} file {pair.files[m]} not found", pair.line)
+        files = pair.checked_files(modalities)
         height, width = image_size(pair.files["rgb"])
         if size_mismatch == "error":
             for m in modalities:
@@ -193,7 +189,7 @@ def load_pair_dicts(
                                         width, height, num_classes, unlabeled, stats)
         if annotations is None:
             return None
-        return {"file_name": pair.files["rgb"], "pair": {m: pair.files[m] for m in modalities}, "stem": pair.stem,
+        return {"file_name": pair.files["rgb"], "pair": files, "stem": pair.stem,
                 "height": height, "width": width, "annotations": annotations}
 
     stats = LoadStats(images=len(pairs))

@@ -33,6 +33,19 @@ class Pair:
     line: int | None = None
     missing: dict = field(default_factory=dict)
 
+    def checked_files(self, modalities) -> dict:
+        """{modality: file} of ``modalities``; :class:`DataError` naming where the pair was named
+        (file and line) when one of them has no file, or its file does not exist."""
+        for m in modalities:
+            if m in self.missing:
+                raise DataError(self.source, self.missing[m], self.line)
+            if m not in self.files:
+                raise DataError(self.source, f"pair {self.stem} has no {m} file (CADET.INPUT.MODALITIES has {m})",
+                                self.line)
+            if not os.path.isfile(self.files[m]):
+                raise DataError(self.source, f"{m} file {self.files[m]} not found", self.line)
+        return {m: self.files[m] for m in modalities}
+
 
 def read_pairs_csv(path: str) -> list[Pair]:
     """The pairs of an index file, in file order; errors name the file and line."""

@@ -16,7 +16,9 @@ def create_ddp_model_any_device(model: torch.nn.Module, **kwargs) -> torch.nn.Mo
     ``device_ids=[the GPU model's device]``, or None when ``model`` is not on CUDA."""
     param = next(model.parameters(), None)
     if "device_ids" not in kwargs and param is not None:
-        on_gpu = param.device.type == "cuda"
-        kwargs["device_ids"] = [param.device.index if param.device.index is not None else torch.cuda.current_device()] \
-            if on_gpu else None  # CPU DDP (gloo): no device ids
+        if param.device.type == "cuda":
+            index = param.device.index
+            kwargs["device_ids"] = [torch.cuda.current_device() if index is None else index]
+        else:
+            kwargs["device_ids"] = None  # CPU DDP (gloo): no device ids
     return create_ddp_model(model, **kwargs)

@@ -12,7 +12,6 @@ import torch
 from detectron2.config import CfgNode
 from detectron2.modeling import build_model
 
-from ..data.errors import DataError
 from ..data.images import image_size
 from ..data.mapper import MultiModalDatasetMapper
 from ..data.npy import read_image_size
@@ -66,15 +65,9 @@ def input_record(item: Input, modalities, file_channels: int) -> dict:
     if not isinstance(item, Pair):
         height, width = read_image_size(item, file_channels)
         return {"file_name": item, "height": height, "width": width}
-    for m in modalities:
-        if m not in item.files:
-            raise DataError(item.source, f"pair {item.stem} has no {m} file (CADET.INPUT.MODALITIES has {m})",
-                            item.line)
-        if not os.path.isfile(item.files[m]):
-            raise DataError(item.source, f"{m} file {item.files[m]} not found", item.line)
+    files = item.checked_files(modalities)
     height, width = image_size(item.files["rgb"])
-    return {"file_name": item.files["rgb"], "pair": {m: item.files[m] for m in modalities},
-            "height": height, "width": width}
+    return {"file_name": item.files["rgb"], "pair": files, "height": height, "width": width}
 
 
 class BatchPredictor:
@@ -114,11 +107,6 @@ class BatchPredictor:
         for i, r in enumerate(records):
             groups.setdefault((r["height"], r["width"]), []).append(i)
         return [idx[k:k + self.batch_size] for idx in groups.values() for k in range(0, len(idx), self.batch_size)]
-
-    def map(self, item: Input) -> dict:
-        """Model input of one input: {"file_name", "height", "width" (original), "image" (C, h, w)}
-        (and "pair" for a pair)."""
-        return self.mapper(self.record(item))
 
     def run_batch(self, inputs: list[dict]) -> list[Prediction]:
         """Detections of mapped inputs (:meth:`map`), in original image coordinates."""

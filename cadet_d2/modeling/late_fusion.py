@@ -10,7 +10,7 @@ from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.structures import Boxes, Instances
 from torch import nn
 
-from ..layout import group_channels, modality_slices
+from ..layout import group_channels, group_modalities, modality_slices
 from ..utils.safe_load import load_torch_weights
 from .meta_arch import CadetRCNN
 from .merge import MERGE_RULES
@@ -20,7 +20,7 @@ logger = logging.getLogger(__name__)
 
 def branch_name(group: str) -> str:
     """``"thermal+event"`` -> ``"thermal_event"`` (the branch's module name and loss prefix)."""
-    return "_".join(n.strip() for n in group.split("+"))
+    return "_".join(group_modalities(group))
 
 
 def branch_cfg(cfg, group: str):
@@ -35,7 +35,7 @@ def branch_cfg(cfg, group: str):
     c.MODEL.PIXEL_STD = [cfg.MODEL.PIXEL_STD[i] for i in channels]
     c.MODEL.WEIGHTS = ""
     c.CADET.INIT.RGB_DETECTOR = ""
-    c.CADET.INPUT.MODALITIES = [n.strip() for n in group.split("+")]
+    c.CADET.INPUT.MODALITIES = group_modalities(group)
     return c, channels
 
 

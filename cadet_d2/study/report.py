@@ -244,19 +244,19 @@ def _training_args(command: list[str]) -> list[str]:
 def command_warnings(plan: Plan) -> list[str]:
     """One warning when finished runs were trained with other arguments than ``plan`` gives them
     (another ``--opts``, an edited study file): their numbers are not what the report's header says."""
-    differ = []
+    differ = []  # (run, recorded args, planned args)
     for run in plan.runs:
-        recorded = read_status(run.dir).get("command")
-        if run.state() != "done" or not recorded:
+        command = read_status(run.dir).get("command")
+        if run.state() != "done" or not command:
             continue
-        if _training_args(recorded[1:]) != _training_args(plan.command(run)):
-            differ.append((run, recorded[1:]))
+        recorded, planned = _training_args(command[1:]), _training_args(plan.command(run))
+        if recorded != planned:
+            differ.append((run, recorded, planned))
     if not differ:
         return []
-    run, recorded = differ[0]
-    planned = _training_args(plan.command(run))
-    extra = [t for t in _training_args(recorded) if t not in planned]
-    missing = [t for t in planned if t not in _training_args(recorded)]
+    run, recorded, planned = differ[0]
+    extra = [t for t in recorded if t not in planned]
+    missing = [t for t in planned if t not in recorded]
     return [f"Warning: {len(differ)} finished run(s) were trained with other arguments than this report assumes "
             f"(e.g. {run.key}: recorded but not planned {extra}, planned but not recorded {missing}). Give `ablate "
             "report` the same study file and --opts as `ablate run`."]
