@@ -482,3 +482,15 @@ def test_predict_reads_a_pairs_index_like_the_npy_it_equals(tmp_path):
     bad.write_text(f"stem,rgb\nx,{pairs[0].files['rgb']}\n")
     with pytest.raises(DataError, match=r"bad\.csv:2: pair x has no thermal file"):
         predictor(collect_inputs([str(bad)]))
+
+
+def test_set_whose_index_lacks_a_configured_modality_names_file_and_line(tmp_path):
+    from cadet_d2.data.datasets import load_pair_dicts
+    from cadet_d2.data.pairs import read_pairs_csv
+
+    root = pairs_root(tmp_path, test_sets=())
+    rgb = read_pairs_csv(os.path.join(root, "train", "pairs.csv"))[0].files["rgb"]
+    index = tmp_path / "rgb_only.csv"
+    index.write_text(f"stem,rgb\nx,{rgb}\n")
+    with pytest.raises(DataError, match=r"rgb_only\.csv:2: pair x has no thermal file"):
+        load_pair_dicts(read_pairs_csv(str(index)), str(tmp_path), str(tmp_path), 1, modalities=("rgb", "thermal"))
