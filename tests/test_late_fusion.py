@@ -176,19 +176,29 @@ def test_train_net_trains_and_evaluates_with_sensor_failure(tiny_root, tmp_path)
     assert all("synth_daytest1" in c["datasets"] for c in metrics["conditions"])
 
 
-def test_onnx_export_nms_matches_pytorch_proben_refused(tmp_path, one_thread):
-    """LateFusionRCNN with the nms merge exports to ONNX and gives PyTorch's detections (export_model's
-    check: same count, IoU >= 0.99, scores within 1e-3, on two image sizes); proben is refused."""
+@pytest.mark.parametrize("merge", ["nms", "proben"])
+def test_onnx_export_matches_pytorch(tmp_path, merge, one_thread):
+    """LateFusionRCNN exports to ONNX with either merge and gives PyTorch's detections (export_model's
+    check: same count, IoU >= 0.99, scores within 1e-3, on two image sizes), groups formed included."""
     pytest.importorskip("onnxruntime")
     from cadet_d2.export import export_model
+    from cadet_d2.export.runtime import OnnxRunner
+    from cadet_d2.export.tracing import example_image
 
-    cfg = late_cfg(tmp_path, "CADET.LATE.MERGE", "nms")
+    cfg = late_cfg(tmp_path, "CADET.LATE.MERGE", merge)
     meta = export_model(cfg, "onnx", str(tmp_path / "onnx"), 64, 80, check=True)
     checks = meta["exports"]["onnx"]["checks"]
     assert len(checks) == 2 and all(c["same"] and c["count_ref"] > 0 for c in checks), checks
-    assert os.path.isfile(tmp_path / "onnx" / "model.onnx")
-    with pytest.raises(ValueError, match="CADET.LATE.MERGE 'proben'.*export with CADET.LATE.MERGE nms"):
-        export_model(late_cfg(tmp_path), "onnx", str(tmp_path / "onnx2"), 64, 80)
+    # the example's branches overlap: the merge removed or fused some of their detections
+    torch.manual_seed(0)  # the weights export_model built (no MODEL.WEIGHTS: torch seed 0)
+    model = build_model(cfg).eval()
+    image = example_image(5, 64, 80)
+    with torch.no_grad():
+        per_branch = sum(len(b.inference([{"image": image[0, model.channels[n]]}], do_postprocess=False)[0])
+                         for n, b in model.branches.items())
+    assert checks[0]["count_ref"] < per_branch, (checks[0], per_branch)
+    onnx = OnnxRunner(str(tmp_path / "onnx" / "model.onnx"))(image.numpy())
+    assert len(onnx.scores) == checks[0]["count_ref"]
 
 
 def test_demo_single_modality_configs_fit_the_late_branches():

@@ -87,3 +87,55 @@ def test_nms_union_classwise():
     # class 0: 0.6 suppressed by 0.8 (IoU 0.82); class 1 and the far box kept
     assert scores.tolist() == pytest.approx([0.8, 0.5, 0.4]) and classes.tolist() == [0, 1, 0]
     assert len(merge_nms([a, b], 0.5, 2)[1]) == 2
+
+
+def greedy_proben(dets_, iou_thresh, max_dets):
+    """ProbEn's greedy matching written plainly with Python lists: the reference for merge_proben."""
+    from torchvision.ops import box_iou
+
+    boxes = torch.cat([d[0] for d in dets_])
+    scores = torch.cat([d[1] for d in dets_])
+    classes = torch.cat([d[2] for d in dets_])
+    branch = [b for b, d in enumerate(dets_) for _ in range(len(d[1]))]
+    iou = box_iou(boxes, boxes)
+    used, groups = set(), []
+    for i in sorted(range(len(scores)), key=lambda i: -float(scores[i])):
+        if i in used:
+            continue
+        group = [i]
+        used.add(i)
+        for b in range(len(dets_)):
+            cand = [j for j in range(len(scores)) if branch[j] == b != branch[i] and j not in used
+                    and int(classes[j]) == int(classes[i]) and float(iou[i, j]) >= iou_thresh]
+            if cand:
+                j = max(cand, key=lambda j: float(scores[j]))
+                group.append(j)
+                used.add(j)
+        groups.append(group)
+    out = []
+    for g in groups:
+        s = scores[g]
+        box = boxes[g[0]] if len(g) == 1 else (boxes[g] * s[:, None]).sum(0) / s.sum()
+        out.append((float(bayes_fuse(s)) if len(g) > 1 else float(s[0]), box.tolist(), int(classes[g[0]])))
+    out.sort(key=lambda o: -o[0])
+    return out[:max_dets]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_proben_equals_plain_greedy_matching(seed):
+    """Three branches of random, crowded detections of two classes: merge_proben (tensor-only, as it
+    is traced for export) gives the plainly written greedy matching's groups, scores and boxes."""
+    g = torch.Generator().manual_seed(seed)
+    branches = []
+    for n in (12, 9, 7):
+        xy = torch.rand(n, 2, generator=g) * 40
+        wh = 10 + torch.rand(n, 2, generator=g) * 10
+        branches.append((torch.cat([xy, xy + wh], 1), torch.rand(n, generator=g) * 0.98 + 0.01,
+                         torch.randint(0, 2, (n,), generator=g)))
+    want = greedy_proben(branches, 0.4, 20)
+    boxes, scores, classes = merge_proben(branches, 0.4, 20)
+    assert len(want) == 20 and len(scores) == 20
+    assert scores.tolist() == pytest.approx([w[0] for w in want], abs=1e-6)
+    assert classes.tolist() == [w[2] for w in want]
+    assert boxes.tolist() == [pytest.approx(w[1], abs=1e-4) for w in want]
+    assert len(merge_proben(branches, 0.4, 100)[1]) < 28  # some groups did form

@@ -397,6 +397,9 @@ def test_usr1_requeues_the_job_and_it_finishes_the_run(cluster, tmp_path):
     assert f"SLURM job {job} requeued (scontrol requeue {job})" in text
     starts = [int(x) for x in re.findall(r"Starting training from iteration (\d+)", text)]
     assert starts == [0, int(m.group(1)) + 1], (starts, text[-3000:])
-    assert text.count("Overall training speed") == 1  # only the requeued job ran to the end
+    first, _, rerun = text.partition(f"SLURM job {job} requeued")
+    final = os.path.join(out, "model_final.pth")
+    assert f"Saving checkpoint to {final}" not in first, first[-3000:]  # the first job stopped early
+    assert f"Saving checkpoint to {final}" in rerun, rerun[-3000:]  # the requeued job ran to the end
     print(f"\nrequeue on a real SLURM: first checkpoint after {t_ckpt:.0f}s, requeued after {t_requeue:.0f}s, "
           f"finished after {time.time() - t0:.0f}s")

@@ -17,7 +17,7 @@ class ExportableDetector(nn.Module):
     whole detector: normalisation and padding to a multiple of 32, backbone, FPN, RPN (with its
     NMS), RoI heads and their score threshold, per-class NMS and top-k
     (``model.inference(..., do_postprocess=False)``; the boxes stay in input pixels). ``model``:
-    a ``CadetRCNN``, or a ``LateFusionRCNN`` with the ``nms`` merge (:func:`detectors`).
+    a ``CadetRCNN`` or a ``LateFusionRCNN`` (:func:`detectors`).
     """
 
     def __init__(self, model: nn.Module):
@@ -53,17 +53,13 @@ def _one_image_boxes(predictor, predictions, proposals) -> tuple[torch.Tensor]:
 
 
 def detectors(model: torch.nn.Module) -> list[GeneralizedRCNN]:
-    """The Faster R-CNNs inside ``model``: itself, or a late-fusion model's branches (whose merge
-    rule must be traceable: ``nms``; ``proben`` matches in a Python loop that a trace would freeze)."""
+    """The Faster R-CNNs inside ``model``: itself, or a late-fusion model's branches (its merge rule
+    is traced with them: ``nms`` as torchvision's op, ``proben`` as one scripted loop)."""
     if isinstance(model, GeneralizedRCNN):
         return [model]
     branches = getattr(model, "branches", None)
     if branches is None:
         raise ValueError(f"cannot export {type(model).__name__}: neither a GeneralizedRCNN nor a late-fusion model")
-    if getattr(model, "merge_name", "") != "nms":
-        raise ValueError(f"cannot export {type(model).__name__} with CADET.LATE.MERGE {model.merge_name!r}: its "
-                         "greedy matching is a data-dependent Python loop that a trace would freeze; export with "
-                         "CADET.LATE.MERGE nms")
     return list(branches.values())
 
 

@@ -53,40 +53,59 @@ def merge_proben(dets: list[Detections], iou_thresh: float, max_dets: int) -> De
     nothing keeps its own score and box. The ``max_dets`` best groups are returned.
     """
     boxes, scores, classes, branch = _union(dets)
-    n = scores.numel()
-    if n == 0:
-        return boxes, scores, classes
-    order = torch.argsort(scores, descending=True, stable=True)
     iou = box_iou(boxes.float(), boxes.float())
     same = (classes[:, None] == classes[None, :]) & (branch[:, None] != branch[None, :]) & (iou >= iou_thresh)
+    return _proben(boxes, scores, classes, branch, same, int(max_dets), len(dets), EPS)
+
+
+def _descending(x: torch.Tensor) -> torch.Tensor:
+    """The indices of ``x`` (N,) by value, highest first, ties by index: a stable descending argsort
+    that traces to ONNX (whose Sort has no stable flag) via the rank of each element, (N, N)."""
+    idx = torch.arange(x.shape[0], device=x.device)
+    ahead = (x[None, :] > x[:, None]) | ((x[None, :] == x[:, None]) & (idx[None, :] < idx[:, None]))
+    return torch.argsort(ahead.sum(1))  # ranks are distinct: any sort gives the same order
+
+
+@torch.jit.script_if_tracing
+def _proben(boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor, branch: torch.Tensor,
+            same: torch.Tensor, max_dets: int, num_branches: int, eps: float
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``merge_proben`` on the union (boxes (N, 4), scores (N,), classes (N,), branch (N,)), ``same``
+    (N, N) bool: may match (same class, other branch, IoU >= the threshold); ``eps``: EPS.
+
+    Written with tensors only (masks, ``where`` and one loop over the N detections in score order
+    that only assigns each detection its group; no Python lists, no branches on values), so that
+    a trace scripts it and the ONNX graph gets one Loop: the same detections in PyTorch,
+    TorchScript and ONNX Runtime.
+    """
+    n = scores.shape[0]
+    order = _descending(scores)  # from here on, detection k is the k-th highest
+    boxes, scores, classes, branch = boxes[order], scores[order], classes[order], branch[order]
+    same = same[order][:, order]
+    slots = torch.arange(n, device=scores.device)
+    # (B, N, N): [b, k, j] = j may join k's group and is of branch b
+    by_branch = same[None] & (branch[None, None, :] == torch.arange(num_branches, device=scores.device)[:, None, None])
     used = torch.zeros(n, dtype=torch.bool, device=scores.device)
-    out_boxes, out_scores, out_classes = [], [], []
-    for i in order.tolist():
-        if used[i]:
-            continue
-        group = [i]
-        used[i] = True
-        for b in range(len(dets)):
-            if b == int(branch[i]):
-                continue
-            cand = (same[i] & (branch == b) & ~used).nonzero().flatten()
-            if cand.numel():
-                j = int(cand[scores[cand].argmax()])
-                group.append(j)
-                used[j] = True
-        g = torch.tensor(group, device=scores.device)
-        s = scores[g]
-        if len(group) == 1:
-            out_boxes.append(boxes[i])
-            out_scores.append(scores[i])
-        else:
-            w = s.clamp_min(EPS)
-            out_boxes.append((boxes[g] * w[:, None]).sum(0) / w.sum())
-            out_scores.append(bayes_fuse(s))
-        out_classes.append(classes[i])
-    fused_scores = torch.stack(out_scores)
-    top = torch.argsort(fused_scores, descending=True, stable=True)[:max_dets]
-    return torch.stack(out_boxes)[top], fused_scores[top], torch.stack(out_classes)[top]
+    group_of = slots.clone()  # (N,): the leader (slot) of each detection's group
+    for k in range(n):
+        lead = ~used[k]  # () bool: k starts a group
+        cand = by_branch[:, k] & ~used[None] & lead  # (B, N)
+        best = torch.argmax(torch.where(cand, scores[None], -1.0), dim=1)  # (B,)
+        joins = ((slots[None] == best[:, None]) & cand.any(1)[:, None]).any(0)  # (N,)
+        group_of = torch.where(joins, k, group_of)
+        used = used | joins | ((slots == k) & lead)
+    member = group_of[None, :] == slots[:, None]  # (N, N): [k, j] = j is in k's group
+    w = torch.where(member, scores.clamp_min(eps)[None], 0.0)
+    fused_boxes = (w @ boxes) / w.sum(1).clamp_min(eps)[:, None]
+    s = scores.clamp(eps, 1.0 - eps).double()
+    logit = torch.where(member, s.log()[None], 0.0).sum(1) - torch.where(member, (1.0 - s).log()[None], 0.0).sum(1)
+    alone = member.sum(1) <= 1
+    out_boxes = torch.where(alone[:, None], boxes, fused_boxes)
+    out_scores = torch.where(alone, scores, torch.sigmoid(logit).to(scores.dtype))
+    idx = (group_of == slots).nonzero().flatten()  # the leaders, in score order
+    fused = out_scores[idx]
+    top = _descending(fused)[:max_dets]
+    return out_boxes[idx][top], fused[top], classes[idx][top]
 
 
 # CADET.LATE.MERGE -> rule.
