@@ -39,7 +39,7 @@ demo: data
 
 # pytest's exit code 5 (no test collected) fails too.
 test: setup
-	@$(PY) -m pytest -q tests; rc=$$?; \
+	@$(PY) -m pytest -q --durations=15 tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
 
 # The whole suite again, on official Detectron2 (D2_SOURCE) in the venv D2_VENV.

@@ -639,6 +639,7 @@ def test_runner_lock_no_retry_frozen_selection_and_exit_0_without_metrics(tmp_pa
         holder.wait()
     assert summary["locked"] == 4 and summary["ran"] == 0, summary
     assert sum("running in another process (locked), skipped" in line for line in lines) == 4
+    assert lines[-1].endswith("0 pending, 4 running elsewhere"), lines[-1]  # none of them finished meanwhile
     assert not any(os.path.exists(os.path.join(d, "stdout.log")) for d in todo)
 
     # A training that exits 0 but writes no metrics: failed, with the reason.

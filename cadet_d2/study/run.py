@@ -183,6 +183,7 @@ def run_study(study: Study, cli_opts: Optional[list[str]] = None, dry_run: bool 
     attempted: set[str] = set()
     durations: list[float] = []
     counts = {"ran": 0, "failed": 0, "locked": 0}
+    locked: set[str] = set()  # runs another process held when this one reached them
     checked: set[str] = set()  # arms whose config loaded (phase 2 arms appear later)
     while True:
         plan = make_plan(study, cli_opts, freeze=not dry_run)
@@ -206,6 +207,7 @@ def run_study(study: Study, cli_opts: Optional[list[str]] = None, dry_run: bool 
         with run_lock(run.dir) as mine:
             if not mine:
                 counts["locked"] += 1
+                locked.add(run.key)
                 echo(f"{head}: running in another process (locked), skipped")
                 continue
             what = "resuming from " + os.path.basename(last_checkpoint(run.dir)) if last_checkpoint(run.dir) else "training"
@@ -233,6 +235,7 @@ def run_study(study: Study, cli_opts: Optional[list[str]] = None, dry_run: bool 
         if arm.pending and dry_run:
             echo(f"{arm.name}: {arm.pending}")
     if not dry_run:
+        elsewhere = sum(r.key in locked and r.state() != "done" for r in plan.runs)  # not yet finished there
         echo(f"study {study.name}: {summary['done']}/{len(plan.runs)} runs done, {summary['failed']} failed, "
-             f"{summary['pending']} pending" + (f", {counts['locked']} running elsewhere" if counts["locked"] else ""))
+             f"{summary['pending']} pending" + (f", {elsewhere} running elsewhere" if elsewhere else ""))
     return summary
