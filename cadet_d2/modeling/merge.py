@@ -37,9 +37,17 @@ def merge_nms(dets: list[Detections], iou_thresh: float, max_dets: int) -> Detec
 def bayes_fuse(scores: torch.Tensor) -> torch.Tensor:
     """Bayes' rule for detectors independent given the class, uniform prior over object / not:
     ``s = prod s_i / (prod s_i + prod (1 - s_i))``, scores ``(K,)`` clamped to [EPS, 1 - EPS] -> scalar."""
-    s = scores.clamp(EPS, 1.0 - EPS).double()
+    everyone = torch.ones(1, scores.numel(), dtype=torch.bool, device=scores.device)
+    return group_bayes_fuse(scores, everyone, EPS)[0]
+
+
+def group_bayes_fuse(scores: torch.Tensor, member: torch.Tensor, eps: float) -> torch.Tensor:
+    """:func:`bayes_fuse` of each group at once: scores ``(K,)``, ``member`` ``(G, K)`` bool (row g:
+    the scores of group g), clamped to [eps, 1 - eps] -> ``(G,)``. Scriptable (``eps`` passed in)."""
+    s = scores.clamp(eps, 1.0 - eps).double()
     # in log space: products of many small scores do not underflow
-    log_pos, log_neg = s.log().sum(), (1.0 - s).log().sum()
+    log_pos = torch.where(member, s.log()[None], 0.0).sum(1)
+    log_neg = torch.where(member, (1.0 - s).log()[None], 0.0).sum(1)
     return torch.sigmoid(log_pos - log_neg).to(scores.dtype)
 
 
@@ -97,11 +105,9 @@ def _proben(boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor, br
     member = group_of[None, :] == slots[:, None]  # (N, N): [k, j] = j is in k's group
     w = torch.where(member, scores.clamp_min(eps)[None], 0.0)
     fused_boxes = (w @ boxes) / w.sum(1).clamp_min(eps)[:, None]
-    s = scores.clamp(eps, 1.0 - eps).double()
-    logit = torch.where(member, s.log()[None], 0.0).sum(1) - torch.where(member, (1.0 - s).log()[None], 0.0).sum(1)
     alone = member.sum(1) <= 1
     out_boxes = torch.where(alone[:, None], boxes, fused_boxes)
-    out_scores = torch.where(alone, scores, torch.sigmoid(logit).to(scores.dtype))
+    out_scores = torch.where(alone, scores, group_bayes_fuse(scores, member, eps))
     idx = (group_of == slots).nonzero().flatten()  # the leaders, in score order
     fused = out_scores[idx]
     top = _descending(fused)[:max_dets]

@@ -182,7 +182,7 @@ def run_study(study: Study, cli_opts: Optional[list[str]] = None, dry_run: bool 
     """Run every unfinished run of the study here; returns counts {done, failed, pending, skipped}."""
     attempted: set[str] = set()
     durations: list[float] = []
-    counts = {"ran": 0, "failed": 0, "locked": 0}
+    counts = {"ran": 0, "failed": 0}
     locked: set[str] = set()  # runs another process held when this one reached them
     checked: set[str] = set()  # arms whose config loaded (phase 2 arms appear later)
     while True:
@@ -206,7 +206,6 @@ def run_study(study: Study, cli_opts: Optional[list[str]] = None, dry_run: bool 
             continue
         with run_lock(run.dir) as mine:
             if not mine:
-                counts["locked"] += 1
                 locked.add(run.key)
                 echo(f"{head}: running in another process (locked), skipped")
                 continue
@@ -230,7 +229,7 @@ def run_study(study: Study, cli_opts: Optional[list[str]] = None, dry_run: bool 
     plan = make_plan(study, cli_opts, freeze=not dry_run)
     states = [r.state() for r in plan.runs]
     summary = {s: states.count(s) for s in ("done", "failed", "pending", "todo", "partial", "running")}
-    summary.update(total=len(plan.runs), **counts)
+    summary.update(total=len(plan.runs), locked=len(locked), **counts)
     for arm in plan.arms:
         if arm.pending and dry_run:
             echo(f"{arm.name}: {arm.pending}")
