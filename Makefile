@@ -37,9 +37,12 @@ demo: data
 	$(PY) tools/train_net.py --config-file configs/demo.yaml OUTPUT_DIR $(DEMO_OUT)
 	$(PY) tools/show_metrics.py $(DEMO_OUT)/eval_metrics.json
 
-# pytest's exit code 5 (no test collected) fails too.
+# pytest's exit code 5 (no test collected) fails too. TEST_WORKERS pytest-xdist processes (0: one
+# process), each with one intra-op thread (tests/conftest.py); a test file stays on one worker, so
+# its module fixtures are built once and the SLURM tests share one cluster.
+TEST_WORKERS ?= 2
 test: setup
-	@$(PY) -m pytest -q --durations=15 tests; rc=$$?; \
+	@$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15 tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
 
 # The whole suite again, on official Detectron2 (D2_SOURCE) in the venv D2_VENV.

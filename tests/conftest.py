@@ -8,6 +8,14 @@ import pytest
 
 from cadet_d2.engine import load_config
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # pytest -n N: one intra-op thread per worker (and per process it starts), so N workers do
+    # not oversubscribe the cores.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+
 
 def write_image(path: str, array: np.ndarray) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)

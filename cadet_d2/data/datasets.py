@@ -175,8 +175,8 @@ def load_pair_dicts(
     With ``size_mismatch`` "error", a partner of another size is a :class:`DataError`.
     """
     def load(pair: Pair) -> dict | None:
-        files = pair.checked_files(modalities)
-        height, width = image_size(pair.files["rgb"])
+        record = pair.record(modalities)
+        height, width = record["height"], record["width"]
         if size_mismatch == "error":
             for m in modalities:
                 hw = image_size(pair.files[m])
@@ -189,8 +189,7 @@ def load_pair_dicts(
                                         width, height, num_classes, unlabeled, stats)
         if annotations is None:
             return None
-        return {"file_name": pair.files["rgb"], "pair": files, "stem": pair.stem,
-                "height": height, "width": width, "annotations": annotations}
+        return {**record, "stem": pair.stem, "annotations": annotations}
 
     stats = LoadStats(images=len(pairs))
     return _load_each(pairs, load, on_error, stats), stats

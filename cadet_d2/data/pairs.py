@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from ..layout import IMAGE_EXTENSIONS, PAIR_CHANNELS
 from .errors import DataError
+from .images import image_size
 
 PAIRS_FILE = "pairs.csv"
 
@@ -45,6 +46,14 @@ class Pair:
             if not os.path.isfile(self.files[m]):
                 raise DataError(self.source, f"{m} file {self.files[m]} not found", self.line)
         return {m: self.files[m] for m in modalities}
+
+    def record(self, modalities) -> dict:
+        """The dataset dict of this pair without annotations: ``file_name`` (the RGB file),
+        ``pair`` {modality: file} of ``modalities`` (:meth:`checked_files`) and the RGB image's
+        ``height``/``width`` (from its header)."""
+        files = self.checked_files(modalities)
+        height, width = image_size(self.files["rgb"])
+        return {"file_name": self.files["rgb"], "pair": files, "height": height, "width": width}
 
 
 def read_pairs_csv(path: str) -> list[Pair]:

@@ -12,7 +12,6 @@ import torch
 from detectron2.config import CfgNode
 from detectron2.modeling import build_model
 
-from ..data.images import image_size
 from ..data.mapper import MultiModalDatasetMapper
 from ..data.npy import read_image_size
 from ..data.pairs import Pair
@@ -65,9 +64,7 @@ def input_record(item: Input, modalities, file_channels: int) -> dict:
     if not isinstance(item, Pair):
         height, width = read_image_size(item, file_channels)
         return {"file_name": item, "height": height, "width": width}
-    files = item.checked_files(modalities)
-    height, width = image_size(item.files["rgb"])
-    return {"file_name": item.files["rgb"], "pair": files, "height": height, "width": width}
+    return item.record(modalities)
 
 
 class BatchPredictor:
