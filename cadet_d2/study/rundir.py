@@ -6,6 +6,9 @@ final evaluation of ``model_final.pth``: it parses as ``{"datasets": ...}``, ``m
 exists and the metrics are not older than it, and ``weights`` names ``model_final.pth`` or lies
 outside the folder (the trainer records ``cfg.MODEL.WEIGHTS``: empty after training from scratch,
 or the initial weights); an evaluation of an intermediate checkpoint of the folder does not count.
+A finished run stays finished when its checkpoints are deleted to free disk: without
+``model_final.pth`` the status file must say ``done`` (written by ``ablate run`` once it saw the
+run finished), and the metrics' ``weights`` rule still applies.
 """
 from __future__ import annotations
 
@@ -36,10 +39,11 @@ def read_metrics(run_dir: str, metrics_file: str = METRICS_FILE) -> Optional[dic
     if not isinstance(m, dict) or not isinstance(m.get("datasets"), dict):
         return None
     final = os.path.join(run_dir, FINAL)
-    if not os.path.isfile(final):
-        return None
-    if os.path.getmtime(os.path.join(run_dir, metrics_file)) + 1e-3 < os.path.getmtime(final):
-        return None  # written before the final checkpoint: not its evaluation
+    if os.path.isfile(final):
+        if os.path.getmtime(os.path.join(run_dir, metrics_file)) + 1e-3 < os.path.getmtime(final):
+            return None  # written before the final checkpoint: not its evaluation
+    elif read_status(run_dir).get("state") != "done":
+        return None  # no final checkpoint, and no runner saw this run finish
     weights = str(m.get("weights") or "")
     if weights and os.path.basename(weights) != FINAL and \
             os.path.dirname(os.path.abspath(weights)) == os.path.abspath(run_dir):
