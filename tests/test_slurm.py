@@ -346,7 +346,7 @@ def test_usr1_requeues_the_job_and_it_finishes_the_run(cluster, tmp_path):
     ``--signal=B:USR1@N`` sends before the time limit) after the first checkpoint; the run writes a
     checkpoint and requeues its own job (``scontrol requeue``); the requeued job resumes at the next
     iteration and finishes. SLURM holds a requeued job (BeginTime) before it may start again: the
-    test lets it start at once (``scontrol update StartTime=now``)."""
+    test lets it start 2 s after the requeue (``scontrol update StartTime=now``)."""
     from test_resume import _cmd
 
     root = make_tiny_root(str(tmp_path / "data"))
@@ -382,9 +382,13 @@ def test_usr1_requeues_the_job_and_it_finishes_the_run(cluster, tmp_path):
     assert r.returncode == 0, r.stderr
     wait(lambda: _job_field(cluster, job, "Restarts") == "1", "the requeue")
     t_requeue = time.time() - t0
+    requeued_at = time.time()
 
     def rerun_done() -> bool:
-        if _job_field(cluster, job, "JobState") == "PENDING":  # held until its BeginTime: start it now
+        # SLURM holds a requeued job until its BeginTime, because slurmd revoked the job's credential
+        # and refuses ("Job credential revoked") one created in the same second. So start it now,
+        # but no sooner than 2 s after the requeue.
+        if _job_field(cluster, job, "JobState") == "PENDING" and time.time() - requeued_at > 2:
             subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], capture_output=True, env=env)
             time.sleep(1)
         return os.path.exists(os.path.join(out, "model_final.pth")) and job not in cluster.queue()
