@@ -178,7 +178,7 @@ def load_pair_dicts(
         record = pair.record(modalities)
         height, width = record["height"], record["width"]
         if size_mismatch == "error":
-            for m in modalities:
+            for m in (m for m in modalities if m != "rgb"):  # the RGB size is the record's
                 hw = image_size(pair.files[m])
                 if hw != (height, width):
                     raise DataError(pair.files[m], f"{m} image is {hw[0]}x{hw[1]}, the RGB image "
