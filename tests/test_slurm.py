@@ -157,6 +157,10 @@ class Cluster:
     def queue(self) -> str:
         return subprocess.run(["squeue", "-h", "-o", "%i %T %j"], capture_output=True, text=True, env=self.env).stdout
 
+    def queued_ids(self) -> set[str]:
+        """The ids of the jobs SLURM still lists (pending, running or completing)."""
+        return {line.split()[0] for line in self.queue().splitlines() if line.strip()}
+
 
 @pytest.fixture
 def cluster(tmp_path_factory):
@@ -369,9 +373,14 @@ def test_usr1_requeues_the_job_and_it_finishes_the_run(cluster, tmp_path):
     def wait(ok, what: str, timeout: float = 240) -> None:
         end = time.time() + timeout
         while not ok():
-            if time.time() > end or _job_field(cluster, job, "JobState") in ("FAILED", "COMPLETED", "CANCELLED"):
-                pytest.fail(f"{what}: not within {timeout:.0f}s\nqueue:\n{cluster.queue()}\n{log()[-3000:]}\n"
-                            f"{cluster.logs()}")
+            state = _job_field(cluster, job, "JobState")
+            ended = state in ("FAILED", "COMPLETED", "CANCELLED")
+            # The job may end between ``ok()`` and reading its state: ask ``ok()`` once more.
+            if ended and ok():
+                return
+            if ended or time.time() > end:
+                why = f"the job ended ({state})" if ended else f"not within {timeout:.0f}s"
+                pytest.fail(f"{what}: {why}\nqueue:\n{cluster.queue()}\n{log()[-3000:]}\n{cluster.logs()}")
             time.sleep(0.2)
 
     t0 = time.time()
@@ -391,7 +400,7 @@ def test_usr1_requeues_the_job_and_it_finishes_the_run(cluster, tmp_path):
         if _job_field(cluster, job, "JobState") == "PENDING" and time.time() - requeued_at > 2:
             subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], capture_output=True, env=env)
             time.sleep(1)
-        return os.path.exists(os.path.join(out, "model_final.pth")) and job not in cluster.queue()
+        return os.path.exists(os.path.join(out, "model_final.pth")) and job not in cluster.queued_ids()
 
     wait(rerun_done, "the rerun")
 
