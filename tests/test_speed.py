@@ -68,25 +68,6 @@ def test_cpu_bf16_check_matches_the_cpu_flags():
         pytest.skip("AVX2 with AVX-NE-CONVERT: oneDNN's choice depends on its version")
 
 
-@pytest.mark.parametrize("fast", [True, False])
-def test_bf16_on_a_cpu_without_native_bf16_warns(tmp_path, monkeypatch, fast):
-    import logging
-
-    from cadet_d2.engine import precision
-
-    monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: fast)
-    seen: list[str] = []
-    handler = logging.Handler()
-    handler.emit = lambda record: seen.append(record.getMessage())
-    logging.getLogger("cadet_d2").addHandler(handler)
-    try:
-        assert resolve_precision(tiny_cfg(str(tmp_path), str(tmp_path / "o"), *BF16)).name == "bf16"
-        resolve_precision(tiny_cfg(str(tmp_path), str(tmp_path / "o")))  # fp32: never a warning
-    finally:
-        logging.getLogger("cadet_d2").removeHandler(handler)
-    assert [m for m in seen if "without native bf16" in m] == ([] if fast else [seen[0]]) and len(seen) == (not fast)
-
-
 @pytest.mark.parametrize("opts, needle", [
     (["SOLVER.AMP.ENABLED", "True"], "on the CPU set CADET.SOLVER.AMP_DTYPE bfloat16"),
     (["SOLVER.AMP.ENABLED", "True", "CADET.SOLVER.AMP_DTYPE", "float8"], "'float8' is not allowed"),

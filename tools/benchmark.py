@@ -23,6 +23,10 @@
     # the largest SOLVER.IMS_PER_BATCH per GPU, and the cheapest setting for an effective batch
     python tools/benchmark.py --config-file configs/baselines/frm_ffm_mit_b5.yaml --mode plan --gpu-memory 40 \
         --effective-batch 16 --size 800 1040 --fixed-size 320 416 MODEL.DEVICE cpu
+    # which ops bf16 autocast slows down on this CPU: each op of the config's MiT (and the FPN and
+    # box head) at the step's shapes, fp32 and bf16 alternating, with the kernels bf16 ran
+    python tools/benchmark.py --config-file configs/baselines/frm_ffm_mit_b1.yaml --mode ops \
+        --size 320 416 --batch 2 --iters 5 --warmup 1
 
 --memory adds the peak live tensor memory of one extra step (any device; see
 cadet_d2/utils/memory.py); --profile N the N ops with the most self CPU time in one extra step.
@@ -99,11 +103,30 @@ def _plan_mode(cfg, args) -> dict:
             "size": list(args.size), "fixed_size": args.fixed_size, "computed": args.compute}
 
 
+def _ops_mode(cfg, args) -> dict:
+    from cadet_d2.engine.precision import cpu_has_fast_bf16
+    from cadet_d2.utils.benchmark import cpu_model_name
+    from cadet_d2.utils.op_benchmark import format_op_table, mit_ops, op_table
+
+    size = cfg.CADET.BACKBONE.SIZE
+    ops = mit_ops(size, *args.size, batch=args.batch, fpn_channels=cfg.MODEL.FPN.OUT_CHANNELS,
+                  rois=cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE, pooler=cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION,
+                  fc_dim=cfg.MODEL.ROI_BOX_HEAD.FC_DIM)
+    rows = op_table(ops, rounds=args.iters, warmup=args.warmup)
+    print(f"bf16 autocast against fp32, op by op: one stream of MiT-{size}, {args.batch} x {args.size[0]} x "
+          f"{args.size[1]}, forward + backward, {torch.get_num_threads()} threads, {cpu_model_name()}\n"
+          + format_op_table(rows), file=sys.stderr)
+    return {"mode": "ops", "mit": size, "cpu": cpu_model_name(), "threads": torch.get_num_threads(),
+            "torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "onednn_bf16": cpu_has_fast_bf16(), "rows": rows}
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config-file", required=True)
-    p.add_argument("--mode", choices=("train", "infer", "input", "loader", "deploy", "plan"), default="train",
-                   help="deploy: one-image inference of PyTorch vs the exported files of --export-dir")
+    p.add_argument("--mode", choices=("train", "infer", "input", "loader", "deploy", "plan", "ops"),
+                   default="train", help="deploy: one-image inference of PyTorch vs the exported files of "
+                   "--export-dir; ops: fp32 against bf16 autocast, op by op, at the config's MiT shapes (CPU)")
     p.add_argument("--export-dir", default="", help="deploy mode: export folder (tools/export.py)")
     p.add_argument("--runtimes", default="pytorch,onnx,onnx_int8,torchscript",
                    help="deploy mode: comma-separated runtimes to time (those the folder has)")
@@ -168,6 +191,8 @@ def main(argv=None) -> dict:
                                     threads=args.threads or 1, runtimes=args.runtimes.split(","), image_file=args.image)
     elif args.mode == "plan":
         result = _plan_mode(cfg, args)
+    elif args.mode == "ops":
+        result = _ops_mode(cfg, args)
     elif args.vs:
         from cadet_d2.utils.benchmark import paired_benchmark
 

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from dataclasses import dataclass
 
@@ -61,11 +62,33 @@ def cpu_has_fast_bf16() -> bool:
         return True
 
 
+@functools.lru_cache(maxsize=1)
+def cpu_bf16_speed() -> float:
+    """fp32 time / bf16 autocast time of MiT-b1's stage-1 ops, forward + backward, measured on
+    this CPU once per process (about half a second; > 1: bf16 is faster here)."""
+    from ..utils.op_benchmark import bf16_step_speed
+
+    return bf16_step_speed()
+
+
+def cpu_bf16_warning(speed: float, native: bool) -> str | None:
+    """The warning for bf16 autocast on a CPU where it ran at ``speed`` x fp32 (None when it is
+    faster); ``native``: whether oneDNN reports native bf16 support."""
+    if speed >= 1.0:
+        return None
+    why = ("oneDNN reports native bf16 support, yet some ops run slower" if native else
+           "no native bf16 support in oneDNN (no AVX-512): convolutions and matrix products fall back to "
+           "slow kernels")
+    return (f"[cadet] bf16 autocast ran at {speed:.2f}x fp32's speed on this CPU (MiT-b1 stage-1 ops, forward + "
+            f"backward): {why}; consider SOLVER.AMP.ENABLED False. `tools/benchmark.py --mode ops` times each op "
+            "(docs/benchmarks.md)")
+
+
 def resolve_precision(cfg) -> Precision:
     """The :class:`Precision` of a validated ``cfg`` (``SOLVER.AMP.ENABLED``,
     ``CADET.SOLVER.AMP_DTYPE``, ``MODEL.DEVICE``), checked against this machine: CUDA must be
-    there for a CUDA device, bf16 on CUDA needs a GPU that supports it, bf16 on a CPU without
-    native support is slow (a warning). Which dtype a device allows (fp16: CUDA only) is
+    there for a CUDA device, bf16 on CUDA needs a GPU that supports it, bf16 on a CPU where it
+    measures slower than fp32 gets a warning. Which dtype a device allows (fp16: CUDA only) is
     ``validate_cadet_config``'s rule."""
     device_type = torch.device(cfg.MODEL.DEVICE).type
     if not cfg.SOLVER.AMP.ENABLED:
@@ -77,10 +100,10 @@ def resolve_precision(cfg) -> Precision:
         if dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
             raise ValueError("CADET.SOLVER.AMP_DTYPE bfloat16: this GPU does not support bf16; use float16")
     elif device_type == "cpu":
-        if not cpu_has_fast_bf16():
-            logger.warning("[cadet] bf16 autocast on a CPU without native bf16 support (oneDNN: no AVX-512): "
-                           "convolutions fall back to slow kernels (a dual MiT-b1 step took 16x as long as "
-                           "in fp32 on an AVX2 CPU, docs/benchmarks.md); consider SOLVER.AMP.ENABLED False")
+        if dtype == torch.bfloat16:
+            warning = cpu_bf16_warning(cpu_bf16_speed(), cpu_has_fast_bf16())
+            if warning:
+                logger.warning(warning)
     else:
         raise ValueError(f"SOLVER.AMP.ENABLED is supported on cuda and cpu, not on {cfg.MODEL.DEVICE!r}")
     return Precision(device_type, dtype)
