@@ -73,6 +73,38 @@ def test_training_step_has_both_branches_losses(model, one_thread):
     model.zero_grad()
 
 
+@pytest.mark.parametrize("dropped, sizes", [
+    ([[0, 1, 2], []], {"rgb": 1, "thermal_event": 2}),  # image 0 lost RGB: the RGB branch trains on image 1
+    ([[3], [3, 4]], {"rgb": 2, "thermal_event": 1}),  # image 0 lost only thermal: its event channel is seen
+    ([[0, 1, 2], [0, 1, 2]], {"rgb": 2, "thermal_event": 2}),  # RGB lost everywhere: losses times 0
+])
+def test_a_branch_learns_only_from_images_it_sees(model, one_thread, dropped, sizes):
+    """Modality dropout's ``dropped_channels``: a branch whose every channel was blanked in an
+    image leaves that image out; with none left it runs on the batch, losses times 0."""
+    model.train()
+    seen: dict[str, int] = {}
+    hooks = [b.register_forward_pre_hook(lambda m, args, name=name: seen.__setitem__(name, len(args[0])))
+             for name, b in model.branches.items()]
+    data = batch()
+    for x, channels in zip(data, dropped):
+        if channels:
+            x["dropped_channels"] = channels
+    try:
+        with EventStorage(0):
+            losses = model(data)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert seen == sizes and len(losses) == 8
+    blind = all(not model.sees(x, "rgb") for x in data)
+    assert all((float(v) == 0.0) == (blind and k.startswith("rgb/")) for k, v in losses.items()
+               if "loss_box_reg" not in k), losses
+    sum(losses.values()).backward()
+    rgb_grad = sum(float(p.grad.abs().sum()) for p in model.branches["rgb"].parameters() if p.grad is not None)
+    assert (rgb_grad == 0.0) == blind, rgb_grad
+    model.zero_grad()
+
+
 @pytest.mark.parametrize("merge", ["proben", "nms"])
 def test_inference_merged_count_at_most_sum(tmp_path, merge, one_thread):
     torch.manual_seed(0)

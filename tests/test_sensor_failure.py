@@ -66,9 +66,10 @@ def test_modality_dropout_rate_and_groups():
     np.random.seed(0)
     dropped = {"rgb": 0, "aux": 0, "none": 0}
     for _ in range(400):
-        out = drop(_image())
+        out, channels = drop(_image())
         rgb_zero, aux_zero = (out[:, :, :3] == 0).all(), (out[:, :, 3:] == 0).all()
         assert not (rgb_zero and aux_zero)
+        assert channels == ([0, 1, 2] if rgb_zero else [3, 4] if aux_zero else [])
         dropped["rgb" if rgb_zero else "aux" if aux_zero else "none"] += 1
     assert 150 < dropped["none"] < 250 and dropped["rgb"] > 60 and dropped["aux"] > 60
 
@@ -98,9 +99,11 @@ def test_mappers_apply_dropout_and_conditions(tiny_root, tmp_path):
                          "CADET.INPUT.MODALITY_DROPOUT.GROUPS", '["thermal+event"]', "INPUT.RANDOM_FLIP", "none")
     record = {"file_name": os.path.join(tiny_root, "images", "img0001.npy"), "height": 48, "width": 64,
               "annotations": []}
-    train = MultiModalDatasetMapper(cfg, True)(dict(record))["image"]
-    clean = MultiModalDatasetMapper(cfg, False)(dict(record))["image"]
+    train_dict = MultiModalDatasetMapper(cfg, True)(dict(record))
+    clean_dict = MultiModalDatasetMapper(cfg, False)(dict(record))
+    train, clean = train_dict["image"], clean_dict["image"]
     assert (train[3:] == 0).all() and train[:3].abs().sum() > 0 and clean[3:].abs().sum() > 0
+    assert train_dict["dropped_channels"] == [3, 4] and "dropped_channels" not in clean_dict
     frozen_file = os.path.join(tiny_root, "images", "img0000.npy")
     cond = Condition("rgb", "frozen", (0, 1, 2))
     test = MultiModalDatasetMapper(cfg, False, condition=cond, frozen_file=frozen_file)(dict(record))["image"]

@@ -90,12 +90,13 @@ class ModalityDropout:
         groups = [group_channels(g, slices, "CADET.INPUT.MODALITY_DROPOUT.GROUPS") for g in opt.GROUPS]
         return cls(opt.PROB, groups, opt.MODE)
 
-    def __call__(self, image: np.ndarray) -> np.ndarray:
-        """(H, W, C) -> the image, or a copy with one group dropped (numpy's global RNG)."""
+    def __call__(self, image: np.ndarray) -> tuple[np.ndarray, list[int]]:
+        """(H, W, C) -> (the image, []) or (a copy with one group dropped, that group's channels);
+        draws from numpy's global RNG."""
         if np.random.rand() >= self.prob:
-            return image
+            return image, []
         channels = self.groups[np.random.randint(len(self.groups))]
-        return corrupt(image, channels, self.mode, np.random)  # the module's randint: global RNG
+        return corrupt(image, channels, self.mode, np.random), list(channels)  # the module's randint: global RNG
 
     def __repr__(self) -> str:
         return f"ModalityDropout(prob={self.prob}, groups={self.groups}, mode={self.mode!r})"

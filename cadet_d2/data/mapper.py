@@ -193,7 +193,9 @@ class MultiModalDatasetMapper:
         dataset_dict = copy.deepcopy(dataset_dict)
         image, factor = self.load_decoded(dataset_dict)
         if self.dropout is not None:
-            image = self.dropout(image)
+            image, dropped = self.dropout(image)
+            if dropped:
+                dataset_dict["dropped_channels"] = dropped
         if self.condition is not None:
             image = self.condition.apply(image, dataset_dict["file_name"], self.frozen)
         aug_input = T.AugInput(image)

@@ -67,7 +67,11 @@ class LateFusionRCNN(nn.Module):
     Input: Detectron2's list of dicts with ``image`` (C, H, W), C = the channels of
     ``CADET.INPUT.MODALITIES``; branch b sees only its channels ``channels[b]``.
     Training: the branches' loss dicts, keys prefixed ``<branch>/`` (e.g. ``rgb/loss_cls``); their
-    sum is the loss. Inference: each branch detects and postprocesses to the original size, then
+    sum is the loss. A branch learns only from the images whose input it still sees: an image
+    whose ``dropped_channels`` (modality dropout, set by the mapper) cover all of a branch's
+    channels is left out of that branch's batch, since its boxes cannot be found in a blanked
+    input; a branch left with no image runs on the whole batch with its losses times 0 (same
+    loss keys, every parameter in the graph, as DDP needs). Inference: each branch detects and postprocesses to the original size, then
     ``merge`` (``CADET.LATE.MERGE``, ``modeling/merge.py``) fuses the detections per image:
     ``[{"instances": Instances(pred_boxes, scores, pred_classes)}]`` as GeneralizedRCNN returns.
     ``weights``: per-branch checkpoint paths ("" = none), loaded at build; reports in ``weights_report``.
@@ -117,13 +121,21 @@ class LateFusionRCNN(nn.Module):
         """``batched_inputs`` with each image cut to branch ``name``'s channels."""
         return [dict(x, image=x["image"][self.channels[name]]) for x in batched_inputs]
 
+    def sees(self, x: dict, name: str) -> bool:
+        """Whether branch ``name`` still sees part of its input in ``x`` (modality dropout may
+        have blanked all of its channels: ``x["dropped_channels"]``)."""
+        return not set(self.channels[name]) <= set(x.get("dropped_channels", ()))
+
     def forward(self, batched_inputs: list[dict]):
-        if self.training:
-            losses = {}
-            for name, branch in self.branches.items():
-                losses.update({f"{name}/{k}": v for k, v in branch(self.branch_inputs(batched_inputs, name)).items()})
-            return losses
-        return self.inference(batched_inputs)
+        if not self.training:
+            return self.inference(batched_inputs)
+        losses = {}
+        for name, branch in self.branches.items():
+            seen = [x for x in batched_inputs if self.sees(x, name)]
+            scale = 1.0 if seen else 0.0
+            branch_losses = branch(self.branch_inputs(seen or batched_inputs, name))
+            losses.update({f"{name}/{k}": v * scale for k, v in branch_losses.items()})
+        return losses
 
     def inference(self, batched_inputs: list[dict], do_postprocess: bool = True) -> list:
         """Each branch's detections, merged per image: ``[{"instances": ...}]`` in original-image
