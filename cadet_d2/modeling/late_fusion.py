@@ -71,8 +71,8 @@ class LateFusionRCNN(nn.Module):
     whose ``dropped_channels`` (modality dropout, set by the mapper) cover all of a branch's
     channels is left out of that branch's batch, since its boxes cannot be found in a blanked
     input; a branch left with no image runs on the whole batch with its losses times 0 (same
-    loss keys, every parameter in the graph, as DDP needs). Inference: each branch detects and postprocesses to the original size, then
-    ``merge`` (``CADET.LATE.MERGE``, ``modeling/merge.py``) fuses the detections per image:
+    loss keys, every parameter in the graph, as DDP needs). Inference: each branch detects and
+    postprocesses to the original size, then ``merge`` (``CADET.LATE.MERGE``, ``modeling/merge.py``) fuses the detections per image:
     ``[{"instances": Instances(pred_boxes, scores, pred_classes)}]`` as GeneralizedRCNN returns.
     ``weights``: per-branch checkpoint paths ("" = none), loaded at build; reports in ``weights_report``.
     """

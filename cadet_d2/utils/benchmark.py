@@ -63,8 +63,8 @@ def cpu_model_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def profile_step(step, device: torch.device, top: int = 15) -> list[dict]:
-    """Run ``step()`` once under torch.profiler; the ``top`` ops by self CPU time."""
+def profile_step(step, device: torch.device, top: int | None = 15) -> list[dict]:
+    """Run ``step()`` once under torch.profiler; the ``top`` ops by self CPU time (None: all)."""
     from torch.profiler import ProfilerActivity, profile
 
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])

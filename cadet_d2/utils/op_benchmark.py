@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..layout import MIT_HEADS, MIT_SPECS, MIT_SR_RATIOS
-from .benchmark import alternating_timings, upper_median
+from .benchmark import alternating_timings, profile_step, upper_median
 
 
 @dataclass
@@ -149,12 +149,8 @@ def parse_onednn_verbose(text: str) -> list[str]:
 
 def _kernels(run: Callable[[], None]) -> tuple[str, list[str]]:
     """The aten op with the most self CPU time in one ``run()``, and the oneDNN kernels it used."""
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        run()
-    events = [e for e in prof.key_averages() if e.key.startswith("aten::")]
-    top = max(events, key=lambda e: e.self_cpu_time_total).key if events else ""
+    ops = profile_step(run, torch.device("cpu"), top=None)
+    top = next((r["op"] for r in ops if r["op"].startswith("aten::")), "")
     verbose = getattr(torch.backends.mkldnn, "verbose", None)
     if verbose is None or not sys.platform.startswith("linux"):
         return top, []
