@@ -183,6 +183,11 @@ def _op_row(op: Op, rounds: int, warmup: int, kernels: bool) -> dict:
     return row
 
 
+def totals(rows: list[dict]) -> tuple[float, float]:
+    """Summed (fp32 ms, bf16 ms) of :func:`op_table`'s rows."""
+    return sum(r["fp32_ms"] for r in rows), sum(r["bf16_ms"] for r in rows)
+
+
 def format_op_table(rows: list[dict]) -> str:
     """A markdown table of :func:`op_table`'s rows, with the totals."""
     def kernels(r: dict, name: str) -> str:
@@ -193,7 +198,7 @@ def format_op_table(rows: list[dict]) -> str:
     for r in rows:
         lines.append(f"| {r['op']} | {r['shape']} | {r['fp32_ms']:.2f} | {r['bf16_ms']:.2f} | "
                      f"{r['speed']:.2f}x | {kernels(r, 'fp32')} | {kernels(r, 'bf16')} |")
-    fp32, bf16 = sum(r["fp32_ms"] for r in rows), sum(r["bf16_ms"] for r in rows)
+    fp32, bf16 = totals(rows)
     lines.append(f"| **all** | | {fp32:.1f} | {bf16:.1f} | **{fp32 / bf16:.2f}x** | | |")
     return "\n".join(lines)
 
@@ -203,4 +208,5 @@ def bf16_step_speed(height: int = 96, width: int = 128, rounds: int = 3) -> floa
     quick (well under a second where bf16 is native) measure of whether bf16 autocast pays here."""
     rows = op_table(mit_ops("b1", height, width, batch=2, stages=(1,), heads=False), rounds=rounds, warmup=1,
                     kernels=False)
-    return sum(r["fp32_ms"] for r in rows) / sum(r["bf16_ms"] for r in rows)
+    fp32, bf16 = totals(rows)
+    return fp32 / bf16
