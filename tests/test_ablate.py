@@ -26,6 +26,7 @@ from cadet_d2.study import StudyError, load_study, make_plan
 from cadet_d2.study.bootstrap import per_image_eval, resample_weights, resampled_ap
 from cadet_d2.study.cli import format_plan
 from cadet_d2.study.rundir import last_checkpoint, read_status
+from cadet_d2.utils.machine import machine_label
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 METRICS = "eval_metrics.json"  # CADET.TEST.METRICS_FILE (checked in test_cadet48_plan)
@@ -581,6 +582,7 @@ def test_dry_run_slurm_scripts_and_run_one(tmp_path, capsys):
     status = read_status(os.path.join(out, "bad_s4", "seed0"))
     assert status["state"] == "failed" and status["error"] == "exit code 1" and len(status["attempts"]) == 1
     assert status["attempts"][0]["peak_rss_mb"] > 50 and any("nosuch" in x for x in status["stderr_tail"])
+    assert status["attempts"][0]["machine"] == machine_label()
 
 
 def test_runner_lock_no_retry_frozen_selection_and_exit_0_without_metrics(tmp_path, capsys):

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from cadet_d2.evaluation import METRICS
+from cadet_d2.utils.machine import machine_label
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = [
@@ -33,6 +34,7 @@ def test_train_then_eval_only(tiny_root, tmp_path):
                   "CADET.FUSION.DEFAULT", "sum", "OUTPUT_DIR", out)
     assert r.returncode == 0, r.stderr[-3000:]
     assert os.path.isfile(os.path.join(out, "model_final.pth"))
+    assert f"[cadet] machine: {machine_label()}" in open(os.path.join(out, "log.txt")).read()
     os.remove(os.path.join(out, "eval_metrics.json"))  # written by the end-of-training evaluation
 
     r = train_net(*cfg, "--eval-only", *TINY, "CADET.DATA.ROOT", tiny_root, "CADET.FUSION.NAME", "sum",
@@ -40,7 +42,7 @@ def test_train_then_eval_only(tiny_root, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     with open(os.path.join(out, "eval_metrics.json")) as f:
         metrics = json.load(f)
-    assert metrics["weights"].endswith("model_final.pth")
+    assert metrics["weights"].endswith("model_final.pth") and metrics["machine"] == machine_label()
     assert set(metrics["datasets"]) == {"synth_test", "synth_daytest1", "synth_nighttest1"}
     for m in metrics["datasets"].values():
         assert set(METRICS) <= set(m)

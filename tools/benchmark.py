@@ -105,7 +105,7 @@ def _plan_mode(cfg, args) -> dict:
 
 def _ops_mode(cfg, args) -> dict:
     from cadet_d2.engine.precision import cpu_has_fast_bf16
-    from cadet_d2.utils.benchmark import cpu_model_name
+    from cadet_d2.utils.machine import machine_label
     from cadet_d2.utils.op_benchmark import format_op_table, mit_ops, op_table
 
     size = cfg.CADET.BACKBONE.SIZE
@@ -114,9 +114,9 @@ def _ops_mode(cfg, args) -> dict:
                   fc_dim=cfg.MODEL.ROI_BOX_HEAD.FC_DIM)
     rows = op_table(ops, rounds=args.iters, warmup=args.warmup)
     print(f"bf16 autocast against fp32, op by op: one stream of MiT-{size}, {args.batch} x {args.size[0]} x "
-          f"{args.size[1]}, forward + backward, {torch.get_num_threads()} threads, {cpu_model_name()}\n"
+          f"{args.size[1]}, forward + backward, {torch.get_num_threads()} threads, {machine_label()}\n"
           + format_op_table(rows), file=sys.stderr)
-    return {"mode": "ops", "mit": size, "cpu": cpu_model_name(), "threads": torch.get_num_threads(),
+    return {"mode": "ops", "mit": size, "cpu": machine_label(), "threads": torch.get_num_threads(),
             "torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "onednn_bf16": cpu_has_fast_bf16(), "rows": rows}
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 
 from detectron2.config import CfgNode, get_cfg
 from detectron2.engine import default_setup
@@ -12,6 +13,7 @@ from ..config import add_cadet_config, validate_cadet_config
 from ..data.datasets import register_from_config
 from ..data.ready import check_datasets
 from ..evaluation.miss_rate import check_miss_rate_config
+from ..utils.machine import machine_label
 from .preflight import check_output_dir
 
 
@@ -60,6 +62,7 @@ def setup(args: argparse.Namespace) -> CfgNode:
         check_output_dir(cfg.OUTPUT_DIR)  # a clear error before Detectron2 writes config.yaml there
     default_setup(cfg, args)
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="cadet_d2", abbrev_name="cadet")
+    logging.getLogger("cadet_d2").info(f"[cadet] machine: {machine_label()}")
     register_from_config(cfg)
     check_datasets(cfg, train=not getattr(args, "eval_only", False))  # every test set usable, before training
     check_miss_rate_config(cfg)  # its class is in every test set, before any training

@@ -47,6 +47,7 @@ from ..data.workers import WorkerSafeLoader
 from ..evaluation import (CLEAN, box_metrics, build_evaluator, condition_table, evaluate_conditions,
                           format_table, no_detections_as_zero, write_metrics)
 from ..modeling.fusion.cssa_variants import THRESHOLD_PARAM
+from ..utils.machine import machine_label
 from .checkpoint import CadetCheckpointer, GatherResumeState, RNGState, preserved_rng_state
 from .compat import legacy_trainer_state
 from .ddp import create_ddp_model_any_device
@@ -267,7 +268,7 @@ class CadetTrainer(TrainerBase):
                 logger.info("[cadet] AP under sensor failure:\n" + condition_table(rows))
                 extra["conditions"] = [{"name": k, "datasets": v} for k, v in rows.items()]  # ordered
             path = os.path.join(cfg.OUTPUT_DIR, cfg.CADET.TEST.METRICS_FILE)
-            write_metrics(path, metrics, weights=cfg.MODEL.WEIGHTS, **extra)
+            write_metrics(path, metrics, weights=cfg.MODEL.WEIGHTS, machine=machine_label(), **extra)
             logger.info(f"[cadet] metrics written to {path}")
         return next(iter(per_set.values())) if len(per_set) == 1 else per_set
 

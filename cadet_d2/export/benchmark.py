@@ -12,7 +12,8 @@ import os
 import numpy as np
 import torch
 
-from ..utils.benchmark import alternating_timings, cpu_model_name, upper_median
+from ..utils.benchmark import alternating_timings, upper_median
+from ..utils.machine import machine_label
 from .contract import preprocess, read_meta
 from .exporter import build_export_model, export_model
 from .runtime import TorchRunner, load_runner
@@ -54,7 +55,7 @@ def benchmark_runtimes(cfg, export_dir: str, height: int = 320, width: int = 404
     times, last = alternating_timings({name: functools.partial(run, x) for name, run in runners.items()},
                                       iters, warmup)
     out = {"mode": "deploy", "height": int(x.shape[-2]), "width": int(x.shape[-1]), "channels": int(x.shape[1]),
-           "iters": iters, "warmup": warmup, "threads": threads, "machine": cpu_model_name(), "cpus": os.cpu_count(),
+           "iters": iters, "warmup": warmup, "threads": threads, "machine": machine_label(), "cpus": os.cpu_count(),
            "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "load_avg_before": load_before,
            "load_avg_after": os.getloadavg()[0], "export_dir": export_dir, "image": image_file or "random",
            "weights": cfg.MODEL.WEIGHTS, "backbone_size": cfg.CADET.BACKBONE.SIZE, "backbone": cfg.MODEL.BACKBONE.NAME,

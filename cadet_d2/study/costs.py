@@ -36,11 +36,13 @@ def arm_params(plan: Plan, arm: Arm, flops: bool = False) -> dict:
 
 
 def run_costs(run_dir: str, ims_per_batch: int, max_iter: int) -> dict:
-    """{wall_s, img_per_s, speed_source, peak_rss_mb, peak_gpu_mb, attempts} of one run.
+    """{wall_s, img_per_s, speed_source, peak_rss_mb, peak_gpu_mb, attempts, machine} of one run.
 
     ``img_per_s`` = images per batch x iterations / seconds, from Detectron2's "Overall training
     speed" log lines (training iterations only, after its 3-iteration timer warm-up) when
     present, else from the status file's wall time (which includes start-up and evaluation).
+    ``machine``: the attempts' machines (:func:`~cadet_d2.utils.machine.machine_label`), joined
+    by " + " when a resumed run moved; "" for attempts recorded before machines were.
     """
     status = read_status(run_dir)
     wall = status.get("wall_s")
@@ -53,4 +55,10 @@ def run_costs(run_dir: str, ims_per_batch: int, max_iter: int) -> dict:
         img_s, source = None, ""
     gpu = peak_gpu_mb(run_dir)
     return {"wall_s": wall, "img_per_s": img_s, "speed_source": source, "peak_rss_mb": status.get("peak_rss_mb"),
-            "peak_gpu_mb": gpu, "attempts": len(status.get("attempts", []))}
+            "peak_gpu_mb": gpu, "attempts": len(status.get("attempts", [])), "machine": run_machine(status)}
+
+
+def run_machine(status: dict) -> str:
+    """The distinct machines of a status file's attempts, in order, joined by " + "."""
+    names = [a["machine"] for a in status.get("attempts", []) if a.get("machine")]
+    return " + ".join(dict.fromkeys(names))

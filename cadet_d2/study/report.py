@@ -13,6 +13,7 @@ import csv
 import json
 import os
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -214,6 +215,19 @@ def _csv_rows(rep: Reporter, plan: Plan) -> tuple[list[dict], list[dict]]:
     return arms, runs
 
 
+def machine_lines(results: dict[str, ArmResult], warnings: list[str]) -> list[str]:
+    """The header line naming the machines of the finished runs (with run counts); a warning
+    appended to ``warnings`` when they are more than one."""
+    counts = Counter(c["machine"] or "not recorded" for r in results.values() for c in r.costs)
+    if not counts:
+        return []
+    if len(counts) > 1:
+        warnings.append(f"Warning: the finished runs come from {len(counts)} machines (Machines below, runs.csv). "
+                        "A Δ between runs of two machines has the machines' difference in it, and train time and "
+                        "img/s compare only within one machine.")
+    return ["- Machines: " + "; ".join(f"{m} ({n} run{'' if n == 1 else 's'})" for m, n in counts.items()) + "."]
+
+
 def _reference(plan: Plan, table: str, members: list[Arm]) -> str:
     """The baseline a table is compared with: the members' baseline (for the backbone baselines
     table: the baseline of the study's fusion backbone)."""
@@ -282,7 +296,7 @@ def write_report(study: Study, cli_opts: Optional[list[str]] = None, out_dir: Op
              f"- Runs: {states.count('done')}/{len(plan.runs)} done, {states.count('failed')} failed, "
              f"{states.count('pending')} pending (phase 2), "
              f"{len(plan.runs) - states.count('done') - states.count('failed') - states.count('pending')} not run yet.",
-             ""]
+             *machine_lines(results, rep.warnings), ""]
     tables = _tables(plan)
     if tables:
         lines[-1:] = ["- Sets: " + ", ".join(f"{k} = `{v}`" for k, v in rep.sets.items()) + ".",

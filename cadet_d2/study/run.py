@@ -23,6 +23,7 @@ import time
 from contextlib import contextmanager
 from typing import Callable, Iterator, Optional
 
+from ..utils.machine import machine_label
 from .plan import Plan, Run, check_configs, make_plan
 from .rundir import FINAL, checkpoint_iteration, last_checkpoint, read_status, write_status
 from .spec import Study
@@ -88,7 +89,7 @@ def execute(plan: Plan, run: Run, env: Optional[dict] = None) -> dict:
     cmd = [sys.executable, *next_command(plan, run)]
     max_iter = int(plan.opt_value("SOLVER.MAX_ITER") or 0)
     attempt = {"started": _now(), "start_time": time.time(), "resumed_from": os.path.basename(ckpt) if ckpt else None,
-               "start_iter": checkpoint_iteration(ckpt, max_iter)}
+               "start_iter": checkpoint_iteration(ckpt, max_iter), "machine": machine_label()}
     status.update(state="running", arm=run.arm.name, seed=run.seed, command=cmd, pid=os.getpid(),
                   host=os.uname().nodename, attempts=attempts + [attempt], error=None)
     write_status(run.dir, status)

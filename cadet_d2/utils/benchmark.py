@@ -12,7 +12,6 @@ from __future__ import annotations
 import gc
 import itertools
 import os
-import platform
 import resource
 import time
 from typing import Any, Callable
@@ -22,6 +21,7 @@ from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
+from .machine import machine_label
 from .params import count_params
 
 
@@ -49,18 +49,6 @@ def _peak_memory_mb(device: torch.device) -> float:
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def cpu_model_name() -> str:
-    """``lscpu``'s model name (from /proc/cpuinfo), else platform's processor string."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def profile_step(step, device: torch.device, top: int | None = 15) -> list[dict]:
@@ -151,7 +139,7 @@ def benchmark(cfg, mode: str = "train", iters: int = 10, warmup: int = 3, batch:
         "height": height, "width": width, "iters": iters, "warmup": warmup,
         "device": str(device), "precision": precision.name, "amp": precision.enabled,
         "compile": bool(cfg.CADET.BACKBONE.COMPILE), "threads": torch.get_num_threads(), "torch": torch.__version__,
-        "machine": cpu_model_name(), "cpus": os.cpu_count(), "load_avg_before": load_before[0],
+        "machine": machine_label(), "cpus": os.cpu_count(), "load_avg_before": load_before[0],
         "load_avg_after": os.getloadavg()[0], "backbone_size": cfg.CADET.BACKBONE.SIZE,
         "backbone": cfg.MODEL.BACKBONE.NAME, "fusion": cfg.CADET.FUSION.NAME, "stages": list(cfg.CADET.FUSION.STAGES),
         "checkpoint_stages": list(cfg.CADET.BACKBONE.CHECKPOINT_STAGES),
@@ -212,7 +200,7 @@ def paired_benchmark(cfgs: dict, rounds: int = 5, warmup: int = 1, batch: int = 
         times, _ = alternating_timings({n: trainer.run_step for n, (trainer, _) in steps.items()}, rounds, warmup)
     first = next(iter(cfgs))
     out = {"rounds": rounds, "batch": batch, "height": height, "width": width, "threads": torch.get_num_threads(),
-           "machine": cpu_model_name(), "load_avg_after": os.getloadavg()[0], "settings": {}}
+           "machine": machine_label(), "load_avg_after": os.getloadavg()[0], "settings": {}}
     for name, ts in times.items():
         med = upper_median(ts)
         out["settings"][name] = {"median_step_s": med, "images_per_s": steps[name][1] / med, "step_times_s": ts,

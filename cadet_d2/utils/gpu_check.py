@@ -119,11 +119,11 @@ def run_matrix(runs: list[Run], budget_s: float = 420.0, log=print) -> list[Run]
 
 def device_name() -> str:
     """The GPU's name, else the CPU's."""
-    from .benchmark import cpu_model_name
+    from .machine import cpu_label
 
     if torch.cuda.is_available():
         return f"{torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda})"
-    return f"CPU: {cpu_model_name()}"
+    return f"CPU: {cpu_label()}"
 
 
 def table(runs: list[Run], device: str, tests: str = "", when: str = "") -> str:
