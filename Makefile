@@ -55,6 +55,11 @@ clean:
 	rm -rf $(VENV) $(D2_VENV) output
 
 # One GPU, <= 8 min: the CUDA tests (pytest -m cuda), then the benchmark matrix into docs/gpu_benchmarks.md.
-.PHONY: gpu-check
+.PHONY: gpu-check gpu-bundle
 gpu-check: setup
 	$(PY) tools/gpu_check.py
+
+# For a lent GPU machine without Detectron2 or a package index: .gpu_bundle (tools/gpu_bundle.py),
+# carried there by the device tool, which runs `bash tools/gpu_device.sh` (docs/scaling.md).
+gpu-bundle: setup
+	$(PY) tools/gpu_bundle.py
