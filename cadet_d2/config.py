@@ -107,6 +107,7 @@ def add_cadet_config(cfg: CN) -> CN:
     _C.CADET.BACKBONE.CHECKPOINT_STAGES = []
     # Compile the bottom-up backbone (MiT streams + fusion) with torch.compile (nn.Module.compile:
     # checkpoint keys unchanged). Needs a C++ compiler on CPU; the first iterations are slow.
+    # The fusion modules' training statistics (fusion/stage*/...) are not logged when compiled.
     _C.CADET.BACKBONE.COMPILE = False
 
     # ---- fusion (dual-stream backbone) ------------------------------------------------------

@@ -402,3 +402,22 @@ def test_kill_and_resume_with_accumulation_gives_identical_weights(tmp_path):
     assert resumed["iteration"] == MAX_ITER - 1
     _assert_identical(_final_state(full), resumed)
 
+
+
+@pytest.mark.parametrize("fusion", ["cssa", "gaff"])
+def test_compiled_fusion_statistics_break_no_graph(tmp_path, fusion):
+    """The fusion modules log statistics at every 20th iteration (the storage's iteration, a
+    ``float()`` of a tensor). Traced by torch.compile they must do neither: it would break the
+    graph and make the iteration a guard (recompiles) or a dynamic size (on which inductor failed)."""
+    cfg = tiny_cfg(str(tmp_path), str(tmp_path / "o"), *FAST, "CADET.FUSION.NAME", fusion,
+                   "CADET.FUSION.DEFAULT", fusion)
+    torch.manual_seed(0)
+    model = build_model(cfg).train()
+    x = model.preprocess_image(random_batch(1, 5, 64, 96, seed=4)).tensor
+    with EventStorage(0) as storage:
+        model.backbone.bottom_up(x)
+    assert any(k.startswith("fusion/stage") for k in storage.latest()), "eager: the statistics are logged"
+    compiled = torch.compile(model.backbone.bottom_up, backend="eager", fullgraph=True)  # any break: an error
+    with EventStorage(0) as storage:
+        compiled(x)
+    assert not [k for k in storage.latest() if k.startswith("fusion/")]

@@ -130,8 +130,12 @@ def build_fusion(cfg, name: str, channels: int, stage: int) -> torch.nn.Module:
 def log_scalar(name: str, value: torch.Tensor, period: int = 20) -> None:
     """Put ``value`` into Detectron2's EventStorage every ``period`` iterations (training only).
 
-    Outside a training loop (no EventStorage) this does nothing.
+    Outside a training loop (no EventStorage) this does nothing, nor inside a region that
+    torch.compile traces (``CADET.BACKBONE.COMPILE``): reading the storage's iteration there would
+    make it a guard or a dynamic size of the graph, and ``float()`` would break the graph.
     """
+    if torch.compiler.is_compiling():
+        return
     try:
         storage = get_event_storage()
     except AssertionError:

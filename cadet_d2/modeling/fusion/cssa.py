@@ -29,7 +29,8 @@ with the gradient of ``w / w.detach()``, i.e. ECA is trained as if it rescaled t
 selects. Where ``rescale=True`` the kept channels use w itself instead.
 
 Logged per stage (training, via ``log_scalar``): the fraction of channels switched R<-X
-(``fusion/stage{s}/switch_rgb_from_aux``) and X<-R (``.../switch_aux_from_rgb``). The last
+(``fusion/stage{s}/switch_rgb_from_aux``) and X<-R (``.../switch_aux_from_rgb``); not when
+compiled (``CADET.BACKBONE.COMPILE``). The last
 attention map ``a`` is kept, detached, in ``self.last_attention`` (B, 1, H, W), and the last
 switch rates in ``self.last_switch_rates`` (rgb_from_aux, aux_from_rgb), 0-dim tensors.
 
