@@ -513,3 +513,31 @@ def test_sample_m3fd(tmp_path):
                                              ["People", "Car", "Bus", "Lamp", "Motorcycle", "Truck"]}
     assert [r["stem"] for r in read_pairs(tmp_path / "out", "train")] == ["00471"]
     assert _label_count(tmp_path / "out", "train") == len(objs)
+
+
+@needs_samples
+def test_sample_truncated_jpeg_is_caught_before_training(tmp_path):
+    """A real LLVIP JPEG cut short decodes in OpenCV without an error (its last rows grey): the
+    converter skips the pair (counted, named), check_data reports it, registration stops on it."""
+    import shutil
+
+    from cadet_d2.data.check import check_root
+
+    src = tmp_path / "LLVIP"
+    for part in ("visible/train", "infrared/train"):
+        os.makedirs(src / part)
+        for stem in ("010001", "010002"):
+            shutil.copy(os.path.join(SAMPLES, "LLVIP", part, stem + ".jpg"), src / part)
+    shutil.copytree(os.path.join(SAMPLES, "LLVIP", "Annotations"), src / "Annotations")
+    rep = convert("llvip", src, tmp_path / "good")
+    cut = str(src / "visible/train/010001.jpg")
+    data = open(cut, "rb").read()
+    with open(cut, "wb") as f:
+        f.write(data[:len(data) // 2])
+    assert count(rep, "skipped_pairs", "unreadable image") == 0
+    rep = convert("llvip", src, tmp_path / "out")
+    assert count(rep, "skipped_pairs", "unreadable image") == 1
+    assert "010001.jpg: truncated image" in rep["skipped_pairs"]["unreadable image"]["examples"][0]
+    assert [r["stem"] for r in read_pairs(tmp_path / "out", "train")] == ["010002"]
+    problems = [p for p in check_root(str(tmp_path / "good"), progress=False).errors if p.path.endswith("010001.jpg")]
+    assert len(problems) == 1 and "truncated image" in problems[0].message

@@ -154,6 +154,24 @@ def test_size_mismatch_resized_or_error_naming_the_file(tmp_path):
         DatasetCatalog.get("synth_train")
 
 
+@pytest.mark.parametrize("suffix", ["_rgb.jpg", "_ir.png"])
+def test_truncated_image_stops_registration_naming_the_file(tmp_path, suffix):
+    root = pairs_root(tmp_path)
+    d = os.path.join(os.path.dirname(root), "pairs", "raw_train")
+    cut = sorted(f for f in os.listdir(d) if f.endswith(suffix))[0]
+    path = os.path.join(d, cut)
+    data = open(path, "rb").read()
+    with open(path, "wb") as f:
+        f.write(data[:len(data) * 2 // 3])  # OpenCV would decode the JPEG, its last rows grey
+    cfg = pair_cfg(root, str(tmp_path / "o"))
+    register_from_config(cfg)
+    with pytest.raises(DataError, match=rf"{cut}: truncated image: no (JPEG end-of-image marker|PNG IEND chunk)"):
+        DatasetCatalog.get("synth_train")
+    cfg = pair_cfg(root, str(tmp_path / "o"), "CADET.DATA.ON_ERROR", "skip")
+    register_from_config(cfg)
+    assert len(DatasetCatalog.get("synth_train")) == 5  # skipped and counted
+
+
 def test_pairs_csv_errors_name_file_and_line(tmp_path):
     root = pairs_root(tmp_path)
     csv = os.path.join(root, "train", "pairs.csv")
