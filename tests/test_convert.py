@@ -378,6 +378,30 @@ def test_kaist_bad_annotation_names_file_and_line(tmp_path):
         read_bbgt(p)
 
 
+def test_kaist_ign_flag_makes_an_ignore_region(tmp_path):
+    """bbGt's 11th field ``ign`` = 1 marks a box ignored (the toolbox's bbLoad reads it): an
+    ignore region in both settings, counted with its line; a flag other than 0/1 names the line."""
+    src = tmp_path / "kaist"
+    write_img(str(src / "set06/V000/visible/I00001.jpg"), (640, 512))
+    write_img(str(src / "set06/V000/lwir/I00001.jpg"), (640, 512), channels=1)
+    ann = write_text(str(src / "set06/V000/I00001.txt"), BBGT + "person 100 100 30 80 0 0 0 0 0 0 0\n"
+                     "person 200 100 30 80 0 0 0 0 0 1 0\n" "person 300 100 30 80 0\n")
+    for setting in ("reasonable", "all"):
+        out = tmp_path / setting
+        rep = convert("kaist", src, out, "--setting", setting)
+        assert np.allclose(read_labels(out, "test", "set06_V000_I00001"),
+                           [[0] + yolo(100, 100, 130, 180, 640, 512) + [0], [0] + yolo(300, 100, 330, 180, 640, 512) + [0]],
+                           atol=1e-6)
+        assert np.allclose(read_labels(out, "test", "set06_V000_I00001", "ignore"),
+                           [[0] + yolo(200, 100, 230, 180, 640, 512)], atol=1e-6)
+        assert rep["notes"]["person box with ign flag 1 stored as ignore region"]["examples"][0].endswith("I00001.txt:3")
+    write_text(ann, BBGT + "person 200 100 30 80 0 0 0 0 0 2 0\n")
+    from cadet_d2.convert.kaist import read_bbgt
+
+    with pytest.raises(DataError, match=rf"{ann}:2: ign flag \(11th field\) '2' is not 0 or 1"):
+        read_bbgt(ann)
+
+
 # ---- M3FD ------------------------------------------------------------------------------------
 
 def test_m3fd_seeded_split_and_classes(tmp_path):
