@@ -565,3 +565,24 @@ def test_sample_truncated_jpeg_is_caught_before_training(tmp_path):
     assert [r["stem"] for r in read_pairs(tmp_path / "out", "train")] == ["010002"]
     problems = [p for p in check_root(str(tmp_path / "good"), progress=False).errors if p.path.endswith("010001.jpg")]
     assert len(problems) == 1 and "truncated image" in problems[0].message
+
+
+@needs_samples
+def test_sample_kaist_pictures_label_ignore_regions(tmp_path, monkeypatch):
+    """tools/visualize_data.py on the converted KAIST sample: its 8 ignore regions (people, small
+    or occluded persons) are drawn as "ignore", not as the 8 persons it is trained on."""
+    import cadet_d2.inference.ground_truth as gt
+    from cadet_d2.engine import load_config
+
+    convert("kaist", os.path.join(SAMPLES, "KAIST"), tmp_path / "out")
+    cfg = load_config(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                   "configs/datasets/kaist/frm_ffm_mit_b1.yaml"),
+                      ["CADET.DATA.ROOT", str(tmp_path / "out"), "CADET.DATA.TEST_SETS", "['test_day']",
+                       "CADET.DATA.TRAIN_SET", "test", "CADET.BACKBONE.PRETRAINED", ""])
+    drawn = {}
+    monkeypatch.setattr(gt, "save_detections", lambda path, image, slices, boxes, classes, scores, names:
+                        drawn.setdefault(os.path.basename(path), [names[c] for c in classes]))
+    gt.draw_dataset(cfg, "kaist_test_day", str(tmp_path / "vis"), num=0)
+    labels = drawn["set08_V001_I02559.png"]
+    assert labels.count("person") == 8 and labels.count("ignore") == 8
+    assert drawn["set07_V002_I01379.png"] == ["person", "person"]
