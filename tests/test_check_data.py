@@ -122,3 +122,16 @@ def test_cli_exit_code_and_json(bad_root, tmp_path):
     assert {"severity": "error", "path": os.path.join(bad_root, "labels", "img0000.txt"), "line": 2,
             "message": "expected 5 fields 'class xc yc w h', got 4: '0 0.5 0.5 0.1'"} in report["problems"]
     assert report["sets"][0]["images"] == 13
+
+
+def test_box_reaching_outside_the_image_is_a_warning_with_its_line(tmp_path):
+    """The loader clips such a box silently; the check names it (beyond half a pixel)."""
+    root = make_tiny_root(str(tmp_path / "data"), n=2)
+    label = os.path.join(root, "labels", sorted(os.listdir(os.path.join(root, "labels")))[0])
+    write_labels(label, ["0 0.5 0.5 0.2 0.2", "0 0.9 0.5 0.2 0.2", "0 0.95 0.5 0.2 0.2", "0 0.5 0.05 0.2 0.2"])
+    r = check_root(root, progress=False)
+    outside = [p for p in r.warnings if "outside the" in p.message]
+    assert [(p.path, p.line) for p in outside] == [(label, 3), (label, 4)]  # line 2 ends at the edge
+    assert "reaches 3.2 px outside the 48x64 image (clipped to it by the loader)" in outside[0].message
+    assert "reaches 2.4 px outside" in outside[1].message
+    assert not r.errors

@@ -12,7 +12,8 @@ functions the loader uses (:mod:`cadet_d2.data.npy`, :mod:`cadet_d2.data.yolo`) 
   lines (field count, non-numbers, NaN/inf, values outside [0, 1], unknown class ids), label
   files without an image, an empty ``classes.txt``, and duplicate stems within a set (``a.npy``
   and ``a.NPY``/``A.npy``: ambiguous pairing, and they collide on case-insensitive file systems);
-* **warnings** (exit code 0): zero-area or sub-pixel boxes (dropped by the loader), files in
+* **warnings** (exit code 0): zero-area or sub-pixel boxes (dropped by the loader), boxes
+  reaching more than half a pixel outside their image (clipped by the loader), files in
   ``images/`` that the loader ignores (not lowercase ``.npy``), and stems found in more than one
   set (the same image may be in training and test data; compare the files);
 
@@ -41,6 +42,7 @@ from .yolo import parse_yolo_line, yolo_to_xyxy
 
 ROOT_SET = "(root)"
 MIN_BOX_PIXELS = 1e-3  # the loader's degenerate-box threshold (read_yolo_labels' min_size)
+OUTSIDE_PIXELS = 0.5  # a box reaching further outside its image than this is reported (the loader clips it)
 
 
 @dataclass
@@ -280,6 +282,10 @@ class _Scanner:
                 self.problem("warning", path, f"zero-area box {line.strip()!r} (dropped by the loader)", lineno)
                 continue
             if hw is not None:
+                over = _outside_pixels(box, hw)
+                if over > OUTSIDE_PIXELS:
+                    self.problem("warning", path, f"box {line.strip()!r} reaches {over:.1f} px outside the "
+                                 f"{hw[0]}x{hw[1]} image (clipped to it by the loader)", lineno)
                 x0, y0, x1, y1 = yolo_to_xyxy(box, hw[1], hw[0])
                 if x1 - x0 < MIN_BOX_PIXELS or y1 - y0 < MIN_BOX_PIXELS:
                     self.problem("warning", path, f"box {line.strip()!r} is empty after clipping to the "
@@ -288,6 +294,13 @@ class _Scanner:
             per_class[cls] += 1
             boxes += 1
         return boxes
+
+
+def _outside_pixels(box: list[float], hw: tuple[int, int]) -> float:
+    """How far (pixels) a normalised [xc, yc, w, h] box reaches outside an (H, W) image (<= 0: inside)."""
+    xc, yc, w, h = box
+    height, width = hw
+    return max(-(xc - w / 2) * width, (xc + w / 2 - 1) * width, -(yc - h / 2) * height, (yc + h / 2 - 1) * height)
 
 
 def _channel_stats(paths: list[str], channels: int, progress) -> tuple[list[float], list[float]]:
