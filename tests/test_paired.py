@@ -502,6 +502,23 @@ def test_predict_reads_a_pairs_index_like_the_npy_it_equals(tmp_path):
         predictor(collect_inputs([str(bad)]))
 
 
+def test_predict_inputs_of_image_files_point_to_pairs_csv(tmp_path):
+    """tools/predict.py given an image file, a folder of them, or a set folder: the error says
+    that paired files come through a pairs.csv (and which one, for a set)."""
+    from cadet_d2.inference import collect_inputs
+
+    root = pairs_root(tmp_path, test_sets=())
+    raw = os.path.join(root, "raw_train")
+    with pytest.raises(ValueError, match=r"raw_train: folder holds no \.npy image, only image files; paired image "
+                                         r"files are read through a pairs\.csv index"):
+        collect_inputs([raw])
+    jpg = os.path.join(raw, sorted(f for f in os.listdir(raw) if f.endswith(".jpg"))[0])
+    with pytest.raises(ValueError, match=r"\.jpg: not a \.npy image .*a one-pair index is the header 'stem,rgb,thermal'"):
+        collect_inputs([jpg])
+    with pytest.raises(ValueError, match=rf"a set of paired files\? give {os.path.join(root, 'train', 'pairs.csv')}"):
+        collect_inputs([os.path.join(root, "train")])
+
+
 def test_set_whose_index_lacks_a_configured_modality_names_file_and_line(tmp_path):
     from cadet_d2.data.datasets import load_pair_dicts
     from cadet_d2.data.pairs import read_pairs_csv
