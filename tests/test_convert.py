@@ -130,6 +130,19 @@ def test_llvip_drop_policy_relative_paths_and_overwrite(llvip_tree, tmp_path, ca
     assert (other / "keep.txt").exists()
 
 
+def test_voc_difficult_object_is_an_ignore_region(tmp_path):
+    src = tmp_path / "LLVIP"
+    write_img(str(src / "visible/train/010001.jpg"))
+    write_img(str(src / "infrared/train/010001.jpg"), channels=1)
+    xml = voc_xml([("person", 10, 5, 30, 40), ("person", 40, 10, 60, 40)])
+    write_text(str(src / "Annotations/010001.xml"), xml.replace("<difficult>0</difficult>", "<difficult>1</difficult>", 1))
+    rep = convert("llvip", src, tmp_path / "out")
+    assert np.allclose(read_labels(tmp_path / "out", "train", "010001"), [[0] + yolo(40, 10, 60, 40, 64, 48)])
+    assert np.allclose(read_labels(tmp_path / "out", "train", "010001", "ignore"), [[0] + yolo(10, 5, 30, 40, 64, 48)])
+    assert count(rep, "notes", "difficult box stored as ignore region") == 1
+    assert rep["sets"]["train"]["ignore_boxes"] == 1
+
+
 def test_llvip_bad_xml_names_file_and_line(llvip_tree, tmp_path):
     from cadet_d2.convert import Report, convert_llvip
 
