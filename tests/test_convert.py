@@ -231,6 +231,17 @@ def test_flir_coco(flir_coco_tree, tmp_path):
     assert rep["sets"]["train"]["boxes"] == {"person": 1, "bike": 0, "car": 1}
 
 
+def test_flir_coco_day_image_outside_its_split_is_counted_not_used(flir_coco_tree, tmp_path):
+    """day/night sets are parts of their split (test_day within test), as in the VOC layout."""
+    write_img(str(flir_coco_tree / "images_thermal_train/data/FLIR_00004_PreviewData.jpg"), channels=1)
+    write_img(str(flir_coco_tree / "images_rgb_train/data/FLIR_00004_RGB.jpg"))
+    write_text(str(flir_coco_tree / "meta/thermal/day_flir_train.json"),
+               coco_json(["FLIR_00001_PreviewData", "FLIR_00004_PreviewData"], []))
+    rep = convert("flir", flir_coco_tree, tmp_path / "out")
+    assert [r["stem"] for r in read_pairs(tmp_path / "out", "train_day")] == ["FLIR_00001"]
+    assert rep["notes"]["image of day_flir_train.json not in flir_train.json (not used)"]["examples"] == ["FLIR_00004"]
+
+
 def test_flir_boxes_are_normalised_to_the_thermal_image(flir_coco_tree, tmp_path):
     write_img(str(flir_coco_tree / "images_rgb_train/data/FLIR_00001_RGB.jpg"), size=(128, 96))
     rep = convert("flir", flir_coco_tree, tmp_path / "out")
