@@ -426,6 +426,20 @@ def test_kaist_ign_flag_makes_an_ignore_region(tmp_path):
         read_bbgt(ann)
 
 
+def test_kaist_xml_annotations_stop_instead_of_an_unlabeled_set(tmp_path):
+    """XML annotations where bbGt text files are expected would leave every frame unlabeled."""
+    src = tmp_path / "kaist"
+    write_img(str(src / "images/set06/V000/visible/I00001.jpg"), (640, 512))
+    write_img(str(src / "images/set06/V000/lwir/I00001.jpg"), (640, 512), channels=1)
+    xml = write_text(str(src / "annotations/set06/V000/I00001.xml"), "<annotation></annotation>")
+    with pytest.raises(DataError, match=rf"{xml}: a VOC-style XML annotation .* give their folder with --annotations"):
+        from cadet_d2.convert.kaist import convert_kaist
+        from cadet_d2.convert.report import Report
+
+        convert_kaist(str(src), Report("KAIST", str(src)))
+    assert convert_main(["kaist", "--src", str(src), "--out", str(tmp_path / "out")]) != 0
+
+
 # ---- M3FD ------------------------------------------------------------------------------------
 
 def test_m3fd_seeded_split_and_classes(tmp_path):

@@ -136,6 +136,10 @@ def convert_kaist(src: str, report: Report, boxes_outside: str = "clip", annotat
         ann = os.path.join(ann_root, set_name, video, frame + ".txt")
         if os.path.isfile(ann):
             pair.boxes, pair.ignore = _boxes(report, ann, pair.width, pair.height, boxes_outside, setting)
+        elif os.path.isfile(ann[:-4] + ".xml"):
+            raise DataError(ann[:-4] + ".xml", "a VOC-style XML annotation (e.g. annotations-xml-new of the "
+                            "kaist-cvpr15 release): the KAIST converter reads the bbGt text files of KAIST's "
+                            "annotations.tar (setXX/VYYY/I#####.txt); give their folder with --annotations")
         else:
             report.note("no annotation file (pair written unlabeled)", ann)
         sets[split].append(pair)
