@@ -340,6 +340,26 @@ def test_unlabeled_test_set_stops_before_training_or_is_negative(tmp_path, unlab
             "objects: COCO AP is undefined there" in caplog.text and "metrics table shows nan" in caplog.text
 
 
+def test_training_set_without_labels_stops_naming_its_label_folder(tmp_path):
+    """Every training image unlabeled (e.g. LLVIP's folders read without its labels): a clear stop
+    before training, naming the set, its folder and the label folder searched."""
+    from cadet_d2.data.ready import DatasetCheckError, check_datasets
+
+    root = str(tmp_path / "pairs")
+    write_pair_set(os.path.join(root, "train"), n=3, labeled=False)
+    write_pair_set(os.path.join(root, "test"), n=2)
+    cfg = pair_cfg(root, str(tmp_path / "o"))
+    register_from_config(cfg)
+    with pytest.raises(DatasetCheckError, match=r"training set 'synth_train' \(" + os.path.join(root, "train")
+                       + r"\) has no usable image: .*no " + os.path.join(root, "train", "labels", "<stem>.txt")
+                       + r"; CADET.DATA.UNLABELED skip"):
+        check_datasets(cfg)
+    check_datasets(cfg, train=False)  # evaluation alone does not need it
+    cfg = pair_cfg(root, str(tmp_path / "o"), "CADET.DATA.UNLABELED", "negative")
+    register_from_config(cfg)
+    check_datasets(cfg)  # its images are negatives
+
+
 def test_setup_checks_test_sets_before_training(tmp_path):
     """tools/train_net.py's setup() stops on an unlabeled test set, before building anything."""
     from detectron2.engine import default_argument_parser
