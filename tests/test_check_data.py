@@ -122,3 +122,51 @@ def test_cli_exit_code_and_json(bad_root, tmp_path):
     assert {"severity": "error", "path": os.path.join(bad_root, "labels", "img0000.txt"), "line": 2,
             "message": "expected 5 fields 'class xc yc w h', got 4: '0 0.5 0.5 0.1'"} in report["problems"]
     assert report["sets"][0]["images"] == 13
+
+
+def test_box_reaching_outside_the_image_is_a_warning_with_its_line(tmp_path):
+    """The loader clips such a box silently; the check names it (beyond half a pixel)."""
+    root = make_tiny_root(str(tmp_path / "data"), n=2)
+    label = os.path.join(root, "labels", sorted(os.listdir(os.path.join(root, "labels")))[0])
+    write_labels(label, ["0 0.5 0.5 0.2 0.2", "0 0.9 0.5 0.2 0.2", "0 0.95 0.5 0.2 0.2", "0 0.5 0.05 0.2 0.2"])
+    r = check_root(root, progress=False)
+    outside = [p for p in r.warnings if "outside the" in p.message]
+    assert [(p.path, p.line) for p in outside] == [(label, 3), (label, 4)]  # line 2 ends at the edge
+    assert "reaches 3.2 px outside the 48x64 image (clipped to it by the loader)" in outside[0].message
+    assert "reaches 2.4 px outside" in outside[1].message
+    assert not r.errors
+
+
+def _pairs_set(folder, n, rgb_ext, thermal_size=(64, 80)):
+    """``folder/pairs.csv`` of ``n`` pairs: RGB (64, 80) value 90; thermal rows 0 on top, 200 below."""
+    import cv2
+
+    os.makedirs(folder, exist_ok=True)
+    rows = ["stem,rgb,thermal"]
+    for i in range(n):
+        rgb = os.path.join(folder, f"p{i}_rgb{rgb_ext}")
+        thermal = os.path.join(folder, f"p{i}_ir.png")
+        cv2.imwrite(rgb, np.full((64, 80, 3), 90, np.uint8))
+        t = np.zeros(thermal_size, np.uint8)
+        t[thermal_size[0] // 2:] = 200
+        cv2.imwrite(thermal, t)
+        rows.append(f"p{i},{rgb},{thermal}")
+    with open(os.path.join(folder, "pairs.csv"), "w") as f:
+        f.write("\n".join(rows) + "\n")
+
+
+def test_pair_stats_count_every_pixel_of_each_modality(tmp_path):
+    """A PNG thermal beside a JPEG RGB image (decoded at 1/4) and a thermal of another size: each
+    modality's mean is over all of its own pixels (the thermal mean is 100, not that of its top rows)."""
+    root = str(tmp_path / "data")
+    _pairs_set(os.path.join(root, "train"), 2, ".jpg")
+    _pairs_set(os.path.join(root, "test"), 1, ".png", thermal_size=(128, 160))
+    r = check_root(root, progress=False)
+    assert r.stats_channels == ["rgb.R", "rgb.G", "rgb.B", "thermal"] and r.stats_reduced
+    assert np.allclose(r.pixel_mean, [90, 90, 90, 100], atol=1.0)
+    assert np.allclose(r.pixel_std[3], 100, atol=1.0)
+    text = r.format()
+    assert f"Data root {root}: paired image files" in text and "JPEGs at 1/4 size" in text
+    os.rename(os.path.join(root, "train"), os.path.join(root, "other"))
+    text = check_root(root, progress=False).format()
+    assert "No per-channel mean/std: they are measured on the (root) set or the train set" in text

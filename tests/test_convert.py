@@ -130,6 +130,19 @@ def test_llvip_drop_policy_relative_paths_and_overwrite(llvip_tree, tmp_path, ca
     assert (other / "keep.txt").exists()
 
 
+def test_voc_difficult_object_is_an_ignore_region(tmp_path):
+    src = tmp_path / "LLVIP"
+    write_img(str(src / "visible/train/010001.jpg"))
+    write_img(str(src / "infrared/train/010001.jpg"), channels=1)
+    xml = voc_xml([("person", 10, 5, 30, 40), ("person", 40, 10, 60, 40)])
+    write_text(str(src / "Annotations/010001.xml"), xml.replace("<difficult>0</difficult>", "<difficult>1</difficult>", 1))
+    rep = convert("llvip", src, tmp_path / "out")
+    assert np.allclose(read_labels(tmp_path / "out", "train", "010001"), [[0] + yolo(40, 10, 60, 40, 64, 48)])
+    assert np.allclose(read_labels(tmp_path / "out", "train", "010001", "ignore"), [[0] + yolo(10, 5, 30, 40, 64, 48)])
+    assert count(rep, "notes", "difficult box stored as ignore region") == 1
+    assert rep["sets"]["train"]["ignore_boxes"] == 1
+
+
 def test_llvip_bad_xml_names_file_and_line(llvip_tree, tmp_path):
     from cadet_d2.convert import Report, convert_llvip
 
@@ -216,6 +229,17 @@ def test_flir_coco(flir_coco_tree, tmp_path):
     assert count(rep, "notes", "iscrowd/ignore box stored as ignore region") == 2
     assert count(rep, "notes", "annotation of an image the JSON does not list (not used)") == 1
     assert rep["sets"]["train"]["boxes"] == {"person": 1, "bike": 0, "car": 1}
+
+
+def test_flir_coco_day_image_outside_its_split_is_counted_not_used(flir_coco_tree, tmp_path):
+    """day/night sets are parts of their split (test_day within test), as in the VOC layout."""
+    write_img(str(flir_coco_tree / "images_thermal_train/data/FLIR_00004_PreviewData.jpg"), channels=1)
+    write_img(str(flir_coco_tree / "images_rgb_train/data/FLIR_00004_RGB.jpg"))
+    write_text(str(flir_coco_tree / "meta/thermal/day_flir_train.json"),
+               coco_json(["FLIR_00001_PreviewData", "FLIR_00004_PreviewData"], []))
+    rep = convert("flir", flir_coco_tree, tmp_path / "out")
+    assert [r["stem"] for r in read_pairs(tmp_path / "out", "train_day")] == ["FLIR_00001"]
+    assert rep["notes"]["image of day_flir_train.json not in flir_train.json (not used)"]["examples"] == ["FLIR_00004"]
 
 
 def test_flir_boxes_are_normalised_to_the_thermal_image(flir_coco_tree, tmp_path):
@@ -378,6 +402,44 @@ def test_kaist_bad_annotation_names_file_and_line(tmp_path):
         read_bbgt(p)
 
 
+def test_kaist_ign_flag_makes_an_ignore_region(tmp_path):
+    """bbGt's 11th field ``ign`` = 1 marks a box ignored (the toolbox's bbLoad reads it): an
+    ignore region in both settings, counted with its line; a flag other than 0/1 names the line."""
+    src = tmp_path / "kaist"
+    write_img(str(src / "set06/V000/visible/I00001.jpg"), (640, 512))
+    write_img(str(src / "set06/V000/lwir/I00001.jpg"), (640, 512), channels=1)
+    ann = write_text(str(src / "set06/V000/I00001.txt"), BBGT + "person 100 100 30 80 0 0 0 0 0 0 0\n"
+                     "person 200 100 30 80 0 0 0 0 0 1 0\n" "person 300 100 30 80 0\n")
+    for setting in ("reasonable", "all"):
+        out = tmp_path / setting
+        rep = convert("kaist", src, out, "--setting", setting)
+        assert np.allclose(read_labels(out, "test", "set06_V000_I00001"),
+                           [[0] + yolo(100, 100, 130, 180, 640, 512) + [0], [0] + yolo(300, 100, 330, 180, 640, 512) + [0]],
+                           atol=1e-6)
+        assert np.allclose(read_labels(out, "test", "set06_V000_I00001", "ignore"),
+                           [[0] + yolo(200, 100, 230, 180, 640, 512)], atol=1e-6)
+        assert rep["notes"]["person box with ign flag 1 stored as ignore region"]["examples"][0].endswith("I00001.txt:3")
+    write_text(ann, BBGT + "person 200 100 30 80 0 0 0 0 0 2 0\n")
+    from cadet_d2.convert.kaist import read_bbgt
+
+    with pytest.raises(DataError, match=rf"{ann}:2: ign flag \(11th field\) '2' is not 0 or 1"):
+        read_bbgt(ann)
+
+
+def test_kaist_xml_annotations_stop_instead_of_an_unlabeled_set(tmp_path):
+    """XML annotations where bbGt text files are expected would leave every frame unlabeled."""
+    src = tmp_path / "kaist"
+    write_img(str(src / "images/set06/V000/visible/I00001.jpg"), (640, 512))
+    write_img(str(src / "images/set06/V000/lwir/I00001.jpg"), (640, 512), channels=1)
+    xml = write_text(str(src / "annotations/set06/V000/I00001.xml"), "<annotation></annotation>")
+    with pytest.raises(DataError, match=rf"{xml}: a VOC-style XML annotation .* give their folder with --annotations"):
+        from cadet_d2.convert.kaist import convert_kaist
+        from cadet_d2.convert.report import Report
+
+        convert_kaist(str(src), Report("KAIST", str(src)))
+    assert convert_main(["kaist", "--src", str(src), "--out", str(tmp_path / "out")]) != 0
+
+
 # ---- M3FD ------------------------------------------------------------------------------------
 
 def test_m3fd_seeded_split_and_classes(tmp_path):
@@ -513,3 +575,52 @@ def test_sample_m3fd(tmp_path):
                                              ["People", "Car", "Bus", "Lamp", "Motorcycle", "Truck"]}
     assert [r["stem"] for r in read_pairs(tmp_path / "out", "train")] == ["00471"]
     assert _label_count(tmp_path / "out", "train") == len(objs)
+
+
+@needs_samples
+def test_sample_truncated_jpeg_is_caught_before_training(tmp_path):
+    """A real LLVIP JPEG cut short decodes in OpenCV without an error (its last rows grey): the
+    converter skips the pair (counted, named), check_data reports it, registration stops on it."""
+    import shutil
+
+    from cadet_d2.data.check import check_root
+
+    src = tmp_path / "LLVIP"
+    for part in ("visible/train", "infrared/train"):
+        os.makedirs(src / part)
+        for stem in ("010001", "010002"):
+            shutil.copy(os.path.join(SAMPLES, "LLVIP", part, stem + ".jpg"), src / part)
+    shutil.copytree(os.path.join(SAMPLES, "LLVIP", "Annotations"), src / "Annotations")
+    rep = convert("llvip", src, tmp_path / "good")
+    cut = str(src / "visible/train/010001.jpg")
+    data = open(cut, "rb").read()
+    with open(cut, "wb") as f:
+        f.write(data[:len(data) // 2])
+    assert count(rep, "skipped_pairs", "unreadable image") == 0
+    rep = convert("llvip", src, tmp_path / "out")
+    assert count(rep, "skipped_pairs", "unreadable image") == 1
+    assert "010001.jpg: truncated image" in rep["skipped_pairs"]["unreadable image"]["examples"][0]
+    assert [r["stem"] for r in read_pairs(tmp_path / "out", "train")] == ["010002"]
+    problems = [p for p in check_root(str(tmp_path / "good"), progress=False).errors if p.path.endswith("010001.jpg")]
+    assert len(problems) == 1 and "truncated image" in problems[0].message
+
+
+@needs_samples
+def test_sample_kaist_pictures_label_ignore_regions(tmp_path, monkeypatch):
+    """tools/visualize_data.py on the converted KAIST sample: its 8 ignore regions (people, small
+    or occluded persons) are drawn as "ignore", not as the 8 persons it is trained on."""
+    import cadet_d2.inference.ground_truth as gt
+    from cadet_d2.engine import load_config
+
+    convert("kaist", os.path.join(SAMPLES, "KAIST"), tmp_path / "out")
+    cfg = load_config(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                   "configs/datasets/kaist/frm_ffm_mit_b1.yaml"),
+                      ["CADET.DATA.ROOT", str(tmp_path / "out"), "CADET.DATA.TEST_SETS", "['test_day']",
+                       "CADET.DATA.TRAIN_SET", "test", "CADET.BACKBONE.PRETRAINED", ""])
+    drawn = {}
+    monkeypatch.setattr(gt, "save_detections", lambda path, image, slices, boxes, classes, scores, names:
+                        drawn.setdefault(os.path.basename(path), [names[c] for c in classes]))
+    gt.draw_dataset(cfg, "kaist_test_day", str(tmp_path / "vis"), num=0)
+    labels = drawn["set08_V001_I02559.png"]
+    assert labels.count("person") == 8 and labels.count("ignore") == 8
+    assert drawn["set07_V002_I01379.png"] == ["person", "person"]

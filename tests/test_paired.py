@@ -154,6 +154,24 @@ def test_size_mismatch_resized_or_error_naming_the_file(tmp_path):
         DatasetCatalog.get("synth_train")
 
 
+@pytest.mark.parametrize("suffix", ["_rgb.jpg", "_ir.png"])
+def test_truncated_image_stops_registration_naming_the_file(tmp_path, suffix):
+    root = pairs_root(tmp_path)
+    d = os.path.join(os.path.dirname(root), "pairs", "raw_train")
+    cut = sorted(f for f in os.listdir(d) if f.endswith(suffix))[0]
+    path = os.path.join(d, cut)
+    data = open(path, "rb").read()
+    with open(path, "wb") as f:
+        f.write(data[:len(data) * 2 // 3])  # OpenCV would decode the JPEG, its last rows grey
+    cfg = pair_cfg(root, str(tmp_path / "o"))
+    register_from_config(cfg)
+    with pytest.raises(DataError, match=rf"{cut}: truncated image: no (JPEG end-of-image marker|PNG IEND chunk)"):
+        DatasetCatalog.get("synth_train")
+    cfg = pair_cfg(root, str(tmp_path / "o"), "CADET.DATA.ON_ERROR", "skip")
+    register_from_config(cfg)
+    assert len(DatasetCatalog.get("synth_train")) == 5  # skipped and counted
+
+
 def test_pairs_csv_errors_name_file_and_line(tmp_path):
     root = pairs_root(tmp_path)
     csv = os.path.join(root, "train", "pairs.csv")
@@ -322,6 +340,26 @@ def test_unlabeled_test_set_stops_before_training_or_is_negative(tmp_path, unlab
             "objects: COCO AP is undefined there" in caplog.text and "metrics table shows nan" in caplog.text
 
 
+def test_training_set_without_labels_stops_naming_its_label_folder(tmp_path):
+    """Every training image unlabeled (e.g. LLVIP's folders read without its labels): a clear stop
+    before training, naming the set, its folder and the label folder searched."""
+    from cadet_d2.data.ready import DatasetCheckError, check_datasets
+
+    root = str(tmp_path / "pairs")
+    write_pair_set(os.path.join(root, "train"), n=3, labeled=False)
+    write_pair_set(os.path.join(root, "test"), n=2)
+    cfg = pair_cfg(root, str(tmp_path / "o"))
+    register_from_config(cfg)
+    with pytest.raises(DatasetCheckError, match=r"training set 'synth_train' \(" + os.path.join(root, "train")
+                       + r"\) has no usable image: .*no " + os.path.join(root, "train", "labels", "<stem>.txt")
+                       + r"; CADET.DATA.UNLABELED skip"):
+        check_datasets(cfg)
+    check_datasets(cfg, train=False)  # evaluation alone does not need it
+    cfg = pair_cfg(root, str(tmp_path / "o"), "CADET.DATA.UNLABELED", "negative")
+    register_from_config(cfg)
+    check_datasets(cfg)  # its images are negatives
+
+
 def test_setup_checks_test_sets_before_training(tmp_path):
     """tools/train_net.py's setup() stops on an unlabeled test set, before building anything."""
     from detectron2.engine import default_argument_parser
@@ -482,6 +520,23 @@ def test_predict_reads_a_pairs_index_like_the_npy_it_equals(tmp_path):
     bad.write_text(f"stem,rgb\nx,{pairs[0].files['rgb']}\n")
     with pytest.raises(DataError, match=r"bad\.csv:2: pair x has no thermal file"):
         predictor(collect_inputs([str(bad)]))
+
+
+def test_predict_inputs_of_image_files_point_to_pairs_csv(tmp_path):
+    """tools/predict.py given an image file, a folder of them, or a set folder: the error says
+    that paired files come through a pairs.csv (and which one, for a set)."""
+    from cadet_d2.inference import collect_inputs
+
+    root = pairs_root(tmp_path, test_sets=())
+    raw = os.path.join(root, "raw_train")
+    with pytest.raises(ValueError, match=r"raw_train: folder holds no \.npy image, only image files; paired image "
+                                         r"files are read through a pairs\.csv index"):
+        collect_inputs([raw])
+    jpg = os.path.join(raw, sorted(f for f in os.listdir(raw) if f.endswith(".jpg"))[0])
+    with pytest.raises(ValueError, match=r"\.jpg: not a \.npy image .*a one-pair index is the header 'stem,rgb,thermal'"):
+        collect_inputs([jpg])
+    with pytest.raises(ValueError, match=rf"a set of paired files\? give {os.path.join(root, 'train', 'pairs.csv')}"):
+        collect_inputs([os.path.join(root, "train")])
 
 
 def test_set_whose_index_lacks_a_configured_modality_names_file_and_line(tmp_path):

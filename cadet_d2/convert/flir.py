@@ -165,10 +165,15 @@ def _convert_coco(src: str, report: Report, policy: str) -> dict:
         if set_name in sets:
             raise DataError(os.path.join(meta, f"flir_{split}.json"), f"a second split for the set {set_name!r}")
         sets[set_name] = _coco_pairs(src, split, os.path.join(meta, f"flir_{split}.json"), report, policy)
+        in_split = {p.stem for p in sets[set_name]}
         for part in ("day", "night"):
             path = os.path.join(meta, f"{part}_flir_{split}.json")
             if os.path.isfile(path):
-                sets[f"{set_name}_{part}"] = _coco_pairs(src, split, path, report, policy)
+                part_pairs = _coco_pairs(src, split, path, report, policy)
+                for p in part_pairs:  # a day/night set is a part of its split, as in the VOC layout
+                    if p.stem not in in_split:
+                        report.note(f"image of {part}_flir_{split}.json not in flir_{split}.json (not used)", p.stem)
+                sets[f"{set_name}_{part}"] = [p for p in part_pairs if p.stem in in_split]
     return sets
 
 

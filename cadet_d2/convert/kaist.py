@@ -1,6 +1,7 @@
 """KAIST multispectral pedestrians: ``setXX/VYYY/{visible,lwir}/I#####.{jpg,png}`` and bbGt text
 annotations ``setXX/VYYY/I#####.txt`` (``% bbGt version=3``, then one object per line:
-``label left top width height occlusion ...``).
+``label left top width height occlusion vl vt vw vh ign angle``; the visible box ``vl..vh``, the
+ignore flag ``ign`` and ``angle`` may be missing).
 
 Accepted trees: images under ``SRC/images/`` or ``SRC/`` itself; annotations under
 ``--annotations DIR``, else ``SRC/annotations/``, else beside the images. Sets 00-05 are
@@ -13,7 +14,8 @@ bbGt-based scripts: ``lbls person``, ``ilbls people person? cyclist``, ``hRng [5
 
 * ``person`` boxes are class 0 labels with the occlusion level (0 none, 1 partial, 2 heavy) as
   a 6th column;
-* ``people``, ``cyclist`` and ``person?`` boxes are ignore regions;
+* ``people``, ``cyclist`` and ``person?`` boxes are ignore regions, and so is every box whose
+  ``ign`` flag (11th field) is 1, as the toolbox reads it;
 * with ``setting="reasonable"`` (default), a ``person`` box lower than 55 px, heavily occluded,
   or not inside [5, W - 5] x [5, H - 5] is an ignore region too (so it is neither a miss nor a
   false positive in evaluation, and not trained on); ``setting="all"`` keeps every ``person``.
@@ -37,12 +39,13 @@ BORDER = 5
 SETTINGS = ("reasonable", "all")
 
 
-def read_bbgt(path: str) -> list[tuple[str, float, float, float, float, int, int]] | None:
-    """(label, left, top, width, height, occlusion, line number) per object of a bbGt file.
+def read_bbgt(path: str) -> list[tuple[str, float, float, float, float, int, bool, int]] | None:
+    """(label, left, top, width, height, occlusion, ign, line number) per object of a bbGt file;
+    ``ign`` is the 11th field (False when the line is shorter).
 
     An empty file (no bytes or only white space) gives None. A first line that is not ``% bbGt version=...``, a line with fewer
-    than 6 fields, a non-numeric field or an occlusion level outside 0-2 raises DataError naming
-    the file and line.
+    than 6 fields, a non-numeric field, an occlusion level outside 0-2 or an ``ign`` flag other
+    than 0/1 raises DataError naming the file and line.
     """
     try:
         with open(path, encoding="utf-8") as f:
@@ -67,7 +70,13 @@ def read_bbgt(path: str) -> list[tuple[str, float, float, float, float, int, int
             raise DataError(path, f"non-numeric box or occlusion in {line!r}", lineno) from None
         if occ not in (0, 1, 2):
             raise DataError(path, f"occlusion level {fields[5]} is not 0, 1 or 2", lineno)
-        out.append((fields[0], left, top, width, height, occ, lineno))
+        try:
+            ign = float(fields[10]) if len(fields) > 10 else 0.0
+        except ValueError:
+            ign = None
+        if ign not in (0.0, 1.0):
+            raise DataError(path, f"ign flag (11th field) {fields[10]!r} is not 0 or 1", lineno)
+        out.append((fields[0], left, top, width, height, occ, ign == 1.0, lineno))
     return out
 
 
@@ -127,6 +136,10 @@ def convert_kaist(src: str, report: Report, boxes_outside: str = "clip", annotat
         ann = os.path.join(ann_root, set_name, video, frame + ".txt")
         if os.path.isfile(ann):
             pair.boxes, pair.ignore = _boxes(report, ann, pair.width, pair.height, boxes_outside, setting)
+        elif os.path.isfile(ann[:-4] + ".xml"):
+            raise DataError(ann[:-4] + ".xml", "a VOC-style XML annotation (e.g. annotations-xml-new of the "
+                            "kaist-cvpr15 release): the KAIST converter reads the bbGt text files of KAIST's "
+                            "annotations.tar (setXX/VYYY/I#####.txt); give their folder with --annotations")
         else:
             report.note("no annotation file (pair written unlabeled)", ann)
         sets[split].append(pair)
@@ -148,7 +161,7 @@ def _boxes(report: Report, ann: str, width: int, height: int, policy: str, setti
         report.note("empty annotation file (kept as an image without objects)", ann)
         objects = []
     boxes, ignore = [], []
-    for label, left, top, w, h, occ, lineno in objects:
+    for label, left, top, w, h, occ, ign, lineno in objects:
         where = f"{ann}:{lineno}"
         if label not in ("person",) + IGNORE_LABELS:
             report.note(f"box of unknown label {label!r} dropped", where)
@@ -158,6 +171,9 @@ def _boxes(report: Report, ann: str, width: int, height: int, policy: str, setti
             continue
         if label != "person":
             report.note(f"{label} box stored as ignore region", where)
+            ignore.append(box)
+        elif ign:
+            report.note("person box with ign flag 1 stored as ignore region", where)
             ignore.append(box)
         elif setting == "reasonable" and not _reasonable(left, top, w, h, occ, width, height):
             report.note("person outside the reasonable setting stored as ignore region", where)

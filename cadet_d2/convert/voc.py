@@ -62,6 +62,8 @@ def voc_pair(report, where: str, ann_path: str, width: int, height: int, class_i
     """(boxes, ignore) of a pair from its VOC file, or (None, []) when there is no file.
 
     ``class_index`` maps a lower-case VOC name to a class id; other names are dropped and counted.
+    A ``<difficult>1</difficult>`` object is an ignore region (counted), as VOC's evaluation
+    neither rewards nor penalises it.
     An empty file gives a labeled image without objects (counted). A ``<size>`` that is not the
     image's is counted; boxes are in pixels of the image, whatever ``<size>`` says.
     """
@@ -76,16 +78,21 @@ def voc_pair(report, where: str, ann_path: str, width: int, height: int, class_i
     size, objects = parsed
     if size is not None and size != (width, height):
         report.note("annotation <size> differs from the image size (image size used)", ann_path)
-    boxes = []
+    boxes, ignore = [], []
     for o in objects:
         cls = class_index.get(o.name.lower())
         if cls is None:
             report.note(f"box of unknown class {o.name!r} dropped", ann_path)
             continue
         box = fit_box(report, ann_path, cls, o.x0, o.y0, o.x1, o.y1, width, height, policy)
-        if box is not None:
+        if box is None:
+            continue
+        if o.difficult:
+            report.note("difficult box stored as ignore region", ann_path)
+            ignore.append(box)
+        else:
             boxes.append(box)
-    return boxes, []
+    return boxes, ignore
 
 
 def voc_folder_pairs(report, rgb: dict[str, str], thermal: dict[str, str], ann_dir: str, class_index: dict[str, int],

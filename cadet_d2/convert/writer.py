@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from ..data.errors import DataError
+from ..data.images import image_size as header_size
 from .report import Report
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
@@ -56,14 +57,10 @@ class Pair:
 
 
 def image_size(path: str) -> tuple[int, int]:
-    """(width, height) from the image header; DataError naming the file when unreadable."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            return im.size
-    except (OSError, SyntaxError, ValueError) as e:
-        raise DataError(path, f"unreadable image: {e}") from None
+    """(width, height) from the image header; DataError naming the file when unreadable or
+    truncated (:func:`cadet_d2.data.images.image_size`)."""
+    height, width = header_size(path)
+    return width, height
 
 
 def images_by_stem(folder: str, report: Report, suffix: str = "") -> dict[str, str]:

@@ -12,7 +12,8 @@ functions the loader uses (:mod:`cadet_d2.data.npy`, :mod:`cadet_d2.data.yolo`) 
   lines (field count, non-numbers, NaN/inf, values outside [0, 1], unknown class ids), label
   files without an image, an empty ``classes.txt``, and duplicate stems within a set (``a.npy``
   and ``a.NPY``/``A.npy``: ambiguous pairing, and they collide on case-insensitive file systems);
-* **warnings** (exit code 0): zero-area or sub-pixel boxes (dropped by the loader), files in
+* **warnings** (exit code 0): zero-area or sub-pixel boxes (dropped by the loader), boxes
+  reaching more than half a pixel outside their image (clipped by the loader), files in
   ``images/`` that the loader ignores (not lowercase ``.npy``), and stems found in more than one
   set (the same image may be in training and test data; compare the files);
 
@@ -41,6 +42,7 @@ from .yolo import parse_yolo_line, yolo_to_xyxy
 
 ROOT_SET = "(root)"
 MIN_BOX_PIXELS = 1e-3  # the loader's degenerate-box threshold (read_yolo_labels' min_size)
+OUTSIDE_PIXELS = 0.5  # a box reaching further outside its image than this is reported (the loader clips it)
 
 
 @dataclass
@@ -67,6 +69,7 @@ class SetSummary:
     boxes_per_class: dict = field(default_factory=dict)
     min_hw: list | None = None
     max_hw: list | None = None
+    kind: str = "npy"  # "npy" (images/<stem>.npy) or "pairs" (pairs.csv)
 
 
 @dataclass
@@ -83,6 +86,7 @@ class CheckReport:
     stats_set: str = ROOT_SET
     stats_images: int = 0
     stats_total: int = 0
+    stats_reduced: bool = False  # paired files: JPEGs decoded at 1/4 size for the mean/std
     problems: list = field(default_factory=list)
 
     @property
@@ -100,7 +104,10 @@ class CheckReport:
 
     def format(self) -> str:
         """The human-readable report."""
-        out = [f"Data root {self.root}: {self.channels} channels, {len(self.classes)} class(es) "
+        kinds = {s.kind for s in self.sets}
+        what = (f"{self.channels}-channel .npy images" if kinds == {"npy"} else "paired image files"
+                if kinds == {"pairs"} else f"{self.channels}-channel .npy images and paired image files")
+        out = [f"Data root {self.root}: {what}, {len(self.classes)} class(es) "
                f"{self.classes} ({self.classes_source})"]
         rows = [("set", "images", "labeled", "unlabeled", "no boxes", "boxes", "sizes (H x W)")]
         for s in self.sets:
@@ -114,14 +121,17 @@ class CheckReport:
         for s in self.sets:
             total.update({int(k): v for k, v in s.boxes_per_class.items()})
         if total:
-            out.append("Boxes per class: " + ", ".join(
+            repeated = " (a stem in two sets counts twice)" if any("stem(s) in both" in p.message
+                                                                   for p in self.warnings) else ""
+            out.append(f"Boxes per class, all sets{repeated}: " + ", ".join(
                 f"{c} {self.classes[c] if c < len(self.classes) else '?'}: {n}" for c, n in sorted(total.items())))
         if self.pixel_mean is not None:
             sub = (f"an evenly spaced subsample of {self.stats_images} of {self.stats_total} images"
                    if self.stats_images < self.stats_total else f"all {self.stats_total} images")
             if self.stats_channels:
                 out.append(f"Per-channel mean/std of the {self.stats_set} pairs, channels {self.stats_channels} "
-                           f"({sub}; JPEGs at 1/4 size; keep the entries of CADET.INPUT.MODALITIES, in its order):")
+                           f"({sub}{'; JPEGs at 1/4 size' if self.stats_reduced else ''}; keep the entries of "
+                           "CADET.INPUT.MODALITIES, in its order):")
             else:
                 out.append(f"Per-channel mean/std of the {ROOT_SET} images, file channels 0..{self.channels - 1} "
                            f"({sub}; the model order with the default CADET.INPUT.LAYOUT):")
@@ -132,6 +142,9 @@ class CheckReport:
                 out.append(f"  {which} is constant ({round(self.pixel_mean[c], 1)} in every pixel): its "
                            "std is 0, so 1.0 is given above; better drop that modality from "
                            "CADET.INPUT.MODALITIES (e.g. [rgb, thermal] without an event camera)")
+        elif self.sets:
+            out.append(f"No per-channel mean/std: they are measured on the {ROOT_SET} set or the train set, "
+                       "and this root has neither (or none of its images is readable)")
         out.append(f"{len(self.errors)} error(s), {len(self.warnings)} warning(s)")
         out += [str(p) for p in self.errors + self.warnings]
         return "\n".join(out)
@@ -227,7 +240,7 @@ class _Scanner:
     def scan_pair_set(self, name: str, folder: str) -> tuple[SetSummary, dict, list[Pair]]:
         """Check a set of paired files (``pairs.csv``): every file exists and has a readable
         header; partners of another size than the RGB image are warned about (resized by default)."""
-        s = SetSummary(name, folder)
+        s = SetSummary(name, folder, kind="pairs")
         csv_path = os.path.join(folder, PAIRS_FILE)
         try:
             pairs = read_pairs_csv(csv_path)
@@ -280,6 +293,10 @@ class _Scanner:
                 self.problem("warning", path, f"zero-area box {line.strip()!r} (dropped by the loader)", lineno)
                 continue
             if hw is not None:
+                over = _outside_pixels(box, hw)
+                if over > OUTSIDE_PIXELS:
+                    self.problem("warning", path, f"box {line.strip()!r} reaches {over:.1f} px outside the "
+                                 f"{hw[0]}x{hw[1]} image (clipped to it by the loader)", lineno)
                 x0, y0, x1, y1 = yolo_to_xyxy(box, hw[1], hw[0])
                 if x1 - x0 < MIN_BOX_PIXELS or y1 - y0 < MIN_BOX_PIXELS:
                     self.problem("warning", path, f"box {line.strip()!r} is empty after clipping to the "
@@ -288,6 +305,13 @@ class _Scanner:
             per_class[cls] += 1
             boxes += 1
         return boxes
+
+
+def _outside_pixels(box: list[float], hw: tuple[int, int]) -> float:
+    """How far (pixels) a normalised [xc, yc, w, h] box reaches outside an (H, W) image (<= 0: inside)."""
+    xc, yc, w, h = box
+    height, width = hw
+    return max(-(xc - w / 2) * width, (xc + w / 2 - 1) * width, -(yc - h / 2) * height, (yc + h / 2 - 1) * height)
 
 
 def _channel_stats(paths: list[str], channels: int, progress) -> tuple[list[float], list[float]]:
@@ -305,27 +329,32 @@ def _channel_stats(paths: list[str], channels: int, progress) -> tuple[list[floa
     return mean.tolist(), std.tolist()
 
 
-def _pair_stats(pairs: list[Pair], progress) -> tuple[list[float], list[float], list[str]]:
+def _pair_stats(pairs: list[Pair], progress) -> tuple[list[float], list[float], list[str], bool]:
     """Mean/std of the channels of paired files (rgb R, G, B, then thermal, event as present), JPEGs
-    decoded at 1/4 size (mean and std barely change; 10x faster)."""
+    decoded at 1/4 size (mean and std barely change; 10x faster), and whether any JPEG was.
+
+    Each modality is summed over its own pixels: a partner of another size or decoded at
+    another scale (a PNG thermal beside a JPEG RGB image) counts all of its pixels."""
     names = [m for m in ("rgb", "thermal", "event") if m in pairs[0].files]
-    total, total_sq, count = None, None, 0
+    total = {m: 0.0 for m in names}
+    total_sq = {m: 0.0 for m in names}
+    count = {m: 0 for m in names}
+    reduced = False
     for pair in pairs:
-        parts = []
         for m in names:
             f = 4 if is_jpeg(pair.files[m]) else 1
+            reduced |= f > 1
             x = read_rgb(pair.files[m], f) if m == "rgb" else read_grey(pair.files[m], f)[:, :, None]
-            parts.append(x.reshape(-1, x.shape[2]).astype(np.float64))
-        n = min(p.shape[0] for p in parts)
-        x = np.concatenate([p[:n] for p in parts], axis=1)
-        total = x.sum(0) if total is None else total + x.sum(0)
-        total_sq = (x * x).sum(0) if total_sq is None else total_sq + (x * x).sum(0)
-        count += n
+            x = x.reshape(-1, x.shape[2]).astype(np.float64)
+            total[m] = total[m] + x.sum(0)
+            total_sq[m] = total_sq[m] + (x * x).sum(0)
+            count[m] += x.shape[0]
         progress.update(1)
-    mean = total / count
-    std = np.sqrt(np.maximum(total_sq / count - mean * mean, 0.0))
+    mean = np.concatenate([np.atleast_1d(total[m] / count[m]) for m in names])
+    mean_sq = np.concatenate([np.atleast_1d(total_sq[m] / count[m]) for m in names])
+    std = np.sqrt(np.maximum(mean_sq - mean * mean, 0.0))
     labels = [c for m in names for c in (["rgb.R", "rgb.G", "rgb.B"] if m == "rgb" else [m])]
-    return mean.tolist(), std.tolist(), labels
+    return mean.tolist(), std.tolist(), labels, reduced
 
 
 def suggested_std(std: list[float]) -> tuple[list[float], list[int]]:
@@ -414,7 +443,7 @@ def check_root(
                 bar.total += len(stat_paths)
                 bar.refresh()
             if isinstance(stat_paths[0], Pair):
-                report.pixel_mean, std, report.stats_channels = _pair_stats(stat_paths, bar)
+                report.pixel_mean, std, report.stats_channels, report.stats_reduced = _pair_stats(stat_paths, bar)
                 report.stats_set = stat_set
             else:
                 report.pixel_mean, std = _channel_stats(stat_paths, channels, bar)

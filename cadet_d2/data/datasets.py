@@ -335,6 +335,7 @@ def register_cadet_dataset(
         DatasetCatalog.register(full_name, loader(spec, split, full_name))
         MetadataCatalog.get(full_name).set(
             thing_classes=class_names, cadet_key=key, cadet_root=spec.folder, cadet_format=spec.kind,
+            cadet_labels=spec.label_dir,
             thing_dataset_id_to_contiguous_id={i + 1: i for i in range(len(class_names))},
             evaluator_type="coco",
         )

@@ -34,8 +34,33 @@ def is_jpeg(path: str) -> bool:
     return path.lower().endswith((".jpg", ".jpeg"))
 
 
+# A JPEG ends with its end-of-image marker, a PNG with its IEND chunk; both are looked for in the
+# file's last TAIL_BYTES (a few cameras append data after them).
+TAIL_BYTES = 4096
+_END_MARKERS = {".jpg": b"\xff\xd9", ".jpeg": b"\xff\xd9", ".png": b"IEND"}
+
+
+def check_complete(path: str) -> None:
+    """Raise DataError when a JPEG or PNG file lacks its end marker in its last ``TAIL_BYTES``: a
+    truncated file (an interrupted download or extraction). OpenCV decodes a truncated JPEG
+    without an error, the missing rows grey, and fails on a truncated PNG only when it is read."""
+    marker = _END_MARKERS.get(os.path.splitext(path)[1].lower())
+    if marker is None:
+        return
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(os.path.getsize(path) - TAIL_BYTES, 0))
+            tail = f.read()
+    except OSError as e:
+        raise DataError(path, f"unreadable image: {e}") from None
+    if marker not in tail:
+        kind = "JPEG end-of-image marker FFD9" if marker != b"IEND" else "PNG IEND chunk"
+        raise DataError(path, f"truncated image: no {kind} at the end of the file; download or extract it again")
+
+
 def image_size(path: str) -> tuple[int, int]:
-    """(height, width) of an image file from its header (the pixels are not decoded)."""
+    """(height, width) of an image file from its header (the pixels are not decoded); a
+    truncated JPEG or PNG (:func:`check_complete`) is a DataError."""
     from PIL import Image
 
     if not os.path.isfile(path):
@@ -47,6 +72,7 @@ def image_size(path: str) -> tuple[int, int]:
         raise DataError(path, f"unreadable image: {e}") from None
     if width == 0 or height == 0:
         raise DataError(path, f"zero-size image ({height}x{width})")
+    check_complete(path)
     return int(height), int(width)
 
 

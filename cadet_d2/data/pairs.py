@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from ..layout import IMAGE_EXTENSIONS, PAIR_CHANNELS
 from .errors import DataError
-from .images import image_size
+from .images import check_complete, image_size
 
 PAIRS_FILE = "pairs.csv"
 
@@ -50,9 +50,12 @@ class Pair:
     def record(self, modalities) -> dict:
         """The dataset dict of this pair without annotations: ``file_name`` (the RGB file),
         ``pair`` {modality: file} of ``modalities`` (:meth:`checked_files`) and the RGB image's
-        ``height``/``width`` (from its header)."""
+        ``height``/``width`` (from its header); a truncated file of ``modalities`` is a DataError."""
         files = self.checked_files(modalities)
         height, width = image_size(self.files["rgb"])
+        for m in modalities:
+            if m != "rgb":
+                check_complete(files[m])
         return {"file_name": self.files["rgb"], "pair": files, "height": height, "width": width}
 
 

@@ -4,6 +4,9 @@ evaluated stops the run in seconds, not after hours of training.
 :func:`check_datasets` (called by ``cadet_d2.engine.setup.setup``):
 
 * every ``DATASETS.TRAIN`` (when training) and ``DATASETS.TEST`` name is registered;
+* every training set (when training) has at least one image: a set whose every image was
+  skipped (no label files, or bad files with ``CADET.DATA.ON_ERROR skip``) stops with its folder,
+  its label folder and what to do, instead of Detectron2's "Dataset ... is empty!" assertion;
 * every test set has at least one image: a set whose images have no label files stops with its
   folder and what to do (add labels, set ``CADET.DATA.UNLABELED negative``, or drop it from
   ``DATASETS.TEST``);
@@ -29,6 +32,10 @@ def _folder(name: str) -> str:
     return getattr(MetadataCatalog.get(name), "cadet_root", "?")
 
 
+def _labels(name: str) -> str:
+    return os.path.join(getattr(MetadataCatalog.get(name), "cadet_labels", "labels"), "<stem>.txt")
+
+
 def _of_root(cfg) -> list[str]:
     """Registered names of ``CADET.DATA.NAME`` whose folder lies in ``CADET.DATA.ROOT``."""
     root = os.path.abspath(cfg.CADET.DATA.ROOT)
@@ -46,6 +53,16 @@ def check_datasets(cfg, train: bool = True) -> None:
             raise DatasetCheckError(
                 f"data set {name!r} is not registered; CADET.DATA (ROOT {cfg.CADET.DATA.ROOT!r}, TRAIN_SET "
                 f"{cfg.CADET.DATA.TRAIN_SET!r}, TEST_SETS {list(cfg.CADET.DATA.TEST_SETS)}) registers {_of_root(cfg)}")
+    for name in cfg.DATASETS.TRAIN if train else []:
+        if not DatasetCatalog.get(name):
+            if cfg.CADET.DATA.UNLABELED == "negative":
+                raise DatasetCheckError(f"training set {name!r} ({_folder(name)}) holds no image; fill the folder "
+                                        "or remove it from DATASETS.TRAIN")
+            raise DatasetCheckError(
+                f"training set {name!r} ({_folder(name)}) has no usable image: each was skipped, as unlabeled "
+                f"(no {_labels(name)}; CADET.DATA.UNLABELED skip) or as a bad file (CADET.DATA.ON_ERROR skip; "
+                "the log's line for this set counts both); add the label files (tools/convert_dataset.py writes "
+                "them), or set CADET.DATA.UNLABELED negative to train on its images as images without objects")
     for name in cfg.DATASETS.TEST:
         dicts = DatasetCatalog.get(name)
         if not dicts:
@@ -53,7 +70,7 @@ def check_datasets(cfg, train: bool = True) -> None:
                 raise DatasetCheckError(f"test set {name!r} ({_folder(name)}) holds no image; remove it from "
                                         "DATASETS.TEST or fill the folder")
             raise DatasetCheckError(
-                f"test set {name!r} ({_folder(name)}) has no labeled image (no labels/<stem>.txt for its images, "
+                f"test set {name!r} ({_folder(name)}) has no labeled image (no {_labels(name)} for its images, "
                 "or no image at all); add the label files, set CADET.DATA.UNLABELED negative to evaluate it as "
                 "images without objects, or remove it from DATASETS.TEST")
         boxes = sum(1 for d in dicts for a in d.get("annotations", []) if not a.get("iscrowd"))

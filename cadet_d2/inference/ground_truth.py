@@ -15,6 +15,7 @@ from ..data.mapper import MultiModalDatasetMapper
 from ..utils.visualize import save_detections
 
 logger = logging.getLogger("cadet_d2")
+IGNORE_LABEL = "ignore"  # how an ignore region (iscrowd 1) is labelled in a picture
 
 
 def stored_ground_truth(cfg: CfgNode, d: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -25,6 +26,17 @@ def stored_ground_truth(cfg: CfgNode, d: dict) -> tuple[np.ndarray, np.ndarray, 
     boxes = np.array([BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in annos],
                      dtype=np.float32).reshape(-1, 4)
     return image, boxes, np.array([a["category_id"] for a in annos], dtype=np.int64)
+
+
+def _ignore_labeled(d: dict, classes: np.ndarray, names: list[str]) -> tuple[np.ndarray, list[str]]:
+    """(classes (N,), names) with which an ignore region (``iscrowd`` 1) of ``d`` is drawn as
+    "ignore" instead of its class: it is neither trained on nor a miss in evaluation."""
+    crowd = np.array([bool(a.get("iscrowd")) for a in d.get("annotations", [])], dtype=bool)
+    if not crowd.any():
+        return classes, names
+    n = max(len(names), int(classes.max()) + 1)
+    labels = [names[c] if c < len(names) else str(c) for c in range(n)] + [IGNORE_LABEL]
+    return np.where(crowd, n, classes), labels
 
 
 def augmented_ground_truth(mapper: MultiModalDatasetMapper, d: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -58,10 +70,15 @@ def draw_dataset(cfg: CfgNode, dataset: str, output_dir: str, num: int = 8, trai
     slices = modality_slices(cfg)
     written = []
     for d in dicts:
-        image, boxes, classes = augmented_ground_truth(mapper, d) if mapper else stored_ground_truth(cfg, d)
+        if mapper:  # the training mapper drops ignore regions, as training does
+            image, boxes, classes = augmented_ground_truth(mapper, d)
+            labels = names
+        else:
+            image, boxes, classes = stored_ground_truth(cfg, d)
+            classes, labels = _ignore_labeled(d, classes, names)
         stem = d.get("stem") or os.path.splitext(os.path.basename(d["file_name"]))[0]
         path = os.path.join(output_dir, f"{stem}{'_aug' if train_aug else ''}.png")
-        save_detections(path, image, slices, boxes, classes, None, names)
+        save_detections(path, image, slices, boxes, classes, None, labels)
         written.append(path)
     logger.info(f"[cadet] {dataset}: {len(written)} ground-truth pictures in {output_dir}")
     return written

@@ -9,9 +9,15 @@ import os
 from collections import Counter
 from typing import Union
 
-from ..data.pairs import Pair, read_pairs_csv
+from ..data.pairs import PAIRS_FILE, Pair, read_pairs_csv
+from ..layout import IMAGE_EXTENSIONS
 
 Input = Union[str, Pair]
+
+# What to give for paired image files (an image file or a folder of them was given).
+PAIRS_HINT = ("; paired image files are read through a pairs.csv index: tools/convert_dataset.py writes "
+              "OUT/<set>/pairs.csv, and a one-pair index is the header 'stem,rgb,thermal' and one line "
+              "'<stem>,<rgb file>,<thermal file>'")
 
 
 def input_path(item: Input) -> str:
@@ -52,14 +58,19 @@ def collect_inputs(paths: list[str], recursive: bool = False) -> list[Input]:
                     hint = f" (a data root? give {os.path.join(p, 'images')}, or --recursive for every set)"
                 elif not recursive and _npy_in(p, True):
                     hint = " (its sub-folders have some: use --recursive)"
+                elif os.path.isfile(os.path.join(p, PAIRS_FILE)):
+                    hint = f" (a set of paired files? give {os.path.join(p, PAIRS_FILE)})"
+                elif any(f.lower().endswith(IMAGE_EXTENSIONS) for f in os.listdir(p)):
+                    hint = f", only image files{PAIRS_HINT}"
                 raise ValueError(f"{p}: folder holds no .npy image{hint}")
             files += found
         elif os.path.isfile(p) and p.endswith(".csv"):
             files += read_pairs_csv(p)
         elif os.path.isfile(p):
             if not p.endswith(".npy"):
+                hint = PAIRS_HINT if p.lower().endswith(IMAGE_EXTENSIONS) else ""
                 raise ValueError(f"{p}: not a .npy image (expected an (H, W, C) uint8 .npy file) "
-                                 "nor a pairs.csv index")
+                                 f"nor a pairs.csv index{hint}")
             files.append(p)
         else:
             raise FileNotFoundError(f"{p}: no such file or folder")
