@@ -147,6 +147,7 @@ class CadetCheckpointer(DetectionCheckpointer):
         self.blocked_reason: str | None = None
         self.keep_last = int(keep_last)
         self.preread: tuple[str, dict] | None = None  # (path, content) read while choosing a resume file
+        self.loaded_file = ""  # the file resume_or_load loaded ("" when none)
 
     def block_saves(self, reason: str) -> None:
         """Refuse every later save (e.g. after a non-finite loss), logging ``reason``."""
@@ -254,10 +255,13 @@ class CadetCheckpointer(DetectionCheckpointer):
 
     # ---- loading -------------------------------------------------------------------------------
     def resume_or_load(self, path: str, *, resume: bool = True) -> dict:
-        """Detectron2's resume_or_load; on resume, the newest checkpoint that loads (:meth:`resume_file`)."""
+        """Detectron2's resume_or_load; on resume, the newest checkpoint that loads (:meth:`resume_file`).
+        The file loaded ("" for none) is kept as ``loaded_file``."""
         if not (resume and self.has_checkpoint()):
+            self.loaded_file = path
             return super().resume_or_load(path, resume=resume)
-        return self.load(self.resume_file())
+        self.loaded_file = self.resume_file()
+        return self.load(self.loaded_file)
 
     def resume_file(self) -> str:
         """The file ``last_checkpoint`` names if it loads, else the newest periodic checkpoint that

@@ -18,6 +18,9 @@ from .preflight import check_output_dir
 def _merge(cfg: CfgNode, what: str, merge) -> None:
     try:
         merge()
+    except FileNotFoundError as e:  # a _BASE_ (the file itself is checked by Detectron2: AssertionError)
+        raise FileNotFoundError(f"{what}: its _BASE_ chain names {e.filename}, which does not exist (a _BASE_ "
+                                "path is relative to the file that names it)") from None
     except (KeyError, AssertionError) as e:
         # yacs: KeyError "Non-existent config key: X" (file) or AssertionError
         # "Non-existent key: X" (list). Say where it came from and what is close.
