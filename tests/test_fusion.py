@@ -450,3 +450,28 @@ def test_param_table_and_tool(tmp_path):
     text = cli.main(["--names", "concat", "--out", str(out), "CADET.FUSION.CSSA.THRESHOLD", "0.4"])
     assert out.read_text() == text
     assert f"| concat | {simple.expected_params(64):,} |" in text  # b1-b5, stage 1
+
+
+def test_count_params_tool_counts_the_config_and_validates_it():
+    """With --config-file, the detector the config describes comes first (built without reading
+    any weights file, so configs with CADET.BACKBONE.PRETRAINED count too); a bad key or value
+    stops like tools/train_net.py, naming it."""
+    tool = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools", "count_params.py")
+    spec = importlib.util.spec_from_file_location("count_params_tool", tool)
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    text = cli.main(["--names", "sum", "--config-file", "configs/datasets/kaist/cssa_mit_b1_s1.yaml",
+                     "CADET.BACKBONE.SIZE", "b0"])
+    lines = text.splitlines()
+    assert lines[0] == "## This config: configs/datasets/kaist/cssa_mit_b1_s1.yaml"
+    assert lines[2] == "CadetRCNN, backbone build_dual_mit_fpn_backbone, MiT b0, fusion cssa at stages [1] " \
+                       "(frm_ffm elsewhere)"
+    total, backbone, fusion = (c.strip() for c in lines[6].strip("|").split("|"))
+    assert float(total) > float(backbone) > 0 and int(fusion.replace(",", "")) > 0
+    one = cli.main(["--names", "sum", "--config-file", "configs/modality/rgb.yaml", "CADET.BACKBONE.SIZE", "b0"])
+    assert "MiT b0, one stream per detector, no fusion module (CADET.FUSION.* unused)" in one
+    assert "| 0 |\n" in one.split("## Fusion")[0]
+    with pytest.raises(KeyError, match="unknown config key 'CADET.FUSION.NAMEE'; did you mean CADET.FUSION.NAME"):
+        cli.main(["--config-file", "configs/demo.yaml", "CADET.FUSION.NAMEE", "sum"])
+    with pytest.raises(ValueError, match="CADET.BACKBONE.SIZE = 'b9' is not allowed"):
+        cli.main(["CADET.BACKBONE.SIZE", "b9"])
