@@ -64,6 +64,15 @@ def test_train_then_eval_only(tiny_root, tmp_path):
     (["CADET.FUSION.STAGES", "[0, 2]"], "stages are 1, 2, 3, 4"),
     (["CADET.FUSION.CSSA.THRESHOLD", "1.5"], "must lie in [0, 1]"),
     (["CADET.FUSION.NAME", "nosuch"], "Unknown fusion module 'nosuch'. Registered: "),
+    (["CADET.FUSION.STAGES", "[1, 1]"], "CADET.FUSION.STAGES = [1, 1] names a stage twice"),
+    (["CADET.FUSION.NAME", "hybrid", "CADET.FUSION.HYBRID.EARLY_STAGES", "[5]"],
+     "CADET.FUSION.HYBRID.EARLY_STAGES entry 5 is not a stage"),
+    (["CADET.FUSION.NAME", "gaff", "CADET.FUSION.GAFF.SE_REDUCTION", "0"],
+     "CADET.FUSION.GAFF.SE_REDUCTION = 0 must be an integer >= 1"),
+    (["CADET.FUSION.FRM_FFM.REDUCTION", "0"], "CADET.FUSION.FRM_FFM.REDUCTION = 0 must be an integer >= 1"),
+    (["CADET.FUSION.NAME", "cssa_learnable", "CADET.FUSION.CSSA.TEMPERATURE", "-1.0"],
+     "CADET.FUSION.CSSA.TEMPERATURE = -1.0 must be > 0"),
+    (["CADET.BACKBONE.DROP_PATH_RATE", "1.5"], "CADET.BACKBONE.DROP_PATH_RATE = 1.5 must lie in [0, 1)"),
 ])
 def test_config_mistakes_stop_with_a_clear_message(tiny_root, tmp_path, opts, needle):
     from cadet_d2.engine import load_config
@@ -170,6 +179,9 @@ def test_metrics_record_the_weights_and_never_nan(tiny_root, tmp_path):
     with open(os.path.join(out, "eval_metrics.json")) as f:
         metrics = json.load(f)
     assert metrics["weights"] == os.path.join(out, "model_final.pth") and metrics["trained_iterations"] == 2
+    log = r.stdout + r.stderr  # the mid-training evaluation names that iteration's checkpoint (not final)
+    assert f"metrics of {os.path.join(out, 'model_0000000.pth')} written to" in log
+    assert f"metrics of {os.path.join(out, 'model_final.pth')} written to" in log
     with open(os.path.join(out, "metrics.json")) as f:
         evals = [rec for rec in map(json.loads, f) if "bbox/AP" in rec]
     assert [rec["iteration"] for rec in evals] == [0, 2]  # Detectron2's count: mid-training, final

@@ -240,9 +240,12 @@ class CadetTrainer(TrainerBase):
     # ---- evaluation -----------------------------------------------------------------------------
     def evaluate(self) -> dict:
         """Evaluate the model being trained (:meth:`test`); kept as ``last_eval_results``. The
-        metrics file records the iterations done and, after the last one, ``model_final.pth``."""
+        metrics file records the iterations done and the weights' file: ``model_final.pth`` after
+        the last iteration, else the name of this iteration's periodic checkpoint (written when
+        ``SOLVER.CHECKPOINT_PERIOD`` falls on it)."""
         done = min(self.iter + 1, self.max_iter)  # after_train runs with iter = max_iter
-        weights = os.path.join(self.cfg.OUTPUT_DIR, "model_final.pth") if done == self.max_iter else ""
+        name = "model_final.pth" if done == self.max_iter else f"model_{self.iter:07d}.pth"  # PeriodicCheckpointer's
+        weights = os.path.join(self.cfg.OUTPUT_DIR, name)
         self.last_eval_results = self.test(self.cfg, self.model, weights=weights, iteration=done)
         return self.last_eval_results
 
@@ -275,9 +278,9 @@ class CadetTrainer(TrainerBase):
                 logger.info("[cadet] AP under sensor failure:\n" + condition_table(rows))
                 extra["conditions"] = [{"name": k, "datasets": v} for k, v in rows.items()]  # ordered
             path = os.path.join(cfg.OUTPUT_DIR, cfg.CADET.TEST.METRICS_FILE)
-            write_metrics(path, metrics, weights=cfg.MODEL.WEIGHTS if weights is None else weights,
-                          trained_iterations=iteration, **extra)
-            logger.info(f"[cadet] metrics written to {path}")
+            weights = cfg.MODEL.WEIGHTS if weights is None else weights
+            write_metrics(path, metrics, weights=weights, trained_iterations=iteration, **extra)
+            logger.info(f"[cadet] metrics of {weights or 'MODEL.WEIGHTS (empty)'} written to {path}")
         return next(iter(per_set.values())) if len(per_set) == 1 else per_set
 
 
