@@ -3,6 +3,7 @@ determinism, CSSA switching, FRM feedback, the registry and user modules (CPU, t
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import sys
 import uuid
@@ -475,3 +476,24 @@ def test_count_params_tool_counts_the_config_and_validates_it():
         cli.main(["--config-file", "configs/demo.yaml", "CADET.FUSION.NAMEE", "sum"])
     with pytest.raises(ValueError, match="CADET.BACKBONE.SIZE = 'b9' is not allowed"):
         cli.main(["CADET.BACKBONE.SIZE", "b9"])
+
+
+@pytest.mark.parametrize("opts, why", [
+    (["MODEL.BACKBONE.NAME", "build_mit_fpn_backbone"], "MODEL.BACKBONE.NAME build_mit_fpn_backbone is one MiT stream"),
+    (["CADET.INPUT.MODALITIES", "['rgb']", "MODEL.PIXEL_MEAN", "[0.0, 0.0, 0.0]", "MODEL.PIXEL_STD", "[1.0, 1.0, 1.0]"],
+     "CADET.INPUT.MODALITIES ['rgb'] give one stream"),
+])
+def test_fusion_keys_on_a_one_stream_model_are_warned(caplog, opts, why):
+    """CADET.FUSION.NAME cssa on a one-stream model would silently train no CSSA: warned."""
+    from cadet_d2.engine import load_config
+    from detectron2.modeling import build_model
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    base = ["MODEL.DEVICE", "cpu", "CADET.BACKBONE.SIZE", "b0", *opts]
+    with caplog.at_level(logging.WARNING, logger="cadet_d2.modeling.backbone.single"):
+        build_model(load_config(os.path.join(repo, "configs/Base-CADET.yaml"), base))
+        assert not [r for r in caplog.records if "CADET.FUSION" in r.getMessage()]  # the defaults: no warning
+        build_model(load_config(os.path.join(repo, "configs/Base-CADET.yaml"), [*base, "CADET.FUSION.NAME", "cssa"]))
+    msgs = [r.getMessage() for r in caplog.records if "CADET.FUSION" in r.getMessage()]
+    assert len(msgs) == 1 and "CADET.FUSION (NAME cssa, STAGES [1, 2, 3, 4], DEFAULT frm_ffm) is unused: " in msgs[0]
+    assert why in msgs[0]
