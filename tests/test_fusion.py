@@ -497,3 +497,15 @@ def test_fusion_keys_on_a_one_stream_model_are_warned(caplog, opts, why):
     msgs = [r.getMessage() for r in caplog.records if "CADET.FUSION" in r.getMessage()]
     assert len(msgs) == 1 and "CADET.FUSION (NAME cssa, STAGES [1, 2, 3, 4], DEFAULT frm_ffm) is unused: " in msgs[0]
     assert why in msgs[0]
+
+
+def test_count_params_names_do_not_swallow_config_keys(capsys):
+    tool = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools", "count_params.py")
+    spec = importlib.util.spec_from_file_location("count_params_tool", tool)
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    with pytest.raises(SystemExit) as info:
+        cli.main(["--names", "sum", "CADET.BACKBONE.SIZE", "b0"])
+    assert info.value.code == 2
+    assert "--names took 'CADET.BACKBONE.SIZE': put config overrides KEY VALUE after the other options" in \
+        capsys.readouterr().err

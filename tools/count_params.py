@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
+import re
 
 from cadet_d2.engine import load_config
 from cadet_d2.utils.params import detector_stats, detector_table, fusion_param_table
+from cadet_d2.utils.tool import run_tool
 
 BASE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs", "Base-CADET.yaml")
 
@@ -47,6 +48,9 @@ def main(argv: list[str] | None = None) -> str:
                         help="input size for GFLOPs (default 320 416, ~native for ~300x390 images)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     args = parser.parse_args(argv)
+    keys = [n for n in args.names or [] if re.fullmatch(r"[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+", n)]
+    if keys:
+        parser.error(f"--names took {keys[0]!r}: put config overrides KEY VALUE after the other options")
     # validated like tools/train_net.py's config: an unknown key or a bad value stops, naming it
     # (counts need no weights: the ImageNet MiT and late-fusion branch files are not read)
     cfg = load_config(args.config_file or BASE, [*args.opts, "MODEL.DEVICE", "cpu", "CADET.BACKBONE.PRETRAINED", "",
@@ -65,7 +69,4 @@ def main(argv: list[str] | None = None) -> str:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (FileNotFoundError, KeyError, ValueError) as e:  # a bad config file, key or value: no traceback
-        sys.exit(f"error: {e}")
+    run_tool(main)  # a bad config file, key or value: "error: ...", no traceback
