@@ -166,6 +166,14 @@ def test_cli_stops_before_spawning(tmp_path, flags, opts, needle):
     assert not out.exists()
 
 
+def test_cli_needs_a_config_file(capsys):
+    from cadet_d2.engine.train import cli
+
+    with pytest.raises(SystemExit) as info:
+        cli(["MODEL.DEVICE", "cpu"], main_func=print)
+    assert info.value.code == 2 and "--config-file is required" in capsys.readouterr().err
+
+
 def test_metrics_record_the_weights_and_never_nan(tiny_root, tmp_path):
     """The metrics file names the weights it evaluated and the iterations behind them (training:
     model_final.pth; --eval-only --resume: the checkpoint loaded); a model that detects nothing

@@ -44,7 +44,10 @@ def check_eval_weights(cfg, checkpointer: CadetCheckpointer, resume: bool) -> No
 
 def cli(argv: list[str] | None = None, main_func: Callable[[argparse.Namespace], object] = main) -> None:
     """Parse ``tools/train_net.py``'s arguments and run ``main_func(args)`` in every process."""
-    args = default_argument_parser().parse_args(argv)
+    parser = default_argument_parser()
+    args = parser.parse_args(argv)
+    if not args.config_file:  # Detectron2's defaults are not a cadet_d2 model (3-channel PIXEL_MEAN, ResNet)
+        parser.error("--config-file is required, e.g. --config-file configs/demo.yaml")
     # --num-gpus N: N processes (NCCL on GPUs; gloo with MODEL.DEVICE cpu); torchrun: see docs/scaling.md
     cfg = load_config(args.config_file, args.opts)  # a bad config stops here, before any process is spawned
     device = cfg.MODEL.DEVICE
