@@ -201,3 +201,10 @@ def test_metrics_record_the_weights_and_never_nan(tiny_root, tmp_path):
     with open(os.path.join(out, "eval_metrics.json")) as f:
         metrics = json.load(f)
     assert metrics["weights"] == os.path.join(out, "model_final.pth") and metrics["trained_iterations"] == 2
+
+    # --resume past SOLVER.MAX_ITER trains nothing: said, and the metrics keep the checkpoint's count
+    r = train_net("--config-file", "configs/Base-CADET.yaml", "--resume", *opts, "SOLVER.MAX_ITER", "1")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "the checkpoint is after 2 iterations, SOLVER.MAX_ITER is 1: nothing left to train" in r.stdout + r.stderr
+    with open(os.path.join(out, "eval_metrics.json")) as f:
+        assert json.load(f)["trained_iterations"] == 2

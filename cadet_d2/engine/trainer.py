@@ -185,6 +185,10 @@ class CadetTrainer(TrainerBase):
         self.checkpointer.resume_or_load(self.cfg.MODEL.WEIGHTS, resume=resume)
         if resume and self.checkpointer.has_checkpoint():
             self.start_iter = self.iter + 1
+            if self.start_iter >= self.max_iter:
+                logger.warning(f"[cadet] the checkpoint is after {self.start_iter} iterations, SOLVER.MAX_ITER is "
+                               f"{self.max_iter}: nothing left to train (raise SOLVER.MAX_ITER to train on); the "
+                               "checkpoint is evaluated as it is")
             if not self.restored.get("optimizer"):
                 logger.warning("[cadet] the checkpoint has no optimizer state (written by plain Detectron2?): the "
                                "optimizer starts afresh (not an exact resume)")
@@ -243,7 +247,8 @@ class CadetTrainer(TrainerBase):
         metrics file records the iterations done and the weights' file: ``model_final.pth`` after
         the last iteration, else the name of this iteration's periodic checkpoint (written when
         ``SOLVER.CHECKPOINT_PERIOD`` falls on it)."""
-        done = min(self.iter + 1, self.max_iter)  # after_train runs with iter = max_iter
+        # after_train runs with iter = max_iter, or past it when resumed from a checkpoint at or past it
+        done = max(min(self.iter + 1, self.max_iter), self.start_iter)
         name = "model_final.pth" if done == self.max_iter else f"model_{self.iter:07d}.pth"  # PeriodicCheckpointer's
         weights = os.path.join(self.cfg.OUTPUT_DIR, name)
         self.last_eval_results = self.test(self.cfg, self.model, weights=weights, iteration=done)
