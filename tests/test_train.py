@@ -148,6 +148,17 @@ def test_eval_only_needs_weights(tmp_path):
     check_eval_weights(cfg, ckpt, resume=False)
 
 
+def test_weights_path_that_is_missing_or_a_folder_is_named(tmp_path):
+    from cadet_d2.engine.checkpoint import CadetCheckpointer
+
+    ckpt = CadetCheckpointer(torch.nn.Linear(1, 1), save_dir=str(tmp_path / "out"))
+    with pytest.raises(IsADirectoryError, match=f"MODEL.WEIGHTS {tmp_path} is a folder: name the weights file, e.g. "
+                                                f"{tmp_path / 'model_final.pth'}"):
+        ckpt.resume_or_load(str(tmp_path), resume=False)
+    with pytest.raises(FileNotFoundError, match=f"MODEL.WEIGHTS {tmp_path / 'nope.pth'}: no such file"):
+        ckpt.resume_or_load(str(tmp_path / "nope.pth"), resume=True)  # nothing to resume: MODEL.WEIGHTS
+
+
 @pytest.mark.parametrize("flags, opts, needle", [
     (["--num-gpus", "2"], ["SOLVER.IMS_PER_BATCH", "3"], "SOLVER.IMS_PER_BATCH = 3 is not divisible by the 2 processes"),
     (["--num-gpus", "4"], ["SOLVER.IMS_PER_BATCH", "2"], "SOLVER.IMS_PER_BATCH = 2 is not divisible by the 4 processes"),

@@ -256,8 +256,14 @@ class CadetCheckpointer(DetectionCheckpointer):
     # ---- loading -------------------------------------------------------------------------------
     def resume_or_load(self, path: str, *, resume: bool = True) -> dict:
         """Detectron2's resume_or_load; on resume, the newest checkpoint that loads (:meth:`resume_file`).
-        The file loaded ("" for none) is kept as ``loaded_file``."""
+        The file loaded ("" for none) is kept as ``loaded_file``. A local ``path`` (``MODEL.WEIGHTS``)
+        that is missing or a folder stops, naming it."""
         if not (resume and self.has_checkpoint()):
+            if path and "://" not in path and os.path.isdir(path):
+                raise IsADirectoryError(f"MODEL.WEIGHTS {path} is a folder: name the weights file, e.g. "
+                                        f"{os.path.join(path, 'model_final.pth')}")
+            if path and "://" not in path and not os.path.exists(path):
+                raise FileNotFoundError(f"MODEL.WEIGHTS {path}: no such file")
             self.loaded_file = path
             return super().resume_or_load(path, resume=resume)
         self.loaded_file = self.resume_file()
