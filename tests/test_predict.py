@@ -230,6 +230,8 @@ def test_predict_tool_warns_without_weights(data, tmp_path):
     ("fusion_maps", ["--image", "{tmp}/a.npy", "--output", "{tmp}/a.png"], ["SOLVER.FOO", "1"],
      "error: command line: unknown config key 'SOLVER.FOO'"),
     ("count_params", ["--no-flops"], ["CADET.BACKBONE.SIZE", "b9"], "error: CADET.BACKBONE.SIZE = 'b9' is not allowed"),
+    ("benchmark", ["--mode", "infer"], ["SOLVER.FOO", "1"], "error: command line: unknown config key 'SOLVER.FOO'"),
+    ("visualize_data", ["--dataset", "nope", "--output", "{tmp}/v"], [], "error: data set 'nope' is not registered"),
     ("export", ["--output", "{tmp}/x"], ["MODEL.WEIGHTS", "{tmp}/bad.pth"], "error: {tmp}/bad.pth: corrupt or truncated"),
     ("predict", ["--input", "{tmp}", "--output", "{tmp}/p"], ["MODEL.WEIGHTS", "{tmp}/bad.pth"],
      "error: {tmp}/bad.pth: corrupt or truncated"),
