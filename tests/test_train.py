@@ -65,6 +65,8 @@ def test_train_then_eval_only(tiny_root, tmp_path):
     (["CADET.FUSION.CSSA.THRESHOLD", "1.5"], "must lie in [0, 1]"),
     (["CADET.FUSION.NAME", "nosuch"], "Unknown fusion module 'nosuch'. Registered: "),
     (["CADET.FUSION.STAGES", "[1, 1]"], "CADET.FUSION.STAGES = [1, 1] names a stage twice"),
+    (["SOLVER.BASE_LR"], "config overrides come as KEY VALUE pairs, but 3 words were given (keys read: "
+                         "['MODEL.DEVICE', 'SOLVER.BASE_LR'])"),
     (["CADET.FUSION.NAME", "hybrid", "CADET.FUSION.HYBRID.EARLY_STAGES", "[5]"],
      "CADET.FUSION.HYBRID.EARLY_STAGES entry 5 is not a stage"),
     (["CADET.FUSION.NAME", "gaff", "CADET.FUSION.GAFF.SE_REDUCTION", "0"],

@@ -49,6 +49,10 @@ def load_config(config_file: str = "", opts: list | None = None) -> CfgNode:
     if config_file:
         _merge(cfg, config_file, lambda: cfg.merge_from_file(config_file))
     if opts:
+        if len(opts) % 2:
+            keys = [o for i, o in enumerate(opts) if i % 2 == 0]
+            raise ValueError(f"command line: config overrides come as KEY VALUE pairs, but {len(opts)} words were "
+                             f"given (keys read: {keys}): a key lacks its value, or a value has spaces unquoted")
         _merge(cfg, "command line", lambda: cfg.merge_from_list(list(opts)))
     validate_cadet_config(cfg)
     return cfg
