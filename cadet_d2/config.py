@@ -98,7 +98,7 @@ def add_cadet_config(cfg: CN) -> CN:
     _C.CADET.BACKBONE.SIZE = "b0"
     # Backbone outputs given to the FPN (strides 4, 8, 16, 32).
     _C.CADET.BACKBONE.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
-    # Stochastic depth rate of the MiT blocks.
+    # Stochastic depth rate of the MiT blocks, in [0, 1).
     _C.CADET.BACKBONE.DROP_PATH_RATE = 0.1
     # Local file of ImageNet MiT weights (SegFormer mit_bX.pth or Hugging Face SegformerModel
     # format); empty = random initialisation. Never downloaded.
@@ -114,7 +114,7 @@ def add_cadet_config(cfg: CN) -> CN:
     _C.CADET.FUSION = CN()
     # Fusion module used at STAGES (a FUSION_REGISTRY name).
     _C.CADET.FUSION.NAME = "frm_ffm"
-    # Stages (1-4) that use NAME; the other stages use DEFAULT.
+    # Stages (1-4, each once) that use NAME; the other stages use DEFAULT.
     _C.CADET.FUSION.STAGES = [1, 2, 3, 4]
     # Fusion module of the stages not in STAGES (the CMX baseline unless set).
     _C.CADET.FUSION.DEFAULT = "frm_ffm"
@@ -123,7 +123,7 @@ def add_cadet_config(cfg: CN) -> CN:
     _C.CADET.FUSION.IMPORTS = []
 
     _C.CADET.FUSION.FRM_FFM = CN()
-    # Reduction ratio r of FRM's channel and spatial MLPs (1 in CMX).
+    # Reduction ratio r of FRM's channel and spatial MLPs (an integer >= 1; 1 in CMX).
     _C.CADET.FUSION.FRM_FFM.REDUCTION = 1
     # Weights of the channel-wise and spatial-wise rectification.
     _C.CADET.FUSION.FRM_FFM.LAMBDA_C = 0.5
@@ -143,7 +143,7 @@ def add_cadet_config(cfg: CN) -> CN:
     _C.CADET.FUSION.CSSA.SWITCH = True
     # SPATIAL False: no spatial attention, fused = (R_s + X_s) / 2.
     _C.CADET.FUSION.CSSA.SPATIAL = True
-    # cssa_learnable: temperature T of the sigmoid surrogate sigmoid((tau - w) / T) through
+    # cssa_learnable: temperature T > 0 of the sigmoid surrogate sigmoid((tau - w) / T) through
     # which the learned threshold gets its gradient (THRESHOLD is its initial value).
     _C.CADET.FUSION.CSSA.TEMPERATURE = 0.05
     # cssa_learnable: learning rate of the threshold logit = SOLVER.BASE_LR x this (its own param
@@ -152,13 +152,13 @@ def add_cadet_config(cfg: CN) -> CN:
     _C.CADET.FUSION.CSSA.THRESHOLD_LR_MULT = 1.0
 
     _C.CADET.FUSION.HYBRID = CN()
-    # NAME "hybrid": stages in EARLY_STAGES use the module EARLY, the other stages LATE.
+    # NAME "hybrid": stages in EARLY_STAGES (1-4, each once) use the module EARLY, the other stages LATE.
     _C.CADET.FUSION.HYBRID.EARLY_STAGES = [1, 2]
     _C.CADET.FUSION.HYBRID.EARLY = "cssa"
     _C.CADET.FUSION.HYBRID.LATE = "gaff"
 
     _C.CADET.FUSION.GAFF = CN()
-    # SE reduction ratio r (4 or 8 in the study).
+    # SE reduction ratio r (an integer >= 1; 4 or 8 in the study).
     _C.CADET.FUSION.GAFF.SE_REDUCTION = 4
     # One inter-modality guidance conv shared by both directions (True) or one each (False).
     _C.CADET.FUSION.GAFF.INTER_SHARED = False
@@ -253,6 +253,13 @@ def add_cadet_config(cfg: CN) -> CN:
     return cfg
 
 
+def _get(node: CN, dotted: str):
+    """``node["A"]["B"]`` for ``"A.B"``."""
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
 def _check_choice(key: str, value, allowed) -> None:
     if value not in allowed:
         raise ValueError(f"{key} = {value!r} is not allowed; choose from {list(allowed)}")
@@ -299,11 +306,21 @@ def validate_cadet_config(cfg: CN) -> None:
     _check_choice("CADET.DATA.ON_ERROR", cfg.CADET.DATA.ON_ERROR, ON_ERROR_POLICIES)
     _check_choice("CADET.SOLVER.OPTIMIZER", cfg.CADET.SOLVER.OPTIMIZER.upper(), ("SGD", "ADAMW"))
     _validate_checkpoint(cfg)
-    for key in ("FUSION.STAGES", "BACKBONE.CHECKPOINT_STAGES"):
-        node, leaf = key.split(".")
-        for s in cfg.CADET[node][leaf]:
+    for key in ("FUSION.STAGES", "BACKBONE.CHECKPOINT_STAGES", "FUSION.HYBRID.EARLY_STAGES"):
+        stages = _get(cfg.CADET, key)
+        for s in stages:
             if s not in (1, 2, 3, 4):
                 raise ValueError(f"CADET.{key} entry {s!r} is not a stage; stages are 1, 2, 3, 4")
+        if len(set(stages)) != len(stages):
+            raise ValueError(f"CADET.{key} = {list(stages)} names a stage twice")
+    for key in ("FUSION.FRM_FFM.REDUCTION", "FUSION.GAFF.SE_REDUCTION"):
+        r = _get(cfg.CADET, key)
+        if not isinstance(r, int) or isinstance(r, bool) or r < 1:
+            raise ValueError(f"CADET.{key} = {r!r} must be an integer >= 1 (channels are divided by it)")
+    if not cfg.CADET.FUSION.CSSA.TEMPERATURE > 0:
+        raise ValueError(f"CADET.FUSION.CSSA.TEMPERATURE = {cfg.CADET.FUSION.CSSA.TEMPERATURE} must be > 0")
+    if not 0.0 <= cfg.CADET.BACKBONE.DROP_PATH_RATE < 1.0:
+        raise ValueError(f"CADET.BACKBONE.DROP_PATH_RATE = {cfg.CADET.BACKBONE.DROP_PATH_RATE} must lie in [0, 1)")
     _validate_sensor_failure(cfg)
     _validate_miss_rate(cfg)
     _validate_late(cfg)

@@ -13,7 +13,7 @@ import sys
 import pytest
 import torch
 
-from cadet_d2.engine.launch import pick_backend, under_torchrun
+from cadet_d2.engine.launch import check_device, pick_backend, planned_world_size, under_torchrun
 from conftest import make_tiny_root
 from test_resume import OPTS, _assert_identical, _final_state, _run, _run_and_kill
 from ddp_helper import weights_hash
@@ -42,6 +42,31 @@ def test_backend_follows_the_device(monkeypatch):
     assert not under_torchrun()
     monkeypatch.setenv("RANK", "0"), monkeypatch.setenv("WORLD_SIZE", "1"), monkeypatch.setenv("LOCAL_RANK", "0")
     assert under_torchrun()
+
+
+def test_device_checked_before_spawning(monkeypatch):
+    """MODEL.DEVICE cuda without CUDA, more processes than GPUs, or a GPU index that is not there:
+    a clear error in the launching process (cpu: any number of processes)."""
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    check_device("cpu", 4)
+    with pytest.raises(RuntimeError, match="MODEL.DEVICE 'cuda' but CUDA is not available here .*add MODEL.DEVICE cpu"):
+        check_device("cuda", 1)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    check_device("cuda", 2)
+    check_device("cuda:1", 1)
+    with pytest.raises(RuntimeError, match="3 processes per machine on MODEL.DEVICE 'cuda' but this machine has 2 GPU"):
+        check_device("cuda", 3)
+    with pytest.raises(RuntimeError, match="MODEL.DEVICE 'cuda:2': this machine has GPUs cuda:0 to cuda:1"):
+        check_device("cuda:2", 1)
+    assert planned_world_size(2, 3) == 6
+    monkeypatch.setenv("RANK", "0"), monkeypatch.setenv("WORLD_SIZE", "8"), monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert planned_world_size(1, 1) == 8  # torchrun's world
+    with pytest.raises(RuntimeError, match="4 processes per machine"):
+        check_device("cuda", 1)
 
 
 def _ddp_cmd(root: str, out: str, *extra: str) -> list[str]:

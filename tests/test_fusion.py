@@ -3,6 +3,7 @@ determinism, CSSA switching, FRM feedback, the registry and user modules (CPU, t
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import sys
 import uuid
@@ -450,3 +451,61 @@ def test_param_table_and_tool(tmp_path):
     text = cli.main(["--names", "concat", "--out", str(out), "CADET.FUSION.CSSA.THRESHOLD", "0.4"])
     assert out.read_text() == text
     assert f"| concat | {simple.expected_params(64):,} |" in text  # b1-b5, stage 1
+
+
+def test_count_params_tool_counts_the_config_and_validates_it():
+    """With --config-file, the detector the config describes comes first (built without reading
+    any weights file, so configs with CADET.BACKBONE.PRETRAINED count too); a bad key or value
+    stops like tools/train_net.py, naming it."""
+    tool = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools", "count_params.py")
+    spec = importlib.util.spec_from_file_location("count_params_tool", tool)
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    text = cli.main(["--names", "sum", "--config-file", "configs/datasets/kaist/cssa_mit_b1_s1.yaml",
+                     "CADET.BACKBONE.SIZE", "b0"])
+    lines = text.splitlines()
+    assert lines[0] == "## This config: configs/datasets/kaist/cssa_mit_b1_s1.yaml"
+    assert lines[2] == "CadetRCNN, backbone build_dual_mit_fpn_backbone, MiT b0, fusion cssa at stages [1] " \
+                       "(frm_ffm elsewhere)"
+    total, backbone, fusion = (c.strip() for c in lines[6].strip("|").split("|"))
+    assert float(total) > float(backbone) > 0 and int(fusion.replace(",", "")) > 0
+    one = cli.main(["--names", "sum", "--config-file", "configs/modality/rgb.yaml", "CADET.BACKBONE.SIZE", "b0"])
+    assert "MiT b0, one stream per detector, no fusion module (CADET.FUSION.* unused)" in one
+    assert "| 0 |\n" in one.split("## Fusion")[0]
+    with pytest.raises(KeyError, match="unknown config key 'CADET.FUSION.NAMEE'; did you mean CADET.FUSION.NAME"):
+        cli.main(["--config-file", "configs/demo.yaml", "CADET.FUSION.NAMEE", "sum"])
+    with pytest.raises(ValueError, match="CADET.BACKBONE.SIZE = 'b9' is not allowed"):
+        cli.main(["CADET.BACKBONE.SIZE", "b9"])
+
+
+@pytest.mark.parametrize("opts, why", [
+    (["MODEL.BACKBONE.NAME", "build_mit_fpn_backbone"], "MODEL.BACKBONE.NAME build_mit_fpn_backbone is one MiT stream"),
+    (["CADET.INPUT.MODALITIES", "['rgb']", "MODEL.PIXEL_MEAN", "[0.0, 0.0, 0.0]", "MODEL.PIXEL_STD", "[1.0, 1.0, 1.0]"],
+     "CADET.INPUT.MODALITIES ['rgb'] give one stream"),
+])
+def test_fusion_keys_on_a_one_stream_model_are_warned(caplog, opts, why):
+    """CADET.FUSION.NAME cssa on a one-stream model would silently train no CSSA: warned."""
+    from cadet_d2.engine import load_config
+    from detectron2.modeling import build_model
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    base = ["MODEL.DEVICE", "cpu", "CADET.BACKBONE.SIZE", "b0", *opts]
+    with caplog.at_level(logging.WARNING, logger="cadet_d2.modeling.backbone.single"):
+        build_model(load_config(os.path.join(repo, "configs/Base-CADET.yaml"), base))
+        assert not [r for r in caplog.records if "CADET.FUSION" in r.getMessage()]  # the defaults: no warning
+        build_model(load_config(os.path.join(repo, "configs/Base-CADET.yaml"), [*base, "CADET.FUSION.NAME", "cssa"]))
+    msgs = [r.getMessage() for r in caplog.records if "CADET.FUSION" in r.getMessage()]
+    assert len(msgs) == 1 and "CADET.FUSION (NAME cssa, STAGES [1, 2, 3, 4], DEFAULT frm_ffm) is unused: " in msgs[0]
+    assert why in msgs[0]
+
+
+def test_count_params_names_do_not_swallow_config_keys(capsys):
+    tool = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools", "count_params.py")
+    spec = importlib.util.spec_from_file_location("count_params_tool", tool)
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    with pytest.raises(SystemExit) as info:
+        cli.main(["--names", "sum", "CADET.BACKBONE.SIZE", "b0"])
+    assert info.value.code == 2
+    assert "--names took 'CADET.BACKBONE.SIZE': put config overrides KEY VALUE after the other options" in \
+        capsys.readouterr().err

@@ -223,3 +223,28 @@ def test_predict_tool_warns_without_weights(data, tmp_path):
     assert summary["images"] == 1
     warnings = [r.getMessage() for r in handler.records if r.levelno == logging.WARNING]
     assert "[cadet] MODEL.WEIGHTS is empty: the model is untrained (random weights)" in warnings
+
+
+@pytest.mark.parametrize("tool, args, opts, message", [
+    ("export", ["--output", "{tmp}/x"], ["SOLVER.FOO", "1"], "error: command line: unknown config key 'SOLVER.FOO'"),
+    ("fusion_maps", ["--image", "{tmp}/a.npy", "--output", "{tmp}/a.png"], ["SOLVER.FOO", "1"],
+     "error: command line: unknown config key 'SOLVER.FOO'"),
+    ("count_params", ["--no-flops"], ["CADET.BACKBONE.SIZE", "b9"], "error: CADET.BACKBONE.SIZE = 'b9' is not allowed"),
+    ("benchmark", ["--mode", "infer"], ["SOLVER.FOO", "1"], "error: command line: unknown config key 'SOLVER.FOO'"),
+    ("visualize_data", ["--dataset", "nope", "--output", "{tmp}/v"], [], "error: data set 'nope' is not registered"),
+    ("export", ["--output", "{tmp}/x"], ["MODEL.WEIGHTS", "{tmp}/bad.pth"], "error: {tmp}/bad.pth: corrupt or truncated"),
+    ("predict", ["--input", "{tmp}", "--output", "{tmp}/p"], ["MODEL.WEIGHTS", "{tmp}/bad.pth"],
+     "error: {tmp}/bad.pth: corrupt or truncated"),
+])
+def test_tools_report_user_mistakes_without_a_traceback(tmp_path, tool, args, opts, message):
+    import subprocess
+    import sys
+
+    (tmp_path / "bad.pth").write_bytes(b"PK\x03\x04 not a whole zip archive")
+    np.save(tmp_path / "a.npy", np.zeros((48, 64, 5), np.uint8))
+    fill = [a.replace("{tmp}", str(tmp_path)) for a in [*args, *opts]]
+    r = subprocess.run([sys.executable, os.path.join(REPO, "tools", f"{tool}.py"), "--config-file",
+                        os.path.join(REPO, "configs", "demo", "demo_sum.yaml"), *fill], cwd=REPO,
+                       capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert message.replace("{tmp}", str(tmp_path)) in r.stderr.strip().splitlines()[-1], r.stderr[-2000:]

@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -65,3 +68,42 @@ def test_bad_file_named(tool, tmp_path, text, message):
 def test_missing_file_named(tool, tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.json"):
         tool.main([str(tmp_path / "nope.json")])
+
+
+def test_run_folder_and_iterations(tool, tmp_path):
+    write_metrics(str(tmp_path / "eval_metrics.json"), {"synth_test": {"AP": 30.0}},
+                  weights=str(tmp_path / "model_final.pth"), trained_iterations=300)
+    text = tool.main([str(tmp_path)])  # a run folder: its eval_metrics.json
+    assert text.splitlines()[0] == f"{tmp_path / 'eval_metrics.json'}  (weights: {tmp_path / 'model_final.pth'}, " \
+                                   "after 300 iterations)"
+    assert "| synth_test | 30.00 |" in text
+
+
+def test_detectron2_training_metrics(tool, tmp_path):
+    """Detectron2's metrics.json (one JSON object per line): a table per evaluation during training;
+    a single test set's flattened keys ("bbox/AP") get its name from the config.yaml beside it."""
+    lines = [{"iteration": 19, "total_loss": 1.5, "lr": 0.01},
+             {"iteration": 19, "a/bbox/AP": 10.0, "a/bbox/AP50": None, "b/bbox/AP": 20.0},
+             {"iteration": 40, "a/bbox/AP": 15.0, "b/bbox/AP": 25.0, "b/miss_rate/MR-2 all": 60.0}]
+    path = tmp_path / "metrics.json"
+    path.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    text = tool.main([str(path)])
+    assert text.splitlines()[:2] == [f"{path}  (evaluations during training)", "iteration 19 (Detectron2's count)"]
+    assert "| a         | 10.00 |    nan |" in text and "| b         | 25.00 |" in text
+    assert text.count("iteration 40 (Detectron2's count)") == 1 and "MR-2 all" in text
+
+    one = tmp_path / "one"
+    one.mkdir()
+    (one / "config.yaml").write_text("DATASETS:\n  TEST:\n  - synth_nighttest1\n")
+    (one / "metrics.json").write_text(json.dumps({"iteration": 4, "bbox/AP": 5.0}) + "\n")
+    assert "| synth_nighttest1 | 5.00 |" in tool.main([str(one / "metrics.json")])
+
+    (one / "metrics.json").write_text(json.dumps({"iteration": 4, "total_loss": 1.0}) + "\n")
+    with pytest.raises(ValueError, match=r"metrics\.json: Detectron2's training metrics without any evaluation"):
+        tool.main([str(one / "metrics.json")])
+
+
+def test_folder_without_metrics_is_an_error_not_a_traceback(tmp_path):
+    r = subprocess.run([sys.executable, TOOL, str(tmp_path)], capture_output=True, text=True,
+                       env=dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(TOOL))))
+    assert r.returncode == 1 and r.stderr.startswith("error: ") and "eval_metrics.json" in r.stderr, r.stderr

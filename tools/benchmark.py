@@ -41,6 +41,7 @@ from cadet_d2.engine import load_config
 from cadet_d2.utils.benchmark import benchmark
 from cadet_d2.utils.io import atomic_write_json
 from cadet_d2.utils.planner import DEFAULT_SETTINGS, SETTINGS
+from cadet_d2.utils.tool import run_tool
 
 
 def _input_mode(cfg, args) -> dict:
@@ -214,4 +215,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_tool(main)  # bad path, config key or value: "error: ...", no traceback

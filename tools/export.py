@@ -19,6 +19,7 @@ import os
 from cadet_d2.engine import load_config
 from cadet_d2.export import META_FILE, build_export_model, evaluate_export, export_model, format_ap_table, model_inputs
 from cadet_d2.utils.io import atomic_write_json
+from cadet_d2.utils.tool import run_tool
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -80,4 +81,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_tool(main)  # bad path, config or weights file: "error: ...", no traceback

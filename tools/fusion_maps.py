@@ -16,6 +16,7 @@ from cadet_d2.data import MultiModalDatasetMapper
 from cadet_d2.engine import load_config
 from cadet_d2.inference import load_model
 from cadet_d2.utils.attention import save_fusion_maps
+from cadet_d2.utils.tool import run_tool
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -35,4 +36,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_tool(main)  # bad path, config or weights file: "error: ...", no traceback

@@ -15,12 +15,12 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import sys
 
 from detectron2.utils.logger import setup_logger
 
 from cadet_d2.engine import load_config
 from cadet_d2.inference import predict_files
+from cadet_d2.utils.tool import run_tool
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -51,7 +51,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (FileNotFoundError, KeyError, ValueError) as e:  # bad path, data set, config or file: no traceback
-        sys.exit(f"error: {e}")
+    run_tool(main)  # bad path, data set, config or weights file: "error: ...", no traceback

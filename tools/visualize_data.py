@@ -12,12 +12,12 @@ the augmented image (OUT/<stem>_aug.png): a check of the mapper.
 from __future__ import annotations
 
 import argparse
-import sys
 
 from detectron2.utils.logger import setup_logger
 
 from cadet_d2.engine import load_config
 from cadet_d2.inference import draw_dataset
+from cadet_d2.utils.tool import run_tool
 
 
 def main(argv: list[str] | None = None) -> list[str]:
@@ -38,7 +38,4 @@ def main(argv: list[str] | None = None) -> list[str]:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (FileNotFoundError, KeyError, ValueError) as e:  # bad path, data set, config or file: no traceback
-        sys.exit(f"error: {e}")
+    run_tool(main)  # bad path, data set, config or file: "error: ...", no traceback

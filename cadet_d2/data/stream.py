@@ -361,6 +361,15 @@ def resolve_stream_seed(cfg) -> int:
     return seed
 
 
+def check_batch_split(ims_per_batch: int, world_size: int) -> None:
+    """Each of the ``world_size`` processes loads ``ims_per_batch // world_size`` images a step:
+    ValueError unless that is a whole number >= 1."""
+    if ims_per_batch < world_size or ims_per_batch % world_size:
+        raise ValueError(f"SOLVER.IMS_PER_BATCH = {ims_per_batch} is not divisible by the {world_size} processes: "
+                         f"each process takes SOLVER.IMS_PER_BATCH / {world_size} "
+                         "images per step; use a multiple of it")
+
+
 def build_deterministic_train_loader(cfg, mapper: Callable[[dict], dict | None],
                                      seed: int | None = None) -> DeterministicTrainLoader:
     """The :class:`DeterministicTrainLoader` of ``cfg.DATASETS.TRAIN`` (Detectron2's dataset dicts
@@ -370,9 +379,7 @@ def build_deterministic_train_loader(cfg, mapper: Callable[[dict], dict | None],
     from detectron2.utils import comm
 
     world_size, rank = comm.get_world_size(), comm.get_rank()
-    if cfg.SOLVER.IMS_PER_BATCH % world_size:
-        raise ValueError(f"SOLVER.IMS_PER_BATCH = {cfg.SOLVER.IMS_PER_BATCH} is not divisible by the "
-                         f"{world_size} processes")
+    check_batch_split(cfg.SOLVER.IMS_PER_BATCH, world_size)
     dicts = get_detection_dataset_dicts(cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS)
     loader = DeterministicTrainLoader(
         DatasetFromList(dicts, copy=False, serialize=True), mapper,

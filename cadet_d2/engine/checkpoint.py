@@ -147,6 +147,7 @@ class CadetCheckpointer(DetectionCheckpointer):
         self.blocked_reason: str | None = None
         self.keep_last = int(keep_last)
         self.preread: tuple[str, dict] | None = None  # (path, content) read while choosing a resume file
+        self.loaded_file = ""  # the file resume_or_load loaded ("" when none)
 
     def block_saves(self, reason: str) -> None:
         """Refuse every later save (e.g. after a non-finite loss), logging ``reason``."""
@@ -254,10 +255,19 @@ class CadetCheckpointer(DetectionCheckpointer):
 
     # ---- loading -------------------------------------------------------------------------------
     def resume_or_load(self, path: str, *, resume: bool = True) -> dict:
-        """Detectron2's resume_or_load; on resume, the newest checkpoint that loads (:meth:`resume_file`)."""
+        """Detectron2's resume_or_load; on resume, the newest checkpoint that loads (:meth:`resume_file`).
+        The file loaded ("" for none) is kept as ``loaded_file``. A local ``path`` (``MODEL.WEIGHTS``)
+        that is missing or a folder stops, naming it."""
         if not (resume and self.has_checkpoint()):
+            if path and "://" not in path and os.path.isdir(path):
+                raise IsADirectoryError(f"MODEL.WEIGHTS {path} is a folder: name the weights file, e.g. "
+                                        f"{os.path.join(path, 'model_final.pth')}")
+            if path and "://" not in path and not os.path.exists(path):
+                raise FileNotFoundError(f"MODEL.WEIGHTS {path}: no such file")
+            self.loaded_file = path
             return super().resume_or_load(path, resume=resume)
-        return self.load(self.resume_file())
+        self.loaded_file = self.resume_file()
+        return self.load(self.loaded_file)
 
     def resume_file(self) -> str:
         """The file ``last_checkpoint`` names if it loads, else the newest periodic checkpoint that

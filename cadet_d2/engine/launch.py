@@ -47,6 +47,34 @@ def pick_backend(device: str) -> str:
     return "gloo"
 
 
+def check_device(device: str, processes_per_machine: int = 1) -> None:
+    """Stop before any process starts when ``MODEL.DEVICE`` names CUDA on a machine without a
+    usable GPU, or more processes per machine (``--num-gpus``; torchrun's ``LOCAL_WORLD_SIZE``)
+    than it has GPUs, or a GPU index it lacks (``cuda:3``)."""
+    device = str(device)
+    if not device.startswith("cuda"):
+        return
+    if not torch.cuda.is_available():
+        raise RuntimeError(f"MODEL.DEVICE {device!r} but CUDA is not available here (torch.cuda.is_available() is "
+                           f"False; PyTorch {torch.__version__}): add MODEL.DEVICE cpu to train or evaluate on the "
+                           "CPU (with --num-gpus N: N CPU processes, gloo)")
+    count = torch.cuda.device_count()
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", 0)) if under_torchrun() else processes_per_machine
+    if local > count:
+        raise RuntimeError(f"{local} processes per machine on MODEL.DEVICE {device!r} but this machine has "
+                           f"{count} GPU(s): use --num-gpus {count} or fewer")
+    index = device.partition(":")[2]
+    if index and (not index.isdigit() or int(index) >= count):
+        raise RuntimeError(f"MODEL.DEVICE {device!r}: this machine has GPUs cuda:0 to cuda:{count - 1}")
+
+
+def planned_world_size(processes_per_machine: int, num_machines: int = 1) -> int:
+    """The number of processes of the job: torchrun's ``WORLD_SIZE``, else ``--num-gpus x --num-machines``."""
+    if under_torchrun():
+        return int(os.environ["WORLD_SIZE"])
+    return max(1, processes_per_machine * num_machines)
+
+
 def under_torchrun() -> bool:
     """True when torchrun (or another launcher) set ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``."""
     return all(v in os.environ for v in TORCHRUN_VARS)

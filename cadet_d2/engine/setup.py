@@ -20,6 +20,9 @@ from .preflight import check_output_dir
 def _merge(cfg: CfgNode, what: str, merge) -> None:
     try:
         merge()
+    except FileNotFoundError as e:  # a _BASE_ (the file itself is checked by Detectron2: AssertionError)
+        raise FileNotFoundError(f"{what}: its _BASE_ chain names {e.filename}, which does not exist (a _BASE_ "
+                                "path is relative to the file that names it)") from None
     except (KeyError, AssertionError) as e:
         # yacs: KeyError "Non-existent config key: X" (file) or AssertionError
         # "Non-existent key: X" (list). Say where it came from and what is close.
@@ -48,6 +51,10 @@ def load_config(config_file: str = "", opts: list | None = None) -> CfgNode:
     if config_file:
         _merge(cfg, config_file, lambda: cfg.merge_from_file(config_file))
     if opts:
+        if len(opts) % 2:
+            keys = [o for i, o in enumerate(opts) if i % 2 == 0]
+            raise ValueError(f"command line: config overrides come as KEY VALUE pairs, but {len(opts)} words were "
+                             f"given (keys read: {keys}): a key lacks its value, or a value has spaces unquoted")
         _merge(cfg, "command line", lambda: cfg.merge_from_list(list(opts)))
     validate_cadet_config(cfg)
     return cfg

@@ -186,6 +186,10 @@ class CadetTrainer(TrainerBase):
         self.checkpointer.resume_or_load(self.cfg.MODEL.WEIGHTS, resume=resume)
         if resume and self.checkpointer.has_checkpoint():
             self.start_iter = self.iter + 1
+            if self.start_iter >= self.max_iter:
+                logger.warning(f"[cadet] the checkpoint is after {self.start_iter} iterations, SOLVER.MAX_ITER is "
+                               f"{self.max_iter}: nothing left to train (raise SOLVER.MAX_ITER to train on); the "
+                               "checkpoint is evaluated as it is")
             if not self.restored.get("optimizer"):
                 logger.warning("[cadet] the checkpoint has no optimizer state (written by plain Detectron2?): the "
                                "optimizer starts afresh (not an exact resume)")
@@ -240,15 +244,24 @@ class CadetTrainer(TrainerBase):
 
     # ---- evaluation -----------------------------------------------------------------------------
     def evaluate(self) -> dict:
-        """Evaluate the model being trained (:meth:`test`); kept as ``last_eval_results``."""
-        self.last_eval_results = self.test(self.cfg, self.model)
+        """Evaluate the model being trained (:meth:`test`); kept as ``last_eval_results``. The
+        metrics file records the iterations done and the weights' file: ``model_final.pth`` after
+        the last iteration, else the name of this iteration's periodic checkpoint (written when
+        ``SOLVER.CHECKPOINT_PERIOD`` falls on it)."""
+        # after_train runs with iter = max_iter, or past it when resumed from a checkpoint at or past it
+        done = max(min(self.iter + 1, self.max_iter), self.start_iter)
+        name = "model_final.pth" if done == self.max_iter else f"model_{self.iter:07d}.pth"  # PeriodicCheckpointer's
+        weights = os.path.join(self.cfg.OUTPUT_DIR, name)
+        self.last_eval_results = self.test(self.cfg, self.model, weights=weights, iteration=done)
         return self.last_eval_results
 
     @classmethod
-    def test(cls, cfg, model, evaluators=None) -> dict:
+    def test(cls, cfg, model, evaluators=None, *, weights: str | None = None, iteration: int | None = None) -> dict:
         """COCO evaluation on every ``DATASETS.TEST`` set, then under each sensor-failure condition
-        of ``CADET.TEST`` (if any); logs the tables and writes ``CADET.TEST.METRICS_FILE``. The
-        global RNG states are as before (evaluating must not shift the training randomness).
+        of ``CADET.TEST`` (if any); logs the tables and writes ``CADET.TEST.METRICS_FILE`` with
+        ``weights`` (the file evaluated; default ``MODEL.WEIGHTS``) and ``trained_iterations`` =
+        ``iteration`` (the training iterations done to get the weights; None when unknown). The global RNG states are as before
+        (evaluating must not shift the training randomness).
         Returns ``{task: ...}`` for one test set, else ``{dataset: {task: ...}}``."""
         with preserved_rng_state():
             per_set: dict = OrderedDict()
@@ -261,6 +274,9 @@ class CadetTrainer(TrainerBase):
             conditions = evaluate_conditions(cfg, model) if cfg.CADET.TEST.DROP_MODALITIES else {}
         if comm.is_main_process() and per_set:
             metrics = no_detections_as_zero(box_metrics(per_set))  # no detection at all: AP 0, warned
+            for name, r in per_set.items():  # also in what is returned: EvalHook logs it (metrics.json)
+                if "bbox" in r:
+                    r["bbox"] = {k: metrics[name].get(k, v) for k, v in r["bbox"].items()}
             logger.info("[cadet] COCO box metrics:\n" + format_table(metrics))
             extra = {}
             if conditions:
@@ -268,8 +284,10 @@ class CadetTrainer(TrainerBase):
                 logger.info("[cadet] AP under sensor failure:\n" + condition_table(rows))
                 extra["conditions"] = [{"name": k, "datasets": v} for k, v in rows.items()]  # ordered
             path = os.path.join(cfg.OUTPUT_DIR, cfg.CADET.TEST.METRICS_FILE)
-            write_metrics(path, metrics, weights=cfg.MODEL.WEIGHTS, machine=machine_label(), **extra)
-            logger.info(f"[cadet] metrics written to {path}")
+            weights = cfg.MODEL.WEIGHTS if weights is None else weights
+            write_metrics(path, metrics, weights=weights, trained_iterations=iteration, machine=machine_label(),
+                          **extra)
+            logger.info(f"[cadet] metrics of {weights or 'MODEL.WEIGHTS (empty)'} written to {path}")
         return next(iter(per_set.values())) if len(per_set) == 1 else per_set
 
 

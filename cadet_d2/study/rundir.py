@@ -4,8 +4,9 @@ A run folder is ``<study output>/<arm>/seed<k>`` (Detectron2's OUTPUT_DIR for th
 is *finished* when its metrics file (``CADET.TEST.METRICS_FILE``, ``eval_metrics.json``) is the
 final evaluation of ``model_final.pth``: it parses as ``{"datasets": ...}``, ``model_final.pth``
 exists and the metrics are not older than it, and ``weights`` names ``model_final.pth`` or lies
-outside the folder (the trainer records ``cfg.MODEL.WEIGHTS``: empty after training from scratch,
-or the initial weights); an evaluation of an intermediate checkpoint of the folder does not count.
+outside the folder (the trainer records ``model_final.pth`` after training, ``model_<iteration>.pth`` during it;
+files of older versions: ``cfg.MODEL.WEIGHTS``, empty or the initial weights); an evaluation of an
+intermediate checkpoint of the folder does not count.
 A finished run stays finished when its checkpoints are deleted to free disk: without
 ``model_final.pth`` the status file must say ``done`` (written by ``ablate run`` once it saw the
 run finished), and the metrics' ``weights`` rule still applies.

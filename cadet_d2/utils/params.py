@@ -78,7 +78,8 @@ DETECTOR_ROWS = (  # (MiT size, fusion at STAGES, STAGES); other stages use frm_
 
 
 def detector_stats(cfg, height: int = 320, width: int = 416, flops: bool = True) -> dict:
-    """Total and fusion-only parameters of the detector ``cfg`` describes, and its GFLOPs for
+    """Total and fusion-only parameters of the detector ``cfg`` describes (``fused``: whether its
+    backbone has fusion modules, i.e. two streams), and its GFLOPs for
     one (C, height, width) image at inference (fvcore, via Detectron2's FlopCountAnalysis)."""
     import torch
     from detectron2.modeling import build_model
@@ -87,7 +88,8 @@ def detector_stats(cfg, height: int = 320, width: int = 416, flops: bool = True)
     detectors = list(model.branches.values()) if hasattr(model, "branches") else [model]  # late fusion: one per branch
     bottom_ups = [d.backbone.bottom_up for d in detectors]
     stats = {"params": count_params(model), "backbone_params": sum(count_params(b) for b in bottom_ups),
-             "fusion_params": sum(count_params(b.fusions) for b in bottom_ups if getattr(b, "fusions", None) is not None)}
+             "fusion_params": sum(count_params(b.fusions) for b in bottom_ups if getattr(b, "fusions", None) is not None),
+             "fused": any(getattr(b, "fusions", None) is not None for b in bottom_ups)}
     if flops:
         from fvcore.nn import FlopCountAnalysis
 

@@ -14,7 +14,7 @@ from ..fusion import build_fusion
 from ..fusion.base import fusion_output
 from .common import OUT_NAMES, MiTBackbone, build_stream, wrap_fpn
 from .mit import MiT
-from .single import SingleStreamMiT
+from .single import SingleStreamMiT, warn_unused_fusion
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +85,7 @@ def build_dual_mit(cfg) -> Backbone:
     out_features = cfg.CADET.BACKBONE.OUT_FEATURES
     if not rgb or not aux:
         logger.info(f"[cadet] modalities {list(slices)}: one stream, no fusion")
+        warn_unused_fusion(cfg, f"CADET.INPUT.MODALITIES {list(slices)} give one stream")
         return SingleStreamMiT(build_stream(cfg, len(channels)), out_features)
     rgb_stream, aux_stream = build_stream(cfg, len(rgb)), build_stream(cfg, len(aux))
     names = fusion_names(cfg)
