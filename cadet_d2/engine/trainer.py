@@ -259,9 +259,10 @@ class CadetTrainer(TrainerBase):
     def test(cls, cfg, model, evaluators=None, *, weights: str | None = None, iteration: int | None = None) -> dict:
         """COCO evaluation on every ``DATASETS.TEST`` set, then under each sensor-failure condition
         of ``CADET.TEST`` (if any); logs the tables and writes ``CADET.TEST.METRICS_FILE`` with
-        ``weights`` (the file evaluated; default ``MODEL.WEIGHTS``) and ``trained_iterations`` =
-        ``iteration`` (the training iterations done to get the weights; None when unknown). The global RNG states are as before
-        (evaluating must not shift the training randomness).
+        ``weights`` (the file evaluated; default ``MODEL.WEIGHTS``), ``trained_iterations`` =
+        ``iteration`` (the training iterations done to get the weights; None when unknown) and the
+        machine. The global RNG states are as before (evaluating must not shift the training
+        randomness).
         Returns ``{task: ...}`` for one test set, else ``{dataset: {task: ...}}``."""
         with preserved_rng_state():
             per_set: dict = OrderedDict()
