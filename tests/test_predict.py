@@ -231,7 +231,8 @@ def test_predict_tool_warns_without_weights(data, tmp_path):
      "error: command line: unknown config key 'SOLVER.FOO'"),
     ("count_params", ["--no-flops"], ["CADET.BACKBONE.SIZE", "b9"], "error: CADET.BACKBONE.SIZE = 'b9' is not allowed"),
     ("benchmark", ["--mode", "infer"], ["SOLVER.FOO", "1"], "error: command line: unknown config key 'SOLVER.FOO'"),
-    ("visualize_data", ["--dataset", "nope", "--output", "{tmp}/v"], [], "error: data set 'nope' is not registered"),
+    ("visualize_data", ["--dataset", "nope", "--output", "{tmp}/v"], ["CADET.DATA.ROOT", "{tmp}/data"],
+     "error: data set 'nope' is not registered"),
     ("export", ["--output", "{tmp}/x"], ["MODEL.WEIGHTS", "{tmp}/bad.pth"], "error: {tmp}/bad.pth: corrupt or truncated"),
     ("predict", ["--input", "{tmp}", "--output", "{tmp}/p"], ["MODEL.WEIGHTS", "{tmp}/bad.pth"],
      "error: {tmp}/bad.pth: corrupt or truncated"),
@@ -242,6 +243,7 @@ def test_tools_report_user_mistakes_without_a_traceback(tmp_path, tool, args, op
 
     (tmp_path / "bad.pth").write_bytes(b"PK\x03\x04 not a whole zip archive")
     np.save(tmp_path / "a.npy", np.zeros((48, 64, 5), np.uint8))
+    make_tiny_root(str(tmp_path / "data"))  # a data root of the test's own, not the checkout's datasets/
     fill = [a.replace("{tmp}", str(tmp_path)) for a in [*args, *opts]]
     r = subprocess.run([sys.executable, os.path.join(REPO, "tools", f"{tool}.py"), "--config-file",
                         os.path.join(REPO, "configs", "demo", "demo_sum.yaml"), *fill], cwd=REPO,
