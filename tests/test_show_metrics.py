@@ -72,10 +72,10 @@ def test_missing_file_named(tool, tmp_path):
 
 def test_run_folder_and_iterations(tool, tmp_path):
     write_metrics(str(tmp_path / "eval_metrics.json"), {"synth_test": {"AP": 30.0}},
-                  weights=str(tmp_path / "model_final.pth"), trained_iterations=300)
+                  weights=str(tmp_path / "model_final.pth"), trained_iterations=300, machine="CPU A (AVX2), 2 CPUs")
     text = tool.main([str(tmp_path)])  # a run folder: its eval_metrics.json
     assert text.splitlines()[0] == f"{tmp_path / 'eval_metrics.json'}  (weights: {tmp_path / 'model_final.pth'}, " \
-                                   "after 300 iterations)"
+                                   "after 300 iterations; on CPU A (AVX2), 2 CPUs)"
     assert "| synth_test | 30.00 |" in text
 
 

@@ -74,8 +74,9 @@ def show(path: str) -> str:
         return _training_metrics(path, text)
     if not isinstance(data, dict) or not isinstance(data.get("datasets"), dict):
         raise ValueError(f"{path}: no \"datasets\" object: not a metrics file of tools/train_net.py")
-    it = data.get("trained_iterations")
-    lines = [f"{path}  (weights: {data.get('weights') or '-'}" + (f", after {it} iterations)" if it is not None else ")"),
+    it, machine = data.get("trained_iterations"), data.get("machine")
+    lines = [f"{path}  (weights: {data.get('weights') or '-'}" + (f", after {it} iterations" if it is not None else "")
+             + (f"; on {machine}" if machine else "") + ")",
              format_table({n: _nan(m) for n, m in data["datasets"].items()})]
     if data.get("conditions"):  # CADET.TEST.DROP_MODALITIES: AP per sensor-failure condition
         rows = {c["name"]: {d: _nan(m) for d, m in c["datasets"].items()} for c in data["conditions"]}
