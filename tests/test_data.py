@@ -1,7 +1,9 @@
 """Data path: YOLO conversion, split determinism, registration counts, bad input, mapper."""
 from __future__ import annotations
 
+import logging
 import os
+import time
 
 import numpy as np
 import pytest
@@ -118,6 +120,44 @@ def test_registration_counts_unlabeled_and_policies(tiny_root):
     assert not {d["stem"] for d in train} & {d["stem"] for d in test}
     assert len(DatasetCatalog.get("tinyreg_nighttest1")) == 3
     assert MetadataCatalog.get("tinyreg_train").thing_classes == ["object"]
+
+
+def _age(root: str, seconds: float = 60) -> None:
+    """Set the mtime of every file under ``root`` ``seconds`` back (older than memo.RACY_S)."""
+    old = time.time() - seconds
+    for folder, _, files in os.walk(root):
+        for f in files:
+            os.utime(os.path.join(folder, f), (old, old))
+
+
+def test_a_set_is_read_again_only_when_its_files_change(tiny_root, caplog):
+    register_cadet_dataset("tinyonce", tiny_root)
+    label = os.path.join(tiny_root, "daytest1", "labels", "daytest10001.txt")
+
+    def reads() -> int:  # one log line per read of the set
+        return sum("tinyonce_daytest1" in r.getMessage() for r in caplog.records)
+
+    with caplog.at_level(logging.INFO, logger="cadet_d2.data.datasets"):
+        DatasetCatalog.get("tinyonce_daytest1")
+        DatasetCatalog.get("tinyonce_daytest1")
+        assert reads() == 2  # files written just now: a read is not kept (racy mtimes)
+        _age(tiny_root)
+        first = DatasetCatalog.get("tinyonce_daytest1")
+        first[0]["annotations"].clear()
+        first.pop()
+        second = DatasetCatalog.get("tinyonce_daytest1")
+        assert reads() == 3 and len(second) == 3 and second[0]["annotations"]  # kept, and a copy
+        with open(label) as f:
+            line = f.read().strip()
+        write_labels(label, ["1" + line[1:]])  # the same size: class 1 of a one-class set
+        _age(tiny_root, 30)
+        with pytest.raises(DataError, match=r"daytest10001\.txt:1"):  # the changed mtime is seen
+            DatasetCatalog.get("tinyonce_daytest1")
+        write_labels(label, [line])
+        _age(tiny_root)
+        assert len(DatasetCatalog.get("tinyonce_daytest1")) == 3 and reads() == 4
+        os.remove(os.path.join(tiny_root, "daytest1", "labels", "daytest10000.txt"))
+        assert len(DatasetCatalog.get("tinyonce_daytest1")) == 2 and reads() == 5  # the listing changed
 
 
 def test_classes_txt_and_orphan_label(tiny_root):

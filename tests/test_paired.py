@@ -3,9 +3,12 @@ the checks before training (PIXEL_STD, empty/unlabeled test sets, fusion return 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import subprocess
 import sys
+import time
 
 import cv2
 import numpy as np
@@ -549,3 +552,20 @@ def test_set_whose_index_lacks_a_configured_modality_names_file_and_line(tmp_pat
     index.write_text(f"stem,rgb\nx,{rgb}\n")
     with pytest.raises(DataError, match=r"rgb_only\.csv:2: pair x has no thermal file"):
         load_pair_dicts(read_pairs_csv(str(index)), str(tmp_path), str(tmp_path), 1, modalities=("rgb", "thermal"))
+
+
+def test_a_pairs_set_is_read_again_when_a_file_it_names_changes(tmp_path, caplog):
+    root = pairs_root(tmp_path)
+    register_from_config(pair_cfg(root, str(tmp_path / "o")))
+    old = time.time() - 60  # older than cadet_d2.data.memo.RACY_S: a read is kept
+    for folder, _, files in os.walk(root):
+        for f in files:
+            os.utime(os.path.join(folder, f), (old, old))
+    with caplog.at_level(logging.INFO, logger="cadet_d2.data.datasets"):
+        rgb = DatasetCatalog.get("synth_train")[0]["pair"]["rgb"]
+        DatasetCatalog.get("synth_train")
+        assert sum("synth_train" in r.getMessage() for r in caplog.records) == 1
+        with open(rgb, "r+b") as f:  # a file outside the set's folder, named by pairs.csv
+            f.truncate(os.path.getsize(rgb) // 2)
+        with pytest.raises(DataError, match=re.escape(os.path.basename(rgb))):
+            DatasetCatalog.get("synth_train")

@@ -107,3 +107,10 @@ def test_folder_without_metrics_is_an_error_not_a_traceback(tmp_path):
     r = subprocess.run([sys.executable, TOOL, str(tmp_path)], capture_output=True, text=True,
                        env=dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(TOOL))))
     assert r.returncode == 1 and r.stderr.startswith("error: ") and "eval_metrics.json" in r.stderr, r.stderr
+
+
+def test_unreadable_metrics_file_is_an_error_not_a_traceback(tmp_path):
+    (tmp_path / "eval_metrics.json").mkdir()  # an OSError that is not FileNotFoundError
+    r = subprocess.run([sys.executable, TOOL, str(tmp_path)], capture_output=True, text=True,
+                       env=dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(TOOL))))
+    assert r.returncode == 1 and r.stderr.startswith("error: ") and "Is a directory" in r.stderr, r.stderr

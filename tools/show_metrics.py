@@ -6,12 +6,12 @@ evaluation made during training (TEST.EVAL_PERIOD)."""
 import argparse
 import json
 import os
-import sys
 
 import yaml
 
 from cadet_d2.evaluation import condition_table, format_table
 from cadet_d2.study.rundir import METRICS_FILE
+from cadet_d2.utils.tool import run_tool
 
 
 def _nan(metrics: dict) -> dict:
@@ -93,7 +93,4 @@ def main(argv=None) -> str:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (OSError, ValueError) as e:
-        sys.exit(f"error: {e}")
+    run_tool(main, also=(OSError,))  # it only reads the files it is given

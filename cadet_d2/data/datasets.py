@@ -21,6 +21,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from .errors import DataError
 from .images import image_size
+from .memo import FileMemo, folder_entries, stat_entry
 from .npy import read_image_size
 from .pairs import PAIRS_FILE, Pair, read_pairs_csv, scan_folders
 from .yolo import read_yolo_labels
@@ -220,6 +221,19 @@ class SetSpec:
     ignore_dir: str
     modality_folders: dict = field(default_factory=dict)
 
+    def fingerprint(self) -> tuple:
+        """``(path, size, mtime_ns)`` of every file a read of this set depends on: the entries of
+        its image folder(s) (for a pairs set: pairs.csv and each file it names), of its label
+        folder and of its ignore folder."""
+        if self.kind == "pairs":
+            index = os.path.join(self.folder, PAIRS_FILE)
+            images = (stat_entry(index),) + tuple(
+                stat_entry(f) for p in read_pairs_csv(index) for f in p.files.values())
+        else:
+            folders = self.modality_folders.values() if self.kind == "folders" else [os.path.join(self.folder, "images")]
+            images = tuple(e for f in folders for e in folder_entries(f))
+        return images + folder_entries(self.label_dir) + folder_entries(self.ignore_dir)
+
     def stems_and_pairs(self):
         """(sorted stems, {stem: Pair} or None for a .npy set)."""
         if self.kind == "npy":
@@ -273,9 +287,12 @@ def register_cadet_dataset(
     ``train_set`` "": ``<name>_train``/``<name>_test`` are a seeded split of the root's own images
     (when the root holds a set); a folder name: ``<name>_train`` is that set (when it exists) and
     no ``<name>_test`` is made. Each test set must exist. Values are those of ``CADET.DATA`` /
-    ``CADET.INPUT`` (checked by ``validate_cadet_config``). Loading is lazy (on first use).
-    Registering again with the same arguments is a no-op, so it is safe in every process of a
-    distributed run. Returns the registered names.
+    ``CADET.INPUT`` (checked by ``validate_cadet_config``). Loading is lazy: the first
+    ``DatasetCatalog.get`` of a set reads its files (image headers, label files) and logs what it
+    dropped; later calls in the same process (the pre-training checks, the loader, the
+    evaluators) get a deep copy of that result while :meth:`SetSpec.fingerprint` is unchanged
+    (:class:`~cadet_d2.data.memo.FileMemo`). Registering again with the same arguments is a no-op,
+    so it is safe in every process of a distributed run. Returns the registered names.
     """
     if not os.path.isdir(root):
         raise FileNotFoundError(
@@ -288,7 +305,7 @@ def register_cadet_dataset(
            test_fraction, seed, train_set, tuple(sorted(folders.items())), tuple(modalities), size_mismatch)
 
     def loader(spec: SetSpec, split: str | None, full_name: str):
-        def load() -> list[dict]:
+        def read_set() -> list[dict]:
             stems, pairs = spec.stems_and_pairs()
             if split is not None:
                 stems = split_stems(stems, test_fraction, seed)[0 if split == "train" else 1]
@@ -305,7 +322,8 @@ def register_cadet_dataset(
                                                len(class_names), modalities, unlabeled, on_error, size_mismatch)
             _log_stats(full_name, stats)
             return dicts
-        return load
+
+        return FileMemo(read_set, spec.fingerprint)
 
     entries = []
     if train_set:

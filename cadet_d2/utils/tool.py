@@ -10,10 +10,11 @@ from .safe_load import CorruptCheckpointError, UnsafeCheckpointError
 USER_ERRORS = (FileNotFoundError, KeyError, ValueError, CorruptCheckpointError, UnsafeCheckpointError)
 
 
-def run_tool(main: Callable[[], object]) -> None:
-    """``main()``; a :data:`USER_ERRORS` exception exits with its message."""
+def run_tool(main: Callable[[], object], also: tuple[type[BaseException], ...] = ()) -> None:
+    """``main()``; a :data:`USER_ERRORS` exception, or one of the types ``also`` (a tool whose
+    every OSError comes from its user's files passes ``(OSError,)``), exits with its message."""
     try:
         main()
-    except USER_ERRORS as e:
+    except USER_ERRORS + also as e:
         text = e.args[0] if isinstance(e, KeyError) and e.args else e  # KeyError's str() adds quotes
         sys.exit(f"error: {text}")
