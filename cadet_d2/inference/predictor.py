@@ -3,7 +3,6 @@ image files), in batches."""
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -42,16 +41,18 @@ class Prediction:
 
 def load_model(cfg: CfgNode) -> torch.nn.Module:
     """``build_model(cfg)`` on ``cfg.MODEL.DEVICE`` with ``cfg.MODEL.WEIGHTS`` loaded (safely:
-    ``torch.load(weights_only=True)``), in eval mode. Empty ``MODEL.WEIGHTS``: random weights,
-    with a warning."""
-    from ..engine.checkpoint import CadetCheckpointer
+    ``torch.load(weights_only=True)``), in eval mode. A device this machine lacks stops first
+    (:func:`~cadet_d2.engine.launch.check_device`); a weights file that does not fit the model
+    exactly stops naming the keys (:func:`~.weights.load_exact_weights`). Empty
+    ``MODEL.WEIGHTS``: random weights, with a warning."""
+    from ..engine.launch import check_device
+    from .weights import load_exact_weights
 
+    check_device(cfg.MODEL.DEVICE)
     model = build_model(cfg)
     weights = cfg.MODEL.WEIGHTS
     if weights:
-        if "://" not in weights and not os.path.isfile(weights):
-            raise FileNotFoundError(f"MODEL.WEIGHTS {weights}: no such file")
-        CadetCheckpointer(model).load(weights)
+        load_exact_weights(model, weights)
     else:
         logger.warning("[cadet] MODEL.WEIGHTS is empty: the model is untrained (random weights)")
     return model.eval()
