@@ -159,6 +159,34 @@ def test_verify_catches_a_wrong_export(exported, test_inputs):
             verify(bad, TorchRunner(model), [image])
 
 
+def test_verify_says_when_it_compared_no_detection():
+    """A check of two empty outputs passes (both empty) but says that it verified nothing."""
+    import logging
+
+    class Keep(logging.Handler):  # on the logger itself: Detectron2's setup_logger stops propagation
+        def __init__(self):
+            super().__init__(logging.WARNING)
+            self.messages: list[str] = []
+
+        def emit(self, record):
+            self.messages.append(record.getMessage())
+
+    empty = lambda x: Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))  # noqa: E731
+    one = lambda x: Detections(np.array([[1, 1, 9, 9]], np.float32), np.ones(1, np.float32), np.zeros(1, np.int64))  # noqa: E731
+    image = torch.zeros(1, 5, 64, 64)
+    keep, logger = Keep(), logging.getLogger("cadet_d2")
+    logger.addHandler(keep)
+    try:
+        reports = verify(empty, empty, [image])
+        said = list(keep.messages)
+        verify(one, one, [image])
+    finally:
+        logger.removeHandler(keep)
+    assert reports[0]["same"] and reports[0]["count_ref"] == 0
+    assert len(said) == 1 and "compared no detection" in said[0] and "--evaluate" in said[0], said
+    assert keep.messages == said  # a check with detections says nothing more
+
+
 def load_tool(name: str):
     """tools/<name>.py as a module (its main(argv) is called in-process)."""
     import importlib.util
@@ -215,8 +243,13 @@ def test_cli_exports_checks_and_evaluates(data_root, trained_weights, tmp_path, 
     assert os.path.isfile(os.path.join(out, META_FILE)) and meta["input"]["export_hw"] == [64, 80]
     assert meta["exports"]["onnx_int8"]["method"] == "static"
     assert meta["exports"]["onnx_int8"]["calibration"] == {"source": "synth_train", "images": 2}
-    checks = meta["exports"]["onnx"]["checks"]
-    assert [c["hw"] for c in checks] == [[64, 80], [96, 48]] and all(c["same"] and c["count_ref"] for c in checks)
+    checks = meta["exports"]["onnx"]["checks"]  # the example, another size, 2 calibration images (64 x 85)
+    assert [c["hw"] for c in checks] == [[64, 80], [96, 48], [64, 85], [64, 85]]
+    assert all(c["same"] and c["count_ref"] for c in checks)
+    close = meta["exports"]["onnx_int8"]["agreement"]  # reported for int8, not enforced
+    assert [c["hw"] for c in close] == [c["hw"] for c in checks] and all(c["iou_threshold"] == 0.5 for c in close)
+    assert [c["count_ref"] for c in close] == [c["count_ref"] for c in checks]
+    assert all(0 < c["matched"] <= c["count_ref"] for c in close), close
     ap = meta["evaluation"]["synth_daytest1"]
     assert set(ap) == {"pytorch", "onnx", "onnx_int8"}
     assert all(np.isfinite(m["AP"]) for m in ap.values()), ap
