@@ -109,7 +109,33 @@ def test_meta_records_the_contract(exported):
     assert inp["pixel_mean"] == list(cfg.MODEL.PIXEL_MEAN) and inp["normalized_inside"]
     assert inp["resize"]["min_size"] == 64 and inp["resize"]["max_size"] == 96
     assert meta["exports"]["onnx"]["opset"] == 17 and meta["classes"] == ["object"]
+    assert len(meta["model_fingerprint"]) == 16
     json.dumps(meta)
+
+
+@pytest.mark.parametrize("exported", ["frm_ffm"], indirect=True)
+def test_a_folder_holds_one_model(exported, tmp_path, one_thread):
+    """A second export of the same model keeps the other format; one of another model (other
+    weights, or a threshold baked into the file) removes it, so that ``--evaluate`` and
+    ``load_runner`` never take another model's file for this one."""
+    import shutil
+
+    cfg, model, src = exported
+    out = str(tmp_path / "x")
+    shutil.copytree(src, out)
+    first = read_meta(out)["model_fingerprint"]
+    export_model(cfg, "torchscript", out, *EXPORT_HW, check=False, model=model)  # the same model again
+    assert set(read_meta(out)["files"]) == {"onnx", "torchscript"} and read_meta(out)["model_fingerprint"] == first
+    other = build_export_model(cfg)  # seed 0, BatchNorm statistics not those of the fixture's model
+    meta = export_model(cfg, "torchscript", out, *EXPORT_HW, check=False, model=other)
+    assert set(meta["files"]) == {"torchscript"} and meta["model_fingerprint"] != first
+    assert sorted(os.listdir(out)) == [META_FILE, "model.ts"]
+    export_model(cfg, "onnx", out, *EXPORT_HW, check=False, model=other)
+    stricter = cfg.clone()
+    stricter.defrost()
+    stricter.MODEL.ROI_HEADS.SCORE_THRESH_TEST = 0.5
+    meta = export_model(stricter, "torchscript", out, *EXPORT_HW, check=False, model=other)
+    assert set(meta["files"]) == {"torchscript"} and not os.path.exists(os.path.join(out, "model.onnx"))
 
 
 def test_batch_of_two_is_refused(exported):

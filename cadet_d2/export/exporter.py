@@ -9,6 +9,7 @@ import torch
 
 from .compare import match_detections
 from .contract import build_meta, read_meta, resized_hw, write_meta
+from .fingerprint import model_fingerprint
 from .runtime import FILES, OnnxRunner, TorchRunner, TorchScriptRunner
 from .tracing import example_image
 from .wrapper import ExportableDetector
@@ -127,13 +128,34 @@ def export_model(cfg, fmt: str, output_dir: str, height: int = 0, width: int = 0
             exports["onnx_int8"]["calibration"] = {"source": calibration_source, "images": len(calibration or [])}
         if check:
             exports["onnx_int8"]["agreement"] = agreement(OnnxRunner(int8_path), TorchRunner(wrapper), check_images)
-    try:
-        old = read_meta(output_dir).get("exports", {})
-    except FileNotFoundError:
-        old = {}
+    fingerprint = model_fingerprint(model, build_meta(cfg, (height, width), {}), cfg)
+    old = previous_exports(output_dir, fingerprint, exports)
     if fmt == "onnx":  # a new model.onnx makes an older model_int8.onnx stale
         old.pop("onnx_int8", None)
     exports = {**old, **exports}
-    meta = build_meta(cfg, (height, width), {k: v["file"] for k, v in exports.items()}, exports=exports)
+    meta = build_meta(cfg, (height, width), {k: v["file"] for k, v in exports.items()}, exports=exports,
+                      model_fingerprint=fingerprint)
     write_meta(output_dir, meta)
     return meta
+
+
+def previous_exports(output_dir: str, fingerprint: str, new: dict) -> dict:
+    """The exports an existing ``export_meta.json`` of ``output_dir`` lists besides ``new``, when
+    they are of the same model (same ``model_fingerprint``). Those of another model (other weights,
+    config or contract) are removed, with a warning: one folder holds one model, and
+    ``--evaluate`` / ``load_runner`` take every file the meta lists as that model."""
+    try:
+        meta = read_meta(output_dir)
+    except FileNotFoundError:
+        return {}
+    old = {k: v for k, v in meta.get("exports", {}).items() if k not in new}
+    if meta.get("model_fingerprint") == fingerprint or not old:
+        return old
+    for info in old.values():
+        path = os.path.join(output_dir, info["file"])
+        if os.path.isfile(path) and info["file"] not in {v["file"] for v in new.values()}:
+            os.remove(path)
+    logger.warning(f"[cadet] {output_dir}: removed {', '.join(v['file'] for v in old.values())}, exported from "
+                   f"another model (weights {sorted({v.get('weights') or '(none)' for v in old.values()})}, or "
+                   "another config); export that format again for this model")
+    return {}
