@@ -138,6 +138,26 @@ def test_a_folder_holds_one_model(exported, tmp_path, one_thread):
     assert set(meta["files"]) == {"torchscript"} and not os.path.exists(os.path.join(out, "model.onnx"))
 
 
+def test_no_detection_gives_empty_outputs_of_the_contract_shape(data_root, tmp_path, one_thread):
+    """SCORE_THRESH_TEST 1.0 keeps nothing: both files give (0, 4) / (0,) / (0,) int64 at any size,
+    like PyTorch, and the export's own check passes while saying it compared nothing."""
+    cfg = fusion_cfg(data_root, str(tmp_path), "sum", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "1.0")
+    out = str(tmp_path / "empty")
+    model = build_export_model(cfg)
+    for fmt in ("onnx", "torchscript"):
+        meta = export_model(cfg, fmt, out, *EXPORT_HW, model=model)
+        assert [c["count_ref"] for c in meta["exports"][fmt]["checks"]] == [0, 0]
+    session = onnxruntime.InferenceSession(os.path.join(out, "model.onnx"), providers=["CPUExecutionProvider"])
+    script = torch.jit.load(os.path.join(out, "model.ts"))
+    for h, w in ((64, 96), (40, 130)):
+        x = np.full((1, 5, h, w), 100, np.float32)
+        with torch.no_grad():
+            raw = {"onnx": session.run(None, {"image": x}), "torchscript": [t.numpy() for t in script(torch.from_numpy(x))]}
+        for kind, (boxes, scores, classes) in raw.items():
+            assert (boxes.shape, scores.shape, classes.shape) == ((0, 4), (0,), (0,)), kind
+            assert (boxes.dtype, scores.dtype, classes.dtype) == (np.float32, np.float32, np.int64), kind
+
+
 def test_batch_of_two_is_refused(exported):
     _, _, out = exported
     two = np.zeros((2, 5, 64, 96), np.float32)
