@@ -96,3 +96,21 @@ def test_on_error_skip_drops_a_truncated_npy_of_a_folder(setup, tmp_path):
     preds = predictor(files)
     assert preds[1] is None and len(preds[0]) > 0
     assert [i for i, _ in predictor.skipped] == [1] and "a1.npy" in predictor.skipped[0][1]
+
+
+def test_an_empty_partner_cell_matters_only_for_a_modality_read(setup):
+    """A data set's pairs.csv with an empty thermal cell: an rgb-only set reads the pair, an
+    rgb + thermal set stops naming the line, or with on_error "skip" drops that pair only."""
+    from cadet_d2.data.datasets import load_pair_dicts
+
+    tmp = setup["tmp"]
+    lines = open(setup["index"]).read().splitlines()
+    index = tmp / "set.csv"
+    index.write_text("\n".join([lines[0], lines[1], lines[4]]) + "\n")  # a good pair, then the empty cell
+    pairs = read_pairs_csv(str(index))
+    dicts, _ = load_pair_dicts(pairs, str(tmp), str(tmp), 1, modalities=("rgb",), unlabeled="negative")
+    assert [d["pair"] for d in dicts] == [{"rgb": p.files["rgb"]} for p in pairs]
+    with pytest.raises(DataError, match=r"set\.csv:3: empty thermal path for stem 'empty'"):
+        load_pair_dicts(pairs, str(tmp), str(tmp), 1, unlabeled="negative")
+    dicts, _ = load_pair_dicts(pairs, str(tmp), str(tmp), 1, unlabeled="negative", on_error="skip")
+    assert [d["file_name"] for d in dicts] == [pairs[0].files["rgb"]]
