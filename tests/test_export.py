@@ -152,7 +152,8 @@ def test_no_detection_gives_empty_outputs_of_the_contract_shape(data_root, tmp_p
     for h, w in ((64, 96), (40, 130)):
         x = np.full((1, 5, h, w), 100, np.float32)
         with torch.no_grad():
-            raw = {"onnx": session.run(None, {"image": x}), "torchscript": [t.numpy() for t in script(torch.from_numpy(x))]}
+            raw = {"onnx": session.run(None, {"image": x}),
+                   "torchscript": [t.numpy() for t in script(torch.from_numpy(x))]}
         for kind, (boxes, scores, classes) in raw.items():
             assert (boxes.shape, scores.shape, classes.shape) == ((0, 4), (0,), (0,)), kind
             assert (boxes.dtype, scores.dtype, classes.dtype) == (np.float32, np.float32, np.int64), kind
@@ -217,8 +218,12 @@ def test_verify_says_when_it_compared_no_detection():
         def emit(self, record):
             self.messages.append(record.getMessage())
 
-    empty = lambda x: Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))  # noqa: E731
-    one = lambda x: Detections(np.array([[1, 1, 9, 9]], np.float32), np.ones(1, np.float32), np.zeros(1, np.int64))  # noqa: E731
+    def empty(x):
+        return Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
+
+    def one(x):
+        return Detections(np.array([[1, 1, 9, 9]], np.float32), np.ones(1, np.float32), np.zeros(1, np.int64))
+
     image = torch.zeros(1, 5, 64, 64)
     keep, logger = Keep(), logging.getLogger("cadet_d2")
     logger.addHandler(keep)

@@ -108,7 +108,8 @@ def test_tools_stop_on_a_missing_device_or_foreign_weights(tmp_path, tool, args,
     fill = [a.replace("{tmp}", str(tmp_path)) for a in [*args, *opts]]
     r = subprocess.run([sys.executable, os.path.join(REPO, "tools", f"{tool}.py"), "--config-file",
                         os.path.join(REPO, "configs", "demo", "demo_sum.yaml"), *fill], cwd=REPO,
-                       capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=REPO))
+                       capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=REPO))  # this checkout's cadet_d2
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
     last = r.stderr.strip().splitlines()[-1]
     assert message.replace("{tmp}", str(tmp_path)) in last, r.stderr[-2000:]

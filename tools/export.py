@@ -72,7 +72,8 @@ def main(argv=None) -> dict:
         close = "; ".join(f"{c['hw']}: {c['matched']} of PyTorch's {c['count_ref']} (int8 {c['count_other']})"
                           for c in info.get("agreement", []))
         print(f"{os.path.join(args.output, info['file'])}"
-              + (f"  (check vs PyTorch, same boxes IoU >= 0.99 and |Δscore| <= 1e-3: passed; {checks})" if checks else "")
+              + (f"  (check vs PyTorch, same boxes IoU >= 0.99 and |Δscore| <= 1e-3: passed; {checks})"
+                 if checks else "")
               + (f"  (not checked for equality: int8 moves boxes and scores; matched at IoU >= 0.5: {close}; "
                  "AP: --evaluate)" if close else ""))
     print(f"{os.path.join(args.output, META_FILE)}: input {meta['input']['shape']} float32 0-255, "

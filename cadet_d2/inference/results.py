@@ -33,7 +33,8 @@ def to_coco_results(predictions: Sequence[Prediction | None], class_names: Seque
     return results
 
 
-def write_coco_results(path: str, predictions: Sequence[Prediction | None], class_names: Sequence[str] = ()) -> list[dict]:
+def write_coco_results(path: str, predictions: Sequence[Prediction | None],
+                       class_names: Sequence[str] = ()) -> list[dict]:
     """Write :func:`to_coco_results` to ``path`` atomically (a reader never sees half a file)."""
     results = to_coco_results(predictions, class_names)
     atomic_write_bytes(path, (json.dumps(results) + "\n").encode("utf-8"))

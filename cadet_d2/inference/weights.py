@@ -52,14 +52,14 @@ class ExactCheckpointer(CadetCheckpointer):
 
     def _load_model(self, checkpoint: dict):  # fvcore's hook: load the state dict, report what did not fit
         incompatible = super()._load_model(checkpoint)
-        message = mismatch_message(self.path, list(incompatible.missing_keys), list(incompatible.unexpected_keys),
-                                   list(incompatible.incorrect_shapes))
+        message = mismatch_message(self.weights_path, list(incompatible.missing_keys),
+                                   list(incompatible.unexpected_keys), list(incompatible.incorrect_shapes))
         if message:
             raise WeightsMismatchError(message)
         return incompatible
 
     def load(self, path: str, checkpointables=None) -> dict:
-        self.path = path
+        self.weights_path = path
         return super().load(path, checkpointables=checkpointables)
 
 
