@@ -49,7 +49,8 @@ def add_cadet_config(cfg: CN) -> CN:
     # Images with no label file: "skip" (dropped, counted) or "negative" (kept, no boxes).
     _C.CADET.DATA.UNLABELED = "skip"
     # A bad image header or label line: "raise" (stop, naming file and line) or "skip"
-    # (drop that image, count it and log the reason).
+    # (drop that image, count it and log the reason). tools/predict.py too: a bad input file or
+    # pair stops it, or with "skip" gets no detections and is listed in the log and summary.
     _C.CADET.DATA.ON_ERROR = "raise"
     # Training only: samples that fail to load are skipped and logged up to this many; one
     # more stops the run with the list. 0 = the first failure stops the run.

@@ -117,3 +117,15 @@ def test_modules_without_maps_are_skipped(model, image):
     finally:
         fusions[3] = gaff
     assert set(maps) == {k for k in EXPECTED if not k.startswith("stage4/")}
+
+
+def test_cli_says_when_the_model_has_no_maps(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("fusion_maps_cli", os.path.join(ROOT, "tools", "fusion_maps.py"))
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    np.save(tmp_path / "x.npy", np.zeros((48, 64, 5), np.uint8))
+    maps = cli.main(["--config-file", os.path.join(ROOT, "configs", "Base-CADET.yaml"), "--image",
+                     str(tmp_path / "x.npy"), "--output", str(tmp_path / "m.png"), *OPTS,
+                     "MODEL.BACKBONE.NAME", "build_mit_fpn_backbone"])  # early fusion: one 5-channel stream
+    assert maps == {}
+    assert "0 fusion maps (the model has none: early fusion" in capsys.readouterr().out

@@ -109,7 +109,54 @@ def test_meta_records_the_contract(exported):
     assert inp["pixel_mean"] == list(cfg.MODEL.PIXEL_MEAN) and inp["normalized_inside"]
     assert inp["resize"]["min_size"] == 64 and inp["resize"]["max_size"] == 96
     assert meta["exports"]["onnx"]["opset"] == 17 and meta["classes"] == ["object"]
+    assert len(meta["model_fingerprint"]) == 16
     json.dumps(meta)
+
+
+@pytest.mark.parametrize("exported", ["frm_ffm"], indirect=True)
+def test_a_folder_holds_one_model(exported, tmp_path, one_thread):
+    """A second export of the same model keeps the other format; one of another model (other
+    weights, or a threshold baked into the file) removes it, so that ``--evaluate`` and
+    ``load_runner`` never take another model's file for this one."""
+    import shutil
+
+    cfg, model, src = exported
+    out = str(tmp_path / "x")
+    shutil.copytree(src, out)
+    first = read_meta(out)["model_fingerprint"]
+    export_model(cfg, "torchscript", out, *EXPORT_HW, check=False, model=model)  # the same model again
+    assert set(read_meta(out)["files"]) == {"onnx", "torchscript"} and read_meta(out)["model_fingerprint"] == first
+    other = build_export_model(cfg)  # seed 0, BatchNorm statistics not those of the fixture's model
+    meta = export_model(cfg, "torchscript", out, *EXPORT_HW, check=False, model=other)
+    assert set(meta["files"]) == {"torchscript"} and meta["model_fingerprint"] != first
+    assert sorted(os.listdir(out)) == [META_FILE, "model.ts"]
+    export_model(cfg, "onnx", out, *EXPORT_HW, check=False, model=other)
+    stricter = cfg.clone()
+    stricter.defrost()
+    stricter.MODEL.ROI_HEADS.SCORE_THRESH_TEST = 0.5
+    meta = export_model(stricter, "torchscript", out, *EXPORT_HW, check=False, model=other)
+    assert set(meta["files"]) == {"torchscript"} and not os.path.exists(os.path.join(out, "model.onnx"))
+
+
+def test_no_detection_gives_empty_outputs_of_the_contract_shape(data_root, tmp_path, one_thread):
+    """SCORE_THRESH_TEST 1.0 keeps nothing: both files give (0, 4) / (0,) / (0,) int64 at any size,
+    like PyTorch, and the export's own check passes while saying it compared nothing."""
+    cfg = fusion_cfg(data_root, str(tmp_path), "sum", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "1.0")
+    out = str(tmp_path / "empty")
+    model = build_export_model(cfg)
+    for fmt in ("onnx", "torchscript"):
+        meta = export_model(cfg, fmt, out, *EXPORT_HW, model=model)
+        assert [c["count_ref"] for c in meta["exports"][fmt]["checks"]] == [0, 0]
+    session = onnxruntime.InferenceSession(os.path.join(out, "model.onnx"), providers=["CPUExecutionProvider"])
+    script = torch.jit.load(os.path.join(out, "model.ts"))
+    for h, w in ((64, 96), (40, 130)):
+        x = np.full((1, 5, h, w), 100, np.float32)
+        with torch.no_grad():
+            raw = {"onnx": session.run(None, {"image": x}),
+                   "torchscript": [t.numpy() for t in script(torch.from_numpy(x))]}
+        for kind, (boxes, scores, classes) in raw.items():
+            assert (boxes.shape, scores.shape, classes.shape) == ((0, 4), (0,), (0,)), kind
+            assert (boxes.dtype, scores.dtype, classes.dtype) == (np.float32, np.float32, np.int64), kind
 
 
 def test_batch_of_two_is_refused(exported):
@@ -157,6 +204,38 @@ def test_verify_catches_a_wrong_export(exported, test_inputs):
     for bad in (drop_last, shift_one):
         with pytest.raises(ExportMismatchError):
             verify(bad, TorchRunner(model), [image])
+
+
+def test_verify_says_when_it_compared_no_detection():
+    """A check of two empty outputs passes (both empty) but says that it verified nothing."""
+    import logging
+
+    class Keep(logging.Handler):  # on the logger itself: Detectron2's setup_logger stops propagation
+        def __init__(self):
+            super().__init__(logging.WARNING)
+            self.messages: list[str] = []
+
+        def emit(self, record):
+            self.messages.append(record.getMessage())
+
+    def empty(x):
+        return Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
+
+    def one(x):
+        return Detections(np.array([[1, 1, 9, 9]], np.float32), np.ones(1, np.float32), np.zeros(1, np.int64))
+
+    image = torch.zeros(1, 5, 64, 64)
+    keep, logger = Keep(), logging.getLogger("cadet_d2")
+    logger.addHandler(keep)
+    try:
+        reports = verify(empty, empty, [image])
+        said = list(keep.messages)
+        verify(one, one, [image])
+    finally:
+        logger.removeHandler(keep)
+    assert reports[0]["same"] and reports[0]["count_ref"] == 0
+    assert len(said) == 1 and "compared no detection" in said[0] and "--evaluate" in said[0], said
+    assert keep.messages == said  # a check with detections says nothing more
 
 
 def load_tool(name: str):
@@ -215,8 +294,13 @@ def test_cli_exports_checks_and_evaluates(data_root, trained_weights, tmp_path, 
     assert os.path.isfile(os.path.join(out, META_FILE)) and meta["input"]["export_hw"] == [64, 80]
     assert meta["exports"]["onnx_int8"]["method"] == "static"
     assert meta["exports"]["onnx_int8"]["calibration"] == {"source": "synth_train", "images": 2}
-    checks = meta["exports"]["onnx"]["checks"]
-    assert [c["hw"] for c in checks] == [[64, 80], [96, 48]] and all(c["same"] and c["count_ref"] for c in checks)
+    checks = meta["exports"]["onnx"]["checks"]  # the example, another size, 2 calibration images (64 x 85)
+    assert [c["hw"] for c in checks] == [[64, 80], [96, 48], [64, 85], [64, 85]]
+    assert all(c["same"] and c["count_ref"] for c in checks)
+    close = meta["exports"]["onnx_int8"]["agreement"]  # reported for int8, not enforced
+    assert [c["hw"] for c in close] == [c["hw"] for c in checks] and all(c["iou_threshold"] == 0.5 for c in close)
+    assert [c["count_ref"] for c in close] == [c["count_ref"] for c in checks]
+    assert all(0 < c["matched"] <= c["count_ref"] for c in close), close
     ap = meta["evaluation"]["synth_daytest1"]
     assert set(ap) == {"pytorch", "onnx", "onnx_int8"}
     assert all(np.isfinite(m["AP"]) for m in ap.values()), ap

@@ -247,6 +247,7 @@ def test_tools_report_user_mistakes_without_a_traceback(tmp_path, tool, args, op
     fill = [a.replace("{tmp}", str(tmp_path)) for a in [*args, *opts]]
     r = subprocess.run([sys.executable, os.path.join(REPO, "tools", f"{tool}.py"), "--config-file",
                         os.path.join(REPO, "configs", "demo", "demo_sum.yaml"), *fill], cwd=REPO,
-                       capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
+                       capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=REPO))  # this checkout's cadet_d2
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
     assert message.replace("{tmp}", str(tmp_path)) in r.stderr.strip().splitlines()[-1], r.stderr[-2000:]

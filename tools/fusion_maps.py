@@ -31,7 +31,9 @@ def main(argv: list[str] | None = None) -> dict:
     image = MultiModalDatasetMapper(cfg, is_train=False)({"file_name": args.image})["image"]
     thermal = modality_slices(cfg).get("thermal")
     maps = save_fusion_maps(model, image, args.output, thermal_channel=thermal.start if thermal else None)
-    print(f"{args.output}: {len(maps)} fusion maps" + "".join(f"\n  {k}" for k in maps))
+    print(f"{args.output}: {len(maps)} fusion maps" + "".join(f"\n  {k}" for k in maps)
+          + ("" if maps else " (the model has none: early fusion, one stream, or only modules without maps, "
+                              "such as sum, concat, frm_ffm); the picture shows the inputs only"))
     return maps
 
 

@@ -86,13 +86,16 @@ def read_pairs_csv(path: str) -> list[Pair]:
         if stem in seen:
             raise DataError(path, f"duplicate stem {stem!r} (also on line {seen[stem]})", lineno)
         seen[stem] = lineno
-        files = {}
+        files, missing = {}, {}
         for name, cell in zip(header[1:], row[1:]):
             cell = cell.strip()
-            if not cell:
-                raise DataError(path, f"empty {name} path for stem {stem!r}", lineno)
-            files[name] = os.path.normpath(os.path.join(folder, cell))
-        pairs.append(Pair(stem, files, path, lineno))
+            if cell:
+                files[name] = os.path.normpath(os.path.join(folder, cell))
+            elif name == "rgb":  # the file that names the pair (and gives its size)
+                raise DataError(path, f"empty rgb path for stem {stem!r}", lineno)
+            else:  # an error when the pair is read with that modality (ON_ERROR skip: that pair only)
+                missing[name] = f"empty {name} path for stem {stem!r}"
+        pairs.append(Pair(stem, files, path, lineno, missing))
     return pairs
 
 

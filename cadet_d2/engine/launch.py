@@ -47,25 +47,31 @@ def pick_backend(device: str) -> str:
     return "gloo"
 
 
+class DeviceError(ValueError, RuntimeError):
+    """``MODEL.DEVICE`` (or the process count) does not fit this machine: a config value the user
+    must change (a ``ValueError``, so tools end with ``error: ...``)."""
+
+
 def check_device(device: str, processes_per_machine: int = 1) -> None:
-    """Stop before any process starts when ``MODEL.DEVICE`` names CUDA on a machine without a
-    usable GPU, or more processes per machine (``--num-gpus``; torchrun's ``LOCAL_WORLD_SIZE``)
-    than it has GPUs, or a GPU index it lacks (``cuda:3``)."""
+    """Stop before any process starts (or any model is built) when ``MODEL.DEVICE`` names CUDA on
+    a machine without a usable GPU, or more processes per machine (``--num-gpus``; torchrun's
+    ``LOCAL_WORLD_SIZE``) than it has GPUs, or a GPU index it lacks (``cuda:3``): :class:`DeviceError`.
+    Used by train_net and by :func:`cadet_d2.inference.load_model` (predict, fusion_maps)."""
     device = str(device)
     if not device.startswith("cuda"):
         return
     if not torch.cuda.is_available():
-        raise RuntimeError(f"MODEL.DEVICE {device!r} but CUDA is not available here (torch.cuda.is_available() is "
+        raise DeviceError(f"MODEL.DEVICE {device!r} but CUDA is not available here (torch.cuda.is_available() is "
                            f"False; PyTorch {torch.__version__}): add MODEL.DEVICE cpu to train or evaluate on the "
-                           "CPU (with --num-gpus N: N CPU processes, gloo)")
+                           "CPU (train_net with --num-gpus N: N CPU processes, gloo; predict: --device cpu)")
     count = torch.cuda.device_count()
     local = int(os.environ.get("LOCAL_WORLD_SIZE", 0)) if under_torchrun() else processes_per_machine
     if local > count:
-        raise RuntimeError(f"{local} processes per machine on MODEL.DEVICE {device!r} but this machine has "
+        raise DeviceError(f"{local} processes per machine on MODEL.DEVICE {device!r} but this machine has "
                            f"{count} GPU(s): use --num-gpus {count} or fewer")
     index = device.partition(":")[2]
     if index and (not index.isdigit() or int(index) >= count):
-        raise RuntimeError(f"MODEL.DEVICE {device!r}: this machine has GPUs cuda:0 to cuda:{count - 1}")
+        raise DeviceError(f"MODEL.DEVICE {device!r}: this machine has GPUs cuda:0 to cuda:{count - 1}")
 
 
 def planned_world_size(processes_per_machine: int, num_machines: int = 1) -> int:

@@ -3,7 +3,6 @@ image files), in batches."""
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -12,6 +11,7 @@ import torch
 from detectron2.config import CfgNode
 from detectron2.modeling import build_model
 
+from ..data.errors import DataError
 from ..data.mapper import MultiModalDatasetMapper
 from ..data.npy import read_image_size
 from ..data.pairs import Pair
@@ -42,16 +42,18 @@ class Prediction:
 
 def load_model(cfg: CfgNode) -> torch.nn.Module:
     """``build_model(cfg)`` on ``cfg.MODEL.DEVICE`` with ``cfg.MODEL.WEIGHTS`` loaded (safely:
-    ``torch.load(weights_only=True)``), in eval mode. Empty ``MODEL.WEIGHTS``: random weights,
-    with a warning."""
-    from ..engine.checkpoint import CadetCheckpointer
+    ``torch.load(weights_only=True)``), in eval mode. A device this machine lacks stops first
+    (:func:`~cadet_d2.engine.launch.check_device`); a weights file that does not fit the model
+    exactly stops naming the keys (:func:`~.weights.load_exact_weights`). Empty
+    ``MODEL.WEIGHTS``: random weights, with a warning."""
+    from ..engine.launch import check_device
+    from .weights import load_exact_weights
 
+    check_device(cfg.MODEL.DEVICE)
     model = build_model(cfg)
     weights = cfg.MODEL.WEIGHTS
     if weights:
-        if "://" not in weights and not os.path.isfile(weights):
-            raise FileNotFoundError(f"MODEL.WEIGHTS {weights}: no such file")
-        CadetCheckpointer(model).load(weights)
+        load_exact_weights(model, weights)
     else:
         logger.warning("[cadet] MODEL.WEIGHTS is empty: the model is untrained (random weights)")
     return model.eval()
@@ -77,11 +79,14 @@ class BatchPredictor:
     padding never changes a result: batch size 1 and N give the same detections. Detections
     scoring below ``score_thresh`` are dropped after inference (the model's own
     ``MODEL.ROI_HEADS.SCORE_THRESH_TEST`` and ``TEST.DETECTIONS_PER_IMAGE`` apply first).
-    A bad file raises :class:`~cadet_d2.data.DataError` naming it.
+    A bad file (truncated, wrong channels, a pair without a file of ``CADET.INPUT.MODALITIES``)
+    raises :class:`~cadet_d2.data.DataError` naming it; with ``on_error`` "skip" (default:
+    ``CADET.DATA.ON_ERROR``) it is left out instead, logged, and listed in :attr:`skipped`
+    (index in the inputs, message) of the last call.
     """
 
     def __init__(self, cfg: CfgNode, batch_size: int = 4, score_thresh: float = 0.0,
-                 model: torch.nn.Module | None = None):
+                 model: torch.nn.Module | None = None, on_error: str | None = None):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if not 0.0 <= score_thresh <= 1.0:
@@ -93,16 +98,32 @@ class BatchPredictor:
         self.mapper = MultiModalDatasetMapper(cfg, is_train=False)
         self.channels = cfg.CADET.INPUT.FILE_CHANNELS
         self.modalities = list(cfg.CADET.INPUT.MODALITIES)
+        self.on_error = cfg.CADET.DATA.ON_ERROR if on_error is None else on_error
+        self.skipped: list[tuple[int, str]] = []
 
     def record(self, item: Input) -> dict:
         """The dataset dict of one input (:func:`input_record`)."""
         return input_record(item, self.modalities, self.channels)
 
-    def batches(self, records: list[dict]) -> list[list[int]]:
-        """Indices of ``records`` per batch: same-size images together, each size in first-seen order."""
+    def checked(self, index: int, item, read):
+        """``read(item)``; a :class:`DataError` propagates, or with ``on_error`` "skip" is logged,
+        recorded in :attr:`skipped` under ``index`` and gives None."""
+        try:
+            return read(item)
+        except DataError as e:
+            if self.on_error != "skip":
+                raise
+            self.skipped.append((index, str(e)))
+            logger.warning(f"[cadet] skipped (CADET.DATA.ON_ERROR skip): {e}")
+            return None
+
+    def batches(self, records: list[dict | None]) -> list[list[int]]:
+        """Indices of ``records`` per batch (None: skipped): same-size images together, each size
+        in first-seen order."""
         groups: dict[tuple[int, int], list[int]] = {}
         for i, r in enumerate(records):
-            groups.setdefault((r["height"], r["width"]), []).append(i)
+            if r is not None:
+                groups.setdefault((r["height"], r["width"]), []).append(i)
         return [idx[k:k + self.batch_size] for idx in groups.values() for k in range(0, len(idx), self.batch_size)]
 
     def run_batch(self, inputs: list[dict]) -> list[Prediction]:
@@ -122,14 +143,18 @@ class BatchPredictor:
         return preds
 
     def iter_batches(self, files: list[Input]) -> Iterator[list[tuple[int, dict, Prediction]]]:
-        """Per batch: (index in ``files``, mapped input, prediction) of each of its images."""
-        records = [self.record(f) for f in files]
+        """Per batch: (index in ``files``, mapped input, prediction) of each of its images (a
+        skipped file: in no batch, see :attr:`skipped`)."""
+        self.skipped = []
+        records = [self.checked(i, f, self.record) for i, f in enumerate(files)]
         for idx in self.batches(records):
-            inputs = [self.mapper(records[i]) for i in idx]
-            yield list(zip(idx, inputs, self.run_batch(inputs)))
+            mapped = [(i, self.checked(i, records[i], self.mapper)) for i in idx]
+            idx, inputs = [i for i, m in mapped if m is not None], [m for _, m in mapped if m is not None]
+            if inputs:
+                yield list(zip(idx, inputs, self.run_batch(inputs)))
 
-    def __call__(self, files: list[Input]) -> list[Prediction]:
-        """Predictions of ``files``, in the same order."""
+    def __call__(self, files: list[Input]) -> list[Prediction | None]:
+        """Predictions of ``files``, in the same order (None for a skipped file)."""
         out: list[Prediction | None] = [None] * len(files)
         for batch in self.iter_batches(files):
             for i, _, pred in batch:

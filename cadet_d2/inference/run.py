@@ -37,7 +37,11 @@ def predict_files(cfg: CfgNode, inputs: list[str], output_dir: str, batch_size: 
     ``collect_inputs``); write
     ``output_dir/predictions.json`` and, with ``vis`` / ``vis_fusion``, ``output_dir/vis/<name>.png``.
 
-    Returns the summary that is also logged: images, detections, per-class counts, seconds.
+    A bad file stops the run naming it (:class:`~cadet_d2.data.DataError`), or with
+    ``CADET.DATA.ON_ERROR skip`` is left out and counted.
+
+    Returns the summary that is also logged: images, detections, per-class counts, seconds,
+    ``skipped`` (``image_id`` and message of each file left out).
     """
     from tqdm import tqdm
 
@@ -61,14 +65,18 @@ def predict_files(cfg: CfgNode, inputs: list[str], output_dir: str, batch_size: 
                     save_prediction_picture(path, cfg, pred, names, mapped, predictor.mapper, fusion_model)
             bar.update(len(batch))
     seconds = time.perf_counter() - start
+    skipped = [{"image_id": i, "error": e} for i, e in predictor.skipped]
     results = write_coco_results(os.path.join(output_dir, PREDICTIONS_FILE), preds, names)
     per_class = Counter(names[r["category_id"] - 1] for r in results)
     summary = {"images": len(files), "detections": len(results), "per_class": dict(sorted(per_class.items())),
                "score_thresh": score_thresh, "seconds": round(seconds, 3),
                "predictions": os.path.join(output_dir, PREDICTIONS_FILE),
-               "pictures": len(pictures)}
+               "pictures": len(pictures) - len(skipped) if pictures else 0, "skipped": skipped}
     logger.info(f"[cadet] {summary['images']} images, {summary['detections']} detections with score >= "
                 f"{score_thresh} ({summary['per_class']}), {seconds:.1f} s ({len(files) / max(seconds, 1e-9):.2f} img/s "
                 f"incl. pictures); wrote {summary['predictions']}"
-                + (f" and {len(pictures)} pictures in {os.path.join(output_dir, VIS_DIR)}" if pictures else ""))
+                + (f" and {summary['pictures']} pictures in {os.path.join(output_dir, VIS_DIR)}" if pictures else ""))
+    if skipped:
+        logger.warning(f"[cadet] {len(skipped)} of {len(files)} images skipped (CADET.DATA.ON_ERROR skip), no "
+                       "detections for them in predictions.json: " + "; ".join(s["error"] for s in skipped))
     return summary
