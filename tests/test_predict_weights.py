@@ -12,7 +12,7 @@ import torch
 
 from cadet_d2.engine.launch import DeviceError
 from cadet_d2.inference import load_model
-from cadet_d2.inference.weights import WeightsMismatchError
+from cadet_d2.engine.weights import WeightsMismatchError
 
 from conftest import make_tiny_root, tiny_cfg
 

@@ -58,6 +58,14 @@ def test_train_then_eval_only(tiny_root, tmp_path):
     assert all(m[k] == 0.0 for m in metrics["datasets"].values() for k in METRICS), metrics
     assert "synth_nighttest1: the model made no detection: COCO AP counted as 0" in r.stdout + r.stderr
 
+    # weights of another model (sum fusion has no parameters, CSSA has): stop, no metrics written
+    os.remove(os.path.join(out, "eval_metrics.json"))
+    r = train_net(*cfg, "--eval-only", *TINY, "CADET.DATA.ROOT", tiny_root, "CADET.FUSION.NAME", "cssa",
+                  "CADET.FUSION.DEFAULT", "cssa", "OUTPUT_DIR", out, "MODEL.WEIGHTS", os.path.join(out, "model_final.pth"))
+    assert r.returncode != 0 and "does not fit the model of this config" in r.stderr, r.stderr[-3000:]
+    assert "model keys not in the file (backbone.bottom_up.fusions." in r.stderr
+    assert not os.path.exists(os.path.join(out, "eval_metrics.json"))
+
 
 @pytest.mark.parametrize("opts, needle", [
     (["CADET.FUSION.NAMEE", "sum"], "unknown config key 'CADET.FUSION.NAMEE'; did you mean CADET.FUSION.NAME"),

@@ -12,6 +12,7 @@ from .checkpoint import CadetCheckpointer
 from .launch import check_device, launch, planned_world_size
 from .setup import load_config, setup
 from .trainer import CadetTrainer
+from .weights import ExactCheckpointer
 
 
 def main(args: argparse.Namespace, extra_hooks: Sequence[HookBase] = ()):
@@ -20,7 +21,7 @@ def main(args: argparse.Namespace, extra_hooks: Sequence[HookBase] = ()):
     cfg = setup(args)
     if args.eval_only:
         model = CadetTrainer.build_model(cfg)
-        checkpointer = CadetCheckpointer(model, save_dir=cfg.OUTPUT_DIR)
+        checkpointer = ExactCheckpointer(model, save_dir=cfg.OUTPUT_DIR)  # no partly random model is scored
         check_eval_weights(cfg, checkpointer, args.resume)
         extra = checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         it = extra.get("iteration")  # a training checkpoint's last iteration (0-based)

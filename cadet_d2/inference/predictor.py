@@ -44,10 +44,10 @@ def load_model(cfg: CfgNode) -> torch.nn.Module:
     """``build_model(cfg)`` on ``cfg.MODEL.DEVICE`` with ``cfg.MODEL.WEIGHTS`` loaded (safely:
     ``torch.load(weights_only=True)``), in eval mode. A device this machine lacks stops first
     (:func:`~cadet_d2.engine.launch.check_device`); a weights file that does not fit the model
-    exactly stops naming the keys (:func:`~.weights.load_exact_weights`). Empty
+    exactly stops naming the keys (:func:`~cadet_d2.engine.weights.load_exact_weights`). Empty
     ``MODEL.WEIGHTS``: random weights, with a warning."""
     from ..engine.launch import check_device
-    from .weights import load_exact_weights
+    from ..engine.weights import load_exact_weights
 
     check_device(cfg.MODEL.DEVICE)
     model = build_model(cfg)

@@ -1,9 +1,11 @@
-"""Weights for inference and export: every parameter of the model from the file, or an error.
+"""Weights of a trained detector (``--eval-only``, inference, export): every parameter of the
+model from the file, or an error.
 
 Training loads ``MODEL.WEIGHTS`` leniently (Detectron2: keys that do not fit are logged and left
-at their initial values, which fine-tuning from another model needs). A detector that predicts or
-is exported with some of its weights random gives wrong boxes without a sign, so here a file
-that does not fit the config's model exactly stops with :class:`WeightsMismatchError`.
+at their initial values, which fine-tuning from another model needs). A detector that is
+evaluated, predicts or is exported with some of its weights random gives wrong numbers and boxes
+without a sign, so there a file that does not fit the config's model exactly stops with
+:class:`WeightsMismatchError`.
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import os
 
 import torch
 
-from ..engine.checkpoint import CadetCheckpointer
+from .checkpoint import CadetCheckpointer
 
 SHOWN = 6  # keys listed per kind of mismatch
 
