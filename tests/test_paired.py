@@ -542,6 +542,19 @@ def test_predict_inputs_of_image_files_point_to_pairs_csv(tmp_path):
         collect_inputs([os.path.join(root, "train")])
 
 
+def test_predict_inputs_keep_pairs_that_share_only_their_rgb_file(tmp_path):
+    from cadet_d2.data.pairs import read_pairs_csv
+    from cadet_d2.inference import collect_inputs
+
+    root = pairs_root(tmp_path, test_sets=())
+    a, b = read_pairs_csv(os.path.join(root, "train", "pairs.csv"))[:2]
+    index = tmp_path / "shared_rgb.csv"
+    index.write_text(f"stem,rgb,thermal\nx,{a.files['rgb']},{a.files['thermal']}\n"
+                     f"y,{a.files['rgb']},{b.files['thermal']}\n")
+    inputs = collect_inputs([str(index), str(index)])  # the same index twice: each pair once
+    assert [p.stem for p in inputs] == ["x", "y"]
+
+
 def test_set_whose_index_lacks_a_configured_modality_names_file_and_line(tmp_path):
     from cadet_d2.data.datasets import load_pair_dicts
     from cadet_d2.data.pairs import read_pairs_csv

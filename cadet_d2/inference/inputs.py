@@ -37,7 +37,7 @@ def _npy_in(folder: str, recursive: bool) -> list[str]:
 
 
 def collect_inputs(paths: list[str], recursive: bool = False) -> list[Input]:
-    """The inputs named by ``paths``, in order, each once.
+    """The inputs named by ``paths``, in order, each once (a pair: once per distinct set of files).
 
     A ``.npy`` file is taken as it is; a ``.csv`` file is a pairs index and gives its pairs in
     file order (errors name the file and line); a folder gives its ``*.npy`` files sorted
@@ -74,10 +74,11 @@ def collect_inputs(paths: list[str], recursive: bool = False) -> list[Input]:
             files.append(p)
         else:
             raise FileNotFoundError(f"{p}: no such file or folder")
-    seen: set[str] = set()
+    seen: set = set()
     unique = []
-    for f in files:
-        key = os.path.abspath(input_path(f))
+    for f in files:  # a pair is a duplicate only when every file of it is the same
+        key = (tuple(sorted((m, os.path.abspath(x)) for m, x in f.files.items())) if isinstance(f, Pair)
+               else os.path.abspath(f))
         if key not in seen:
             seen.add(key)
             unique.append(f)
