@@ -230,7 +230,8 @@ class SetSpec:
             images = (stat_entry(index),) + tuple(
                 stat_entry(f) for p in read_pairs_csv(index) for f in p.files.values())
         else:
-            folders = self.modality_folders.values() if self.kind == "folders" else [os.path.join(self.folder, "images")]
+            folders = (self.modality_folders.values() if self.kind == "folders"
+                       else [os.path.join(self.folder, "images")])
             images = tuple(e for f in folders for e in folder_entries(f))
         return images + folder_entries(self.label_dir) + folder_entries(self.ignore_dir)
 
