@@ -6,6 +6,7 @@ from typing import Iterator
 
 import torch
 from detectron2.modeling import GeneralizedRCNN
+from detectron2.modeling.roi_heads.fast_rcnn import fast_rcnn_inference
 from torch import nn
 
 
@@ -38,18 +39,34 @@ class ExportableDetector(nn.Module):
         return inst.pred_boxes.tensor, inst.scores, inst.pred_classes
 
 
-def _one_image_probs(predictor, predictions, proposals) -> tuple[torch.Tensor]:
-    """Class probabilities (R, K + 1) of the RoIs of one image, as a 1-tuple."""
-    scores, _ = predictions
-    if getattr(predictor, "use_sigmoid_ce", False):
-        return (scores.sigmoid(),)
-    return (torch.softmax(scores, dim=-1),)
+class OneImageBoxPredictor(nn.Module):
+    """A box predictor (Detectron2's ``FastRCNNOutputLayers``) for one image, without its
+    per-image ``split``.
 
+    ``predict_boxes``/``predict_probs`` split the RoI outputs by ``[len(p) for p in proposals]``;
+    ``len`` is a Python int, so a trace would record the number of proposals of the example image
+    as a constant (ONNX Runtime then fails on any image whose RPN keeps another number: "Cannot
+    split using values in 'split' attribute"). With one image the split is the identity:
+    ``inference`` here decodes the whole tensors and calls Detectron2's ``fast_rcnn_inference``
+    with the predictor's own thresholds. ``forward`` is the predictor's.
+    """
 
-def _one_image_boxes(predictor, predictions, proposals) -> tuple[torch.Tensor]:
-    """Decoded boxes (R, K * 4) of the RoIs of one image, as a 1-tuple."""
-    _, deltas = predictions
-    return (predictor.box2box_transform.apply_deltas(deltas, proposals[0].proposal_boxes.tensor),)
+    def __init__(self, predictor: nn.Module):
+        super().__init__()
+        self.predictor = predictor
+
+    def forward(self, x: torch.Tensor):
+        """(R, D) RoI features -> the predictor's (scores (R, K + 1), deltas (R, K * 4))."""
+        return self.predictor(x)
+
+    def inference(self, predictions, proposals):
+        """As ``FastRCNNOutputLayers.inference`` for ``proposals`` of one image."""
+        p = self.predictor
+        scores, deltas = predictions
+        probs = scores.sigmoid() if getattr(p, "use_sigmoid_ce", False) else torch.softmax(scores, dim=-1)
+        boxes = p.box2box_transform.apply_deltas(deltas, proposals[0].proposal_boxes.tensor)  # (R, K * 4)
+        return fast_rcnn_inference((boxes,), (probs,), [x.image_size for x in proposals], p.test_score_thresh,
+                                   p.test_nms_thresh, p.test_topk_per_image)
 
 
 def detectors(model: torch.nn.Module) -> list[GeneralizedRCNN]:
@@ -74,23 +91,11 @@ def traceable(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
 
 @contextlib.contextmanager
 def _traceable(model: GeneralizedRCNN) -> Iterator[GeneralizedRCNN]:
-    """Export-only patch: the box predictor skips its per-image ``split``.
-
-    Detectron2's ``FastRCNNOutputLayers.predict_boxes/predict_probs`` split the RoI outputs by
-    ``[len(p) for p in proposals]``; ``len`` is a Python int, so a trace would record the number
-    of proposals of the example image as a constant (ONNX Runtime then fails on any image whose
-    RPN keeps another number: "Cannot split using values in 'split' attribute"). With one image
-    the split is the identity, so the patch returns the whole tensor instead. Restored on exit.
-    """
+    """``model.roi_heads.box_predictor`` wrapped in :class:`OneImageBoxPredictor` (the same
+    parameters) while tracing; the predictor is put back on exit."""
     predictor = model.roi_heads.box_predictor
-    saved = {k: predictor.__dict__.get(k) for k in ("predict_probs", "predict_boxes")}
-    predictor.predict_probs = lambda pred, props: _one_image_probs(predictor, pred, props)
-    predictor.predict_boxes = lambda pred, props: _one_image_boxes(predictor, pred, props)
+    model.roi_heads.box_predictor = OneImageBoxPredictor(predictor)
     try:
         yield model
     finally:
-        for k, v in saved.items():
-            if v is None:
-                predictor.__dict__.pop(k, None)
-            else:
-                setattr(predictor, k, v)
+        model.roi_heads.box_predictor = predictor
