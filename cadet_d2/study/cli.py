@@ -16,7 +16,7 @@ import dataclasses
 import sys
 from typing import Optional
 
-from .plan import Plan, check_configs, fmt_value, left_out_note, make_plan
+from .plan import Plan, check_configs, check_fresh, fmt_value, left_out_note, make_plan
 from .spec import Study, StudyError, load_study
 
 
@@ -38,7 +38,7 @@ def format_plan(plan: Plan) -> str:
     lines.append(f"{'phase':9} {'run':44} {'state':8} overrides")
     states = []
     for r in plan.runs:
-        state = r.state()
+        state = "stale" if r.stale() else r.state()
         states.append(state)
         over = " ".join(f"{k} {fmt_value(v)}" for k, v in r.arm.overrides)
         lines.append(f"{r.arm.phase:9} {r.key:44} {state:8} {over} SEED {r.seed}")
@@ -53,7 +53,9 @@ def format_plan(plan: Plan) -> str:
               f"x {len(s.seeds)} seeds = {len(plan.runs)} runs",
               f"runs: {states.count('done')} done, {states.count('failed')} failed, "
               f"{states.count('pending')} pending (phase 2, needs phase-1 results), "
-              f"{len(states) - states.count('done') - states.count('failed') - states.count('pending')} to run"]
+              f"{len(states) - sum(map(states.count, ('done', 'failed', 'pending', 'stale')))} to run"
+              + (f", {states.count('stale')} stale (trained with other arguments than the study file and --opts "
+                 "now give: `run` stops on them)" if 'stale' in states else "")]
     if note := left_out_note(s):
         lines.append(note)
     return "\n".join(lines)
@@ -108,6 +110,7 @@ def _run_one(study: Study, args: argparse.Namespace) -> int:
     if run is None:
         print(f"no run {args.arm}/seed{args.seed} in the plan (phase 2 not resolved yet?)", file=sys.stderr)
         return 2
+    check_fresh(plan, [run])
     if run.state() == "done":
         print(f"{run.key}: already done")
         return 0
@@ -135,8 +138,10 @@ def main(argv: Optional[list[str]] = None) -> int:
             if args.slurm:
                 from .slurm import SlurmError, submit, write_slurm
 
+                check_fresh(make_plan(study, args.opts))
                 plan = make_plan(study, args.opts, freeze=True)
                 check_configs(plan)
+                check_fresh(plan)
                 folder = write_slurm(plan, args.output or None, args.opts, args.new_only)
                 if folder is None:
                     print("nothing to submit: every concrete run is finished (or, with --new-only, attempted)")

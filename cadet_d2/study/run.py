@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from typing import Callable, Iterator, Optional
 
 from ..utils.machine import machine_label
-from .plan import Plan, Run, check_configs, make_plan
+from .plan import Plan, Run, check_configs, check_fresh, make_plan
 from .rundir import FINAL, checkpoint_iteration, last_checkpoint, read_status, write_status
 from .spec import Study
 from .stats import fmt_duration
@@ -186,11 +186,13 @@ def run_study(study: Study, cli_opts: Optional[list[str]] = None, dry_run: bool 
     counts = {"ran": 0, "failed": 0}
     locked: set[str] = set()  # runs another process held when this one reached them
     checked: set[str] = set()  # arms whose config loaded (phase 2 arms appear later)
+    check_fresh(make_plan(study, cli_opts))  # before a frozen phase-2 selection is made from stale runs
     while True:
         plan = make_plan(study, cli_opts, freeze=not dry_run)
         if not plan.schedule_ok:
             raise SystemExit(f"cannot run: {plan.schedule_note}")
         checked |= check_configs(plan, frozenset(checked))
+        check_fresh(plan)
         todo = [r for r in plan.runs if r.key not in attempted and r.state() not in ("done", "pending")
                 and (retry_failed or r.state() != "failed")]
         todo.sort(key=lambda r: run_order(plan, r))
