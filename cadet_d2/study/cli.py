@@ -16,6 +16,7 @@ import dataclasses
 import sys
 from typing import Optional
 
+from ..engine.signals import EXIT_STOPPED
 from .plan import Plan, check_configs, check_fresh, fmt_value, left_out_note, make_plan
 from .spec import Study, StudyError, load_study
 
@@ -158,6 +159,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             from .run import run_study
 
             summary = run_study(study, args.opts, dry_run=args.dry_run, retry_failed=not args.no_retry_failed)
+            if summary["interrupted"]:
+                return EXIT_STOPPED  # stopped on purpose, resumable: as the training itself exits
             return 1 if summary["failed"] else 0
         if args.cmd == "report":
             from .report import write_report

@@ -180,10 +180,12 @@ def run_order(plan: Plan, run: Run) -> tuple:
 
 def run_study(study: Study, cli_opts: Optional[list[str]] = None, dry_run: bool = False, retry_failed: bool = True,
               echo: Callable[[str], None] = print) -> dict:
-    """Run every unfinished run of the study here; returns counts {done, failed, pending, skipped}."""
+    """Run every unfinished run of the study here, until one is interrupted (SIGTERM or SIGUSR1 to
+    this process: passed on, then the runner stops); returns counts of the plan's states plus
+    ``total``, ``locked`` and this invocation's ``ran``, ``failed`` and ``interrupted``."""
     attempted: set[str] = set()
     durations: list[float] = []
-    counts = {"ran": 0, "failed": 0}
+    counts = {"ran": 0, "failed": 0, "interrupted": 0}
     locked: set[str] = set()  # runs another process held when this one reached them
     checked: set[str] = set()  # arms whose config loaded (phase 2 arms appear later)
     check_fresh(make_plan(study, cli_opts))  # before a frozen phase-2 selection is made from stale runs
@@ -218,6 +220,11 @@ def run_study(study: Study, cli_opts: Optional[list[str]] = None, dry_run: bool 
             status = execute(plan, run)
         durations.append(time.time() - t0)
         counts["ran"] += 1
+        if status["state"] == "interrupted":  # SIGTERM/SIGUSR1 to this runner: stop here, not only that run
+            counts["interrupted"] += 1
+            echo(f"{head}: interrupted ({status['error']}), its checkpoint kept; stopping: run `ablate.py run` "
+                 "again to resume it and train the rest")
+            break
         if status["state"] != "done":
             counts["failed"] += 1
         done = sum(r.state() == "done" for r in plan.runs)
@@ -239,5 +246,6 @@ def run_study(study: Study, cli_opts: Optional[list[str]] = None, dry_run: bool 
     if not dry_run:
         elsewhere = sum(r.key in locked and r.state() != "done" for r in plan.runs)  # not yet finished there
         echo(f"study {study.name}: {summary['done']}/{len(plan.runs)} runs done, {summary['failed']} failed, "
-             f"{summary['pending']} pending" + (f", {elsewhere} running elsewhere" if elsewhere else ""))
+             f"{summary['pending']} pending" + (f", {elsewhere} running elsewhere" if elsewhere else "")
+             + (", stopped by a signal (interrupted)" if counts["interrupted"] else ""))
     return summary

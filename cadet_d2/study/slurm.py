@@ -76,10 +76,12 @@ def _header(plan: Plan, name: str, folder: str, array: str = "") -> list[str]:
     if array:
         lines.append("#SBATCH --requeue" if s.get("requeue", True) else "#SBATCH --no-requeue")
     lines += [f"#SBATCH {x}" for x in s.get("extra", [])]
-    lines += ["set -euo pipefail", f"cd {shlex.quote(os.getcwd())}"]
+    # The setup line (`module load`, conda's `activate`) runs before `set -u`: such scripts read
+    # variables that may be unset, which `set -u` turns into a failed job.
+    lines += ["set -eo pipefail", f"cd {shlex.quote(os.getcwd())}"]
     if s.get("setup"):
         lines.append(s["setup"])
-    return lines
+    return lines + ["set -u"]
 
 
 def write_slurm(plan: Plan, output: Optional[str], cli_opts: list[str], new_only: bool = False) -> Optional[str]:
