@@ -214,3 +214,23 @@ def test_a_bad_study_file_names_its_line_before_anything_runs(tmp_path, capsys, 
         err = capsys.readouterr().err
         assert err.startswith(f"study error: {path}{error}"), err
     assert not os.path.exists(tmp_path / "out")
+
+
+def test_missing_baseline_says_the_command_that_trains_it(tmp_path, capsys):
+    """The report of an output given with --output (and --opts): its BASELINE MISSING line names
+    the `run` command with the same --output and --opts, not the study file's output."""
+    path, _ = _study_file(tmp_path)
+    moved = str(tmp_path / "elsewhere")
+    study = load_study(path)
+    plan = make_plan(study, ["MODEL.RPN.POST_NMS_TOPK_TEST", "50"])
+    for r in plan.runs:
+        if r.arm.name == ARMS[1]:
+            r.dir = os.path.join(moved, ARMS[1], f"seed{r.seed}")
+            _fake_run(plan, r, 10.0)
+    assert main(["report", path, "--output", moved, "--no-plots", "--resamples", "10",
+                 "--opts", "MODEL.RPN.POST_NMS_TOPK_TEST", "50"]) == 0
+    md = open(os.path.join(moved, "report", "report.md"), encoding="utf-8").read()
+    assert (f"Run it: python tools/ablate.py run {path} --output {moved} --opts MODEL.RPN.POST_NMS_TOPK_TEST 50 !!!"
+            in md), md[:2000]
+    assert main(["report", path, "--no-plots"]) == 0
+    assert f"Run it: python tools/ablate.py run {path} !!!" in capsys.readouterr().out

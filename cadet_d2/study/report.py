@@ -13,6 +13,7 @@ import csv
 import json
 import math
 import os
+import shlex
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -177,7 +178,7 @@ class Reporter:
     def missing_baseline(self, base_name: str, table: str) -> str:
         msg = (f"!!! WARNING: BASELINE MISSING: {base_name} (the baseline of the same backbone and schedule) has no "
                f"finished run, so the '{table}' table has no Δ and no interval and cannot say whether the arms "
-               f"help. Run it: python tools/ablate.py run {self.plan.study.path} !!!")
+               f"help. Run it: {run_command(self.plan)} !!!")
         self.warnings.append(msg)
         return msg
 
@@ -200,6 +201,16 @@ class Reporter:
         if pending:
             lines += ["", f"{len(pending)} arm(s) pending: {pending[0].arm.pending}"]
         return lines + [""]
+
+
+def run_command(plan: Plan) -> str:
+    """The ``ablate.py run`` command line that trains this plan's runs (its output, optional
+    studies and --opts, when they are not the study file's)."""
+    s = plan.study
+    args = ["python", "tools/ablate.py", "run", s.path]
+    args += ["--output", s.output] if s.output != str(s.raw.get("output", s.output)) else []
+    args += ["--with-optional"] if s.include_optional and s.raw.get("include_optional") is not True else []
+    return shlex.join(args + (["--opts", *plan.cli_opts] if plan.cli_opts else []))
 
 
 def _tables(plan: Plan) -> list[tuple[str, list[Arm]]]:
