@@ -204,6 +204,10 @@ fusion_studies:
      ":9: fusion_studies[0]: unknown key(s) ['colour']"),
     (lambda t: t.replace("[[4]]", "[[5]]"), ":9: fusion_studies[0].stage_sets: [5] is not a stage list"),
     (lambda t: t + "seeds: 0\n", ":12: seeds: must be a count N >= 1"),
+    (lambda t: t + "seeds: true\n", ":12: seeds: must be a count N >= 1"),
+    (lambda t: t.replace("iterations: 4", "iterations: ten"), ":4: schedule.iterations: must be an integer >= 1, got 'ten'"),
+    (lambda t: t.replace("ims_per_batch: 2", "ims_per_batch: 0"), ":4: schedule.ims_per_batch: must be an integer >= 1"),
+    (lambda t: t.replace("base_lr: 0.01", "base_lr: 0.01, steps: [0.5, x]"), ":4: schedule.steps: must be a list"),
 ])
 def test_a_bad_study_file_names_its_line_before_anything_runs(tmp_path, capsys, monkeypatch, edit, error):
     monkeypatch.chdir(REPO)  # base_config relative to the repository root, as documented

@@ -96,3 +96,47 @@ def test_slurm_setup_line_runs_before_set_u(tmp_path):
     assert r.returncode == 0 and marker.read_text() == "setup\n", r.stderr
     r = subprocess.run(["bash", str(folder / "array.sbatch")], env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode != 0 and "SLURM_ARRAY_TASK_ID: unbound variable" in r.stderr, r.stderr
+
+
+def test_sigkill_of_the_runner_leaves_a_consistent_status(tmp_path):
+    """SIGKILL to `ablate.py run` (no handler runs): its training dies with it (PR_SET_PDEATHSIG),
+    the rerun trains the run again, and the status file then closes the lost attempt."""
+    root = make_tiny_root(str(tmp_path / "data"))
+    out = tmp_path / "out"
+    script = tmp_path / "train.py"
+    script.write_text(TRAIN)
+    study = tmp_path / "study.yaml"
+    study.write_text(yaml.safe_dump({
+        "name": "kill", "base_config": os.path.join(REPO, "configs", "Base-CADET.yaml"), "output": str(out),
+        "seeds": 1, "backbone": "b0", "data": {"root": root, "name": "synth"},
+        "schedule": {"iterations": 4, "ims_per_batch": 2, "base_lr": 0.01}, "opts": ["MODEL.DEVICE", "cpu"],
+        "baselines": {"fusion": "frm_ffm", "sizes": ["b0"]}, "train_script": str(script)}))
+    out.mkdir()
+    (out / "hold").write_text("")
+    env = {**os.environ, "PYTHONPATH": REPO}
+    cmd = [sys.executable, os.path.join(REPO, "tools", "ablate.py"), "run", str(study)]
+    run_dir = out / "baseline_frm_ffm_mit_b0" / "seed0"
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=REPO)
+    try:
+        deadline = time.time() + 120
+        while not (run_dir / "started").exists():
+            assert proc.poll() is None and time.time() < deadline
+            time.sleep(0.2)
+        child = read_status(str(run_dir))["child_pid"]
+        proc.kill()
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+    deadline = time.time() + 30
+    while os.path.exists(f"/proc/{child}") and time.time() < deadline:  # gone with its parent
+        time.sleep(0.2)
+    assert not os.path.exists(f"/proc/{child}") or open(f"/proc/{child}/stat").read().split()[2] == "Z"
+    assert read_status(str(run_dir))["state"] == "running"  # what the killed runner left
+
+    (out / "hold").unlink()
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    status = read_status(str(run_dir))
+    lost, last = status["attempts"]
+    assert status["state"] == "done" and last["exit_code"] == 0 and "start_time" not in lost
+    assert lost["ended"] is None and lost["exit_code"] is None and "runner was killed" in lost["lost"]

@@ -84,7 +84,7 @@ def execute(plan: Plan, run: Run, env: Optional[dict] = None) -> dict:
     """Train ``run`` now (resuming from its checkpoint if any); return its new status."""
     os.makedirs(run.dir, exist_ok=True)
     status = read_status(run.dir)
-    attempts = list(status.get("attempts", []))
+    attempts = [_closed(a) for a in status.get("attempts", [])]
     ckpt = last_checkpoint(run.dir)
     cmd = [sys.executable, *next_command(plan, run)]
     max_iter = int(plan.opt_value("SOLVER.MAX_ITER") or 0)
@@ -117,6 +117,16 @@ def execute(plan: Plan, run: Run, env: Optional[dict] = None) -> dict:
     proc.returncode = code = os.waitstatus_to_exitcode(wstatus)
     return _finish(run, status, attempt, code, usage, _tail(err_path, start),
                    interrupted=forwarded[0] if forwarded else "")
+
+
+def _closed(attempt: dict) -> dict:
+    """An earlier attempt as recorded; one that never recorded its end (the runner was killed,
+    the node lost) gets ``ended: None``, ``exit_code: None`` and ``lost`` saying so."""
+    if "ended" in attempt:
+        return attempt
+    attempt = {k: v for k, v in attempt.items() if k != "start_time"}
+    return {**attempt, "ended": None, "exit_code": None,
+            "lost": "no end recorded: the runner was killed or its machine lost"}
 
 
 FORWARDED = (signal.SIGUSR1, signal.SIGTERM)

@@ -252,9 +252,12 @@ def _fusion_study(path: str, i: int, node: dict, backbone: str) -> FusionStudy:
 
 def parse_seeds(path: str, seeds) -> list[int]:
     """A study file's ``seeds``: a count N (seeds 0..N-1) or a list of distinct integers."""
-    if isinstance(seeds, int) and seeds >= 1:
+    def is_int(x) -> bool:
+        return isinstance(x, int) and not isinstance(x, bool)  # YAML's true is not a seed
+
+    if is_int(seeds) and seeds >= 1:
         return list(range(seeds))
-    if isinstance(seeds, list) and seeds and all(isinstance(s, int) for s in seeds) and len(set(seeds)) == len(seeds):
+    if isinstance(seeds, list) and seeds and all(map(is_int, seeds)) and len(set(seeds)) == len(seeds):
         return list(seeds)
     raise _err(path, "seeds", "must be a count N >= 1 (seeds 0..N-1) or a list of distinct integers")
 
@@ -266,8 +269,22 @@ def _schedule(path: str, node: dict) -> dict:
     for k in ("ims_per_batch", "base_lr"):
         if k not in node:
             raise _err(path, "schedule", f"missing {k!r}")
+    def number(x) -> bool:
+        return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+    # key: (test, what it must be); a count is an integer, epochs and the LR any number
+    rules = {"iterations": (lambda x: number(x) and x == int(x) and x >= 1, "an integer >= 1"),
+             "epochs": (lambda x: number(x) and x > 0, "a number > 0"),
+             "train_images": (lambda x: number(x) and x == int(x) and x >= 1, "an integer >= 1"),
+             "ims_per_batch": (lambda x: number(x) and x == int(x) and x >= 1, "an integer >= 1"),
+             "base_lr": (lambda x: number(x) and x > 0, "a number > 0"),
+             "warmup_iters": (lambda x: number(x) and x == int(x) and x >= 0, "an integer >= 0"),
+             "checkpoint_period": (lambda x: number(x) and x == int(x) and x >= 1, "an integer >= 1")}
+    for k, (ok, what) in rules.items():
+        if k in node and not ok(node[k]):
+            raise _err(path, f"schedule.{k}", f"must be {what}, got {node[k]!r}")
     steps = node.get("steps", [])
-    if not isinstance(steps, list) or any(not 0 < float(s) < 1 for s in steps):
+    if not isinstance(steps, list) or any(not number(s) or not 0 < s < 1 for s in steps):
         raise _err(path, "schedule.steps", "must be a list of fractions of the run in (0, 1), e.g. [0.67, 0.89]")
     return dict(node)
 
