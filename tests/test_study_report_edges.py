@@ -238,3 +238,18 @@ def test_missing_baseline_says_the_command_that_trains_it(tmp_path, capsys):
             in md), md[:2000]
     assert main(["report", path, "--no-plots"]) == 0
     assert f"Run it: python tools/ablate.py run {path} !!!" in capsys.readouterr().out
+
+
+def test_submit_needs_slurm_and_sbatch(tmp_path, capsys, monkeypatch):
+    """`run --submit` without --slurm stops (it would train everything here); `--slurm --submit`
+    where there is no sbatch writes the scripts, says so and exits 1."""
+    path, out = _study_file(tmp_path)
+    for flag in ("--submit", "--new-only"):
+        assert main(["run", path, flag]) == 2
+        assert f"study error: {flag} needs --slurm" in capsys.readouterr().err
+    assert not os.path.exists(out)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert main(["run", path, "--slurm", "--submit"]) == 1
+    text = capsys.readouterr().out
+    assert "error: sbatch is not available here, nothing submitted" in text
+    assert os.path.isfile(os.path.join(out, "slurm", os.listdir(os.path.join(out, "slurm"))[0], "array.sbatch"))

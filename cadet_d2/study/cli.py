@@ -136,6 +136,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         if args.cmd == "run-one":
             return _run_one(study, args)
         if args.cmd == "run":
+            if (args.submit or args.new_only) and not args.slurm:  # else they would train here, unasked
+                raise StudyError(f"{'--submit' if args.submit else '--new-only'} needs --slurm "
+                                 f"(ablate.py run {args.study} --slurm --submit)")
             if args.slurm:
                 from .slurm import SlurmError, submit, write_slurm
 
@@ -151,7 +154,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                       "submits phase 2 when phase 1 is done)")
                 if args.submit:
                     try:
-                        submit(plan, folder)
+                        if not submit(plan, folder):
+                            return 1  # asked to submit, and there is no sbatch here
                     except SlurmError as e:
                         print(f"slurm error: {e}", file=sys.stderr)
                         return 2

@@ -147,7 +147,8 @@ def submit(plan: Plan, folder: str, echo: Callable[[str], None] = print) -> bool
     """Submit the array, then the follow-up job after it (``--dependency=afterany``), as
     ``submit.sh`` does; False when sbatch is not on PATH."""
     if not shutil.which("sbatch"):
-        echo(f"sbatch is not available here: submit on the cluster with `bash {folder}/submit.sh`")
+        echo(f"error: sbatch is not available here, nothing submitted: submit on the cluster with "
+             f"`bash {folder}/submit.sh`")
         return False
     array = sbatch(os.path.join(folder, "array.sbatch"), plan)
     nxt = sbatch(os.path.join(folder, "next.sbatch"), plan, f"--dependency=afterany:{array}")
