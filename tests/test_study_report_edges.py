@@ -253,3 +253,19 @@ def test_submit_needs_slurm_and_sbatch(tmp_path, capsys, monkeypatch):
     text = capsys.readouterr().out
     assert "error: sbatch is not available here, nothing submitted" in text
     assert os.path.isfile(os.path.join(out, "slurm", os.listdir(os.path.join(out, "slurm"))[0], "array.sbatch"))
+
+
+def test_a_bad_override_value_stops_with_the_study_file(tmp_path, capsys):
+    """A value of the wrong type in --opts (or the study's opts) fails loading the base config,
+    before any arm: every subcommand stops with the study file, not a traceback."""
+    path, out = _study_file(tmp_path)
+    for cmd in (["plan"], ["run", "--dry-run"], ["run"], ["run", "--slurm"], ["report", "--no-plots"]):
+        assert main([*cmd[:1], path, *cmd[1:], "--opts", "SOLVER.STEPS", "abc"]) == 2, cmd
+        err = capsys.readouterr().err
+        assert err.startswith(f"study error: {path}: opts, data or --opts: Type mismatch") and "SOLVER.STEPS" in err, err
+    raw = yaml.safe_load(open(path))
+    raw["opts"] += ["MODEL.RPN.POST_NMS_TOPK_TEST", "many"]
+    open(path, "w").write(yaml.safe_dump(raw))
+    assert main(["plan", path]) == 2
+    assert "MODEL.RPN.POST_NMS_TOPK_TEST" in capsys.readouterr().err
+    assert not os.path.exists(out)

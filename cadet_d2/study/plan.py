@@ -159,9 +159,17 @@ def check_configs(plan: "Plan", skip: frozenset[str] = frozenset()) -> set[str]:
         checked.add(arm.name)
         try:
             load_config(plan.config_file(arm), [*plan.arm_opts(arm), *plan.cli_opts])
-        except (KeyError, ValueError, AssertionError) as e:
-            raise StudyError(f"{plan.study.path}: arm {arm.name}: {e.args[0] if e.args else e}") from None
+        except CONFIG_ERRORS as e:
+            raise config_error(plan.study, f"arm {arm.name}", e) from None
     return checked
+
+
+CONFIG_ERRORS = (KeyError, ValueError, AssertionError)  # what loading a config with a bad override raises
+
+
+def config_error(study: Study, where: str, e: Exception) -> StudyError:
+    """A config that does not load (a typo in ``opts``/``options``/``--opts``), named as the study's."""
+    return StudyError(f"{study.path}: {where}: {e.args[0] if e.args else e}")
 
 
 def check_fresh(plan: "Plan", runs: Optional[list["Run"]] = None) -> None:
@@ -406,7 +414,10 @@ def make_plan(study: Study, cli_opts: Optional[list[str]] = None, freeze: bool =
 
     def cfg_loader():
         if "cfg" not in cfg_cache:
-            cfg_cache["cfg"] = load_config(study.base_config, [*base_opts, *cli_opts])
+            try:
+                cfg_cache["cfg"] = load_config(study.base_config, [*base_opts, *cli_opts])
+            except CONFIG_ERRORS as e:  # before any arm: the study's opts, data or --opts
+                raise config_error(study, "opts, data or --opts", e) from None
         return cfg_cache["cfg"]
 
     sched, note = schedule_opts(study, cfg_loader)
