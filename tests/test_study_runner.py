@@ -72,6 +72,40 @@ def test_sigterm_stops_the_runner_and_the_rerun_resumes(tmp_path):
     assert read_status(str(second))["state"] == "done"
 
 
+def test_ctrl_c_records_the_run_as_interrupted_without_a_traceback(tmp_path):
+    """SIGINT (Ctrl-C) to `ablate.py run`: passed on to the training, the run recorded as
+    interrupted by SIGINT, a one-line message and exit 130, no traceback."""
+    root = make_tiny_root(str(tmp_path / "data"))
+    out = tmp_path / "out"
+    script = tmp_path / "train.py"
+    script.write_text(TRAIN)
+    study = tmp_path / "study.yaml"
+    study.write_text(yaml.safe_dump({
+        "name": "int", "base_config": os.path.join(REPO, "configs", "Base-CADET.yaml"), "output": str(out),
+        "seeds": 1, "backbone": "b0", "data": {"root": root, "name": "synth"},
+        "schedule": {"iterations": 4, "ims_per_batch": 2, "base_lr": 0.01}, "opts": ["MODEL.DEVICE", "cpu"],
+        "baselines": {"fusion": "frm_ffm", "sizes": ["b0"]}, "train_script": str(script)}))
+    out.mkdir()
+    (out / "hold").write_text("")
+    run_dir = out / "baseline_frm_ffm_mit_b0" / "seed0"
+    proc = subprocess.Popen([sys.executable, os.path.join(REPO, "tools", "ablate.py"), "run", str(study)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+                            env={**os.environ, "PYTHONPATH": REPO})
+    try:
+        deadline = time.time() + 120
+        while not (run_dir / "started").exists():
+            assert proc.poll() is None and time.time() < deadline
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    assert err.strip().endswith("interrupted (Ctrl-C): run the same command again to resume"), err
+    status = read_status(str(run_dir))
+    assert status["state"] == "interrupted" and status["error"].startswith("interrupted by SIGINT"), status
+
+
 def test_slurm_setup_line_runs_before_set_u(tmp_path):
     """The `slurm.setup` line may read unset variables (Lmod's `module`, conda's `activate` do):
     the task script runs it before `set -u`, and is strict (`set -u`) after it."""

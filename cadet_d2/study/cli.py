@@ -175,4 +175,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     except (StudyError, OSError) as e:
         print(f"study error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: the run in progress is recorded as interrupted (run.execute)
+        print("interrupted (Ctrl-C): run the same command again to resume", file=sys.stderr)
+        return 130
     return 2
