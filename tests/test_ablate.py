@@ -286,7 +286,7 @@ def test_optional_must_be_a_boolean(tmp_path, where, value):
         key = "include_optional"
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump(raw))
-    with pytest.raises(StudyError, match=rf"^{re.escape(str(path))}: {re.escape(key)}: must be true or false, got"):
+    with pytest.raises(StudyError, match=rf"^{re.escape(str(path))}:\d+: {re.escape(key)}: must be true or false, got"):
         load_study(str(path))
 
 

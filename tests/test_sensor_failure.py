@@ -187,11 +187,15 @@ def test_sensor_arms_commands_and_report(tmp_path):
     assert "| early | -1.0 ± 0.0 | +20.5 ± 0.7 |" in lines  # drop - nodrop, paired by seed
     assert "| cssa | nodrop | – | – |" in lines
     assert "| cssa | drop | ref | ref |" in lines and "| early | nodrop | – | – |" in lines  # Δ vs baseline, none run
+    assert any(line.startswith("**!!! WARNING: BASELINE MISSING: cssa_drop, cssa_nodrop (the baseline detector `cssa`)")
+               for line in lines)
     printed: list[str] = []
     summary = run_study(study, dry_run=True, echo=printed.append)
     assert summary["done"] == 4 and sum("cssa_" in p and ": train: " in p for p in printed) == 4
     _fake_run(run["cssa_nodrop/seed0"].dir, {"clean": 40.0, "-rgb (zero)": 20.0})
-    assert "| early | nodrop | +10.0 | -10.0 |" in report_lines(plan)  # seed 0 only is paired
+    lines = report_lines(plan)
+    assert "| early | nodrop | +10.0 (n=1) | -10.0 (n=1) |" in lines  # seed 0 only is paired, and says so
+    assert any("BASELINE MISSING: cssa_drop (" in line for line in lines)  # cssa_nodrop has a run now
     spec.write_text(spec.read_text() + "  seed: 3\n")
     with pytest.raises(ValueError, match=r"sensor_failure: unknown key\(s\) \['seed'\]"):
         load_study(str(spec))

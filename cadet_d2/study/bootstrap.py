@@ -183,7 +183,8 @@ class PairedBootstrap:
         self._cache: dict[str, np.ndarray] = {}
 
     def arm_ap(self, run_dirs: Sequence[str], dataset: str) -> Optional[np.ndarray]:
-        """(resamples + 1,) mean-over-seeds AP: row 0 is the full test set, then each resample."""
+        """(resamples + 1,) mean-over-seeds AP: row 0 is the full test set, then each resample.
+        Runs without prediction files are left out (:meth:`runs_with_predictions` says which)."""
         per_seed = []
         for d in run_dirs:
             key = f"{d}::{dataset}"
@@ -202,8 +203,14 @@ class PairedBootstrap:
             per_seed.append(self._cache[key])
         return np.mean(per_seed, axis=0) if per_seed else None
 
+    @staticmethod
+    def runs_with_predictions(run_dirs: Sequence[str], dataset: str) -> list[str]:
+        """The runs whose ``inference/<dataset>/`` files the interval pools."""
+        return [d for d in run_dirs if inference_files(d, dataset) is not None]
+
     def delta_interval(self, arm_dirs: Sequence[str], base_dirs: Sequence[str], dataset: str) -> Optional[dict]:
-        """{delta (full set), lo, hi, p_gt0} of AP(arm) - AP(baseline), or None without predictions."""
+        """{delta (full set), lo, hi, p_gt0, resamples, arm_runs, base_runs} of AP(arm) - AP(baseline),
+        or None without predictions; ``arm_runs``/``base_runs``: how many runs it pools."""
         a, b = self.arm_ap(arm_dirs, dataset), self.arm_ap(base_dirs, dataset)
         if a is None or b is None:
             return None
@@ -214,4 +221,5 @@ class PairedBootstrap:
         alpha = (1.0 - self.level) / 2
         lo, hi = np.quantile(boot, [alpha, 1 - alpha])
         return {"delta": float(diff[0]), "lo": float(lo), "hi": float(hi), "p_gt0": float(np.mean(boot > 0)),
-                "resamples": int(len(boot))}
+                "resamples": int(len(boot)), "arm_runs": len(self.runs_with_predictions(arm_dirs, dataset)),
+                "base_runs": len(self.runs_with_predictions(base_dirs, dataset))}

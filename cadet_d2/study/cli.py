@@ -16,7 +16,8 @@ import dataclasses
 import sys
 from typing import Optional
 
-from .plan import Plan, check_configs, fmt_value, left_out_note, make_plan
+from ..engine.signals import EXIT_STOPPED
+from .plan import Plan, check_configs, check_fresh, fmt_value, left_out_note, make_plan
 from .spec import Study, StudyError, load_study
 
 
@@ -38,7 +39,7 @@ def format_plan(plan: Plan) -> str:
     lines.append(f"{'phase':9} {'run':44} {'state':8} overrides")
     states = []
     for r in plan.runs:
-        state = r.state()
+        state = "stale" if r.stale() else r.state()
         states.append(state)
         over = " ".join(f"{k} {fmt_value(v)}" for k, v in r.arm.overrides)
         lines.append(f"{r.arm.phase:9} {r.key:44} {state:8} {over} SEED {r.seed}")
@@ -53,7 +54,9 @@ def format_plan(plan: Plan) -> str:
               f"x {len(s.seeds)} seeds = {len(plan.runs)} runs",
               f"runs: {states.count('done')} done, {states.count('failed')} failed, "
               f"{states.count('pending')} pending (phase 2, needs phase-1 results), "
-              f"{len(states) - states.count('done') - states.count('failed') - states.count('pending')} to run"]
+              f"{len(states) - sum(map(states.count, ('done', 'failed', 'pending', 'stale')))} to run"
+              + (f", {states.count('stale')} stale (trained with other arguments than the study file and --opts "
+                 "now give: `run` stops on them)" if 'stale' in states else "")]
     if note := left_out_note(s):
         lines.append(note)
     return "\n".join(lines)
@@ -108,6 +111,7 @@ def _run_one(study: Study, args: argparse.Namespace) -> int:
     if run is None:
         print(f"no run {args.arm}/seed{args.seed} in the plan (phase 2 not resolved yet?)", file=sys.stderr)
         return 2
+    check_fresh(plan, [run])
     if run.state() == "done":
         print(f"{run.key}: already done")
         return 0
@@ -132,11 +136,16 @@ def main(argv: Optional[list[str]] = None) -> int:
         if args.cmd == "run-one":
             return _run_one(study, args)
         if args.cmd == "run":
+            if (args.submit or args.new_only) and not args.slurm:  # else they would train here, unasked
+                raise StudyError(f"{'--submit' if args.submit else '--new-only'} needs --slurm "
+                                 f"(ablate.py run {args.study} --slurm --submit)")
             if args.slurm:
                 from .slurm import SlurmError, submit, write_slurm
 
+                check_fresh(make_plan(study, args.opts))
                 plan = make_plan(study, args.opts, freeze=True)
                 check_configs(plan)
+                check_fresh(plan)
                 folder = write_slurm(plan, args.output or None, args.opts, args.new_only)
                 if folder is None:
                     print("nothing to submit: every concrete run is finished (or, with --new-only, attempted)")
@@ -145,7 +154,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                       "submits phase 2 when phase 1 is done)")
                 if args.submit:
                     try:
-                        submit(plan, folder)
+                        if not submit(plan, folder):
+                            return 1  # asked to submit, and there is no sbatch here
                     except SlurmError as e:
                         print(f"slurm error: {e}", file=sys.stderr)
                         return 2
@@ -153,6 +163,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             from .run import run_study
 
             summary = run_study(study, args.opts, dry_run=args.dry_run, retry_failed=not args.no_retry_failed)
+            if summary["interrupted"]:
+                return EXIT_STOPPED  # stopped on purpose, resumable: as the training itself exits
             return 1 if summary["failed"] else 0
         if args.cmd == "report":
             from .report import write_report
@@ -163,4 +175,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     except (StudyError, OSError) as e:
         print(f"study error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: the run in progress is recorded as interrupted (run.execute)
+        print("interrupted (Ctrl-C): run the same command again to resume", file=sys.stderr)
+        return 130
     return 2

@@ -22,7 +22,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from .rundir import FINAL, METRICS_FILE, read_json, read_metrics, run_state
+from .rundir import (FINAL, METRICS_FILE, args_diff, last_checkpoint, read_json, read_metrics, read_status,
+                     run_state, training_args)
 from .schedule import data_opts, schedule_opts
 from .spec import TRAININGS, FusionStudy, Study, StudyError
 
@@ -66,10 +67,26 @@ class Run:
     seed: int
     dir: str
     metrics_file: str = METRICS_FILE
+    planned_args: list[str] = field(default_factory=list)  # rundir.training_args of its planned command
 
     @property
     def key(self) -> str:
         return f"{self.arm.name}/seed{self.seed}"
+
+    def recorded_args(self) -> Optional[list[str]]:
+        """:func:`~cadet_d2.study.rundir.training_args` of the command its last attempt ran (None
+        when no runner recorded one)."""
+        command = read_status(self.dir).get("command")
+        return training_args(command) if command else None
+
+    def stale(self) -> bool:
+        """Finished, or holding a checkpoint to resume from, but trained with other arguments than
+        the plan now gives it (an edited study file, other ``--opts``): reusing it would put another
+        configuration's numbers under this arm's name."""
+        recorded = self.recorded_args()
+        if self.arm.pending or recorded is None or recorded == self.planned_args:
+            return False
+        return self.state() == "done" or last_checkpoint(self.dir) is not None
 
     def state(self) -> str:
         """``pending`` (phase 2 not resolved) or :func:`~cadet_d2.study.rundir.run_state`."""
@@ -142,9 +159,31 @@ def check_configs(plan: "Plan", skip: frozenset[str] = frozenset()) -> set[str]:
         checked.add(arm.name)
         try:
             load_config(plan.config_file(arm), [*plan.arm_opts(arm), *plan.cli_opts])
-        except (KeyError, ValueError, AssertionError) as e:
-            raise StudyError(f"{plan.study.path}: arm {arm.name}: {e.args[0] if e.args else e}") from None
+        except CONFIG_ERRORS as e:
+            raise config_error(plan.study, f"arm {arm.name}", e) from None
     return checked
+
+
+CONFIG_ERRORS = (KeyError, ValueError, AssertionError)  # what loading a config with a bad override raises
+
+
+def config_error(study: Study, where: str, e: Exception) -> StudyError:
+    """A config that does not load (a typo in ``opts``/``options``/``--opts``), named as the study's."""
+    return StudyError(f"{study.path}: {where}: {e.args[0] if e.args else e}")
+
+
+def check_fresh(plan: "Plan", runs: Optional[list["Run"]] = None) -> None:
+    """Stop before anything runs when runs of the plan (or ``runs``) are :meth:`Run.stale`: ``run``
+    would skip them as finished or resume them, silently keeping results of another configuration."""
+    stale = [r for r in (plan.runs if runs is None else runs) if r.stale()]
+    if not stale:
+        return
+    r = stale[0]
+    raise StudyError(
+        f"{plan.study.path}: {len(stale)} run(s) were trained with other arguments than the study file and --opts "
+        f"now give (e.g. {r.key}: {args_diff(r.recorded_args(), r.planned_args)}); `run` would reuse them. Give "
+        "the study file and --opts they ran with, or move their folders away to train them again: "
+        + " ".join(x.dir for x in stale))
 
 
 def fmt_value(v: Any) -> str:
@@ -375,7 +414,10 @@ def make_plan(study: Study, cli_opts: Optional[list[str]] = None, freeze: bool =
 
     def cfg_loader():
         if "cfg" not in cfg_cache:
-            cfg_cache["cfg"] = load_config(study.base_config, [*base_opts, *cli_opts])
+            try:
+                cfg_cache["cfg"] = load_config(study.base_config, [*base_opts, *cli_opts])
+            except CONFIG_ERRORS as e:  # before any arm: the study's opts, data or --opts
+                raise config_error(study, "opts, data or --opts", e) from None
         return cfg_cache["cfg"]
 
     sched, note = schedule_opts(study, cfg_loader)
@@ -386,4 +428,7 @@ def make_plan(study: Study, cli_opts: Optional[list[str]] = None, freeze: bool =
     arms, notes = study_arms(study, data_name, freeze, metrics_file)
     _check_conflicts(study, arms, cli_opts)
     runs = [Run(a, s, run_dir(study, a.name, s), metrics_file) for a in arms for s in study.seeds]
-    return Plan(study, arms, runs, [*base_opts, *sched], cli_opts, note, notes, data_name)
+    plan = Plan(study, arms, runs, [*base_opts, *sched], cli_opts, note, notes, data_name)
+    for run in runs:
+        run.planned_args = training_args(["python", *plan.command(run)])
+    return plan

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
+import shlex
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -21,7 +23,7 @@ from ..evaluation import METRICS
 from .bootstrap import PairedBootstrap
 from .costs import arm_params, run_costs
 from .plan import Arm, Plan, fmt_value, make_plan
-from .rundir import read_status
+from .rundir import args_diff, read_status, training_args
 from .spec import Study
 from .stats import fmt_duration, fmt_mean_std as _ms, fmt_number as _f, mean_or_none as _mean, mean_std
 
@@ -91,17 +93,41 @@ class Reporter:
         self.boot = PairedBootstrap(resamples, int(b.get("seed", 0)), float(b.get("level", 0.95)))
         self.intervals: dict[str, Optional[dict]] = {}
         self.warnings: list[str] = []
+        self.gaps: dict[str, list[str]] = {}  # run key -> what its cells lack (metrics, predictions)
+        self.unpaired: dict[str, tuple[list[int], list[int]]] = {}  # arm -> (its seeds, the baseline's) when they differ
+
+    def _gap(self, res: ArmResult, seeds: list[int], what: str) -> None:
+        for seed in seeds:
+            gaps = self.gaps.setdefault(f"{res.arm.name}/seed{seed}", [])
+            if what not in gaps:
+                gaps.append(what)
 
     def interval(self, arm: ArmResult, base: Optional[ArmResult]) -> Optional[dict]:
         if base is None or not base.done or not arm.done or arm.arm.name == base.arm.name:
             return None
         if arm.arm.name not in self.intervals:
+            ds = self.sets[self.main]
             try:
-                self.intervals[arm.arm.name] = self.boot.delta_interval(arm.dirs, base.dirs, self.sets[self.main])
+                self.intervals[arm.arm.name] = self.boot.delta_interval(arm.dirs, base.dirs, ds)
             except (ValueError, OSError) as e:
-                self.echo(f"warning: no interval for {arm.arm.name}: {e}")
+                self.warnings.append(f"Warning: no ΔAP interval for {arm.arm.name}: {e}")
                 self.intervals[arm.arm.name] = None
+            for res in (arm, base):
+                have = set(self.boot.runs_with_predictions(res.dirs, ds))
+                self._gap(res, [s for s, d, _ in res.done if d not in have],
+                          f"predictions inference/{ds}/ (not in the {self.main} AP interval)")
         return self.intervals[arm.arm.name]
+
+    def cell(self, res: ArmResult, dataset: str, metric: str, label: str) -> str:
+        """``mean ± std`` over the finished seeds that have the metric, with ``(k/n seeds)`` when
+        some finished seeds lack it (each named in the report's warnings)."""
+        values = res.values(dataset, metric)
+        have = [not math.isnan(v) for v in values]
+        text = _ms(values)
+        if 0 < sum(have) < len(values):
+            self._gap(res, [s for (s, _, _), h in zip(res.done, have) if not h], f"{label} {metric}")
+            text += f" ({sum(have)}/{len(values)} seeds)"
+        return text
 
     def header(self) -> list[str]:
         others = [s for s in self.sets if s != self.main]
@@ -118,17 +144,26 @@ class Reporter:
         name = f"**{res.arm.name}** (baseline)" if is_ref else res.arm.name
         seeds = f"{len(res.done)}/{len(res.seeds)}" + (f" ({len(res.failed)} failed)" if res.failed else "")
         ci = self.interval(res, base)
+        if not is_ref and res.done and base is not None and base.done:
+            mine, theirs = sorted(s for s, _, _ in res.done), sorted(s for s, _, _ in base.done)
+            if mine != theirs:
+                self.unpaired[res.arm.name] = (mine, theirs)
 
         def delta(ds: str, m: str) -> str:
             return "ref" if is_ref else _f(_delta(res, base, ds, m), 2, sign=True)
 
-        cells = [name, seeds, _ms(res.values(main, "AP")), delta(main, "AP"),
-                 f"[{ci['lo']:+.2f}, {ci['hi']:+.2f}]" if ci else "–"]
+        if ci:
+            ci_text = f"[{ci['lo']:+.2f}, {ci['hi']:+.2f}]"
+            if ci["arm_runs"] < len(res.done) or ci["base_runs"] < len(base.done):
+                ci_text += f" (runs {ci['arm_runs']}/{len(res.done)}, baseline {ci['base_runs']}/{len(base.done)})"
+        else:  # the baseline itself, or no finished runs / predictions to resample
+            ci_text = "n/a" if res.done and base is not None and base.done and not is_ref else "–"
+        cells = [name, seeds, self.cell(res, main, "AP", self.main), delta(main, "AP"), ci_text]
         for m in METRICS[1:]:
-            cells += [_ms(res.values(main, m)), delta(main, m)]
+            cells += [self.cell(res, main, m, self.main), delta(main, m)]
         for label, ds in self.sets.items():
             if label != self.main:
-                cells += [_ms(res.values(ds, "AP")), delta(ds, "AP")]
+                cells += [self.cell(res, ds, "AP", label), delta(ds, "AP")]
         p = res.params
         c = res.costs
         wall = _mean([x["wall_s"] for x in c])
@@ -143,7 +178,7 @@ class Reporter:
     def missing_baseline(self, base_name: str, table: str) -> str:
         msg = (f"!!! WARNING: BASELINE MISSING: {base_name} (the baseline of the same backbone and schedule) has no "
                f"finished run, so the '{table}' table has no Δ and no interval and cannot say whether the arms "
-               f"help. Run it: python tools/ablate.py run {self.plan.study.path} !!!")
+               f"help. Run it: {run_command(self.plan)} !!!")
         self.warnings.append(msg)
         return msg
 
@@ -166,6 +201,16 @@ class Reporter:
         if pending:
             lines += ["", f"{len(pending)} arm(s) pending: {pending[0].arm.pending}"]
         return lines + [""]
+
+
+def run_command(plan: Plan) -> str:
+    """The ``ablate.py run`` command line that trains this plan's runs (its output, optional
+    studies and --opts, when they are not the study file's)."""
+    s = plan.study
+    args = ["python", "tools/ablate.py", "run", s.path]
+    args += ["--output", s.output] if s.output != str(s.raw.get("output", s.output)) else []
+    args += ["--with-optional"] if s.include_optional and s.raw.get("include_optional") is not True else []
+    return shlex.join(args + (["--opts", *plan.cli_opts] if plan.cli_opts else []))
 
 
 def _tables(plan: Plan) -> list[tuple[str, list[Arm]]]:
@@ -244,35 +289,22 @@ def _write_csv(path: str, rows: list[dict]) -> None:
         w.writerows(rows)
 
 
-_RUN_FLAGS = ("--resume", "--eval-only")
-
-
-def _training_args(command: list[str]) -> list[str]:
-    """A run's command without the interpreter, the resume/eval-only flags and eval-only's weights."""
-    args = [t for t in command if t not in _RUN_FLAGS]
-    if len(args) >= 2 and args[-2] == "MODEL.WEIGHTS":
-        args = args[:-2]
-    return args
-
-
 def command_warnings(plan: Plan) -> list[str]:
     """One warning when finished runs were trained with other arguments than ``plan`` gives them
     (another ``--opts``, an edited study file): their numbers are not what the report's header says."""
-    differ = []  # (run, recorded args, planned args)
+    differ = []  # (run, recorded args)
     for run in plan.runs:
         command = read_status(run.dir).get("command")
         if run.state() != "done" or not command:
             continue
-        recorded, planned = _training_args(command[1:]), _training_args(plan.command(run))
-        if recorded != planned:
-            differ.append((run, recorded, planned))
+        recorded = training_args(command)
+        if recorded != run.planned_args:
+            differ.append((run, recorded))
     if not differ:
         return []
-    run, recorded, planned = differ[0]
-    extra = [t for t in recorded if t not in planned]
-    missing = [t for t in planned if t not in recorded]
+    run, recorded = differ[0]
     return [f"Warning: {len(differ)} finished run(s) were trained with other arguments than this report assumes "
-            f"(e.g. {run.key}: recorded but not planned {extra}, planned but not recorded {missing}). Give `ablate "
+            f"(e.g. {run.key}: {args_diff(recorded, run.planned_args)}). Give `ablate "
             "report` the same study file and --opts as `ablate run`."]
 
 
@@ -300,7 +332,7 @@ def write_report(study: Study, cli_opts: Optional[list[str]] = None, out_dir: Op
     tables = _tables(plan)
     if tables:
         lines[-1:] = ["- Sets: " + ", ".join(f"{k} = `{v}`" for k, v in rep.sets.items()) + ".",
-                      f"- Cells: mean ± sample std over the finished seeds (COCO box AP, %). Δ = arm mean − baseline mean. "
+                      f"- Cells: mean ± sample std over the finished seeds (COCO box AP, %; the value alone with one seed: no std). Δ = arm mean − baseline mean. "
                       f"CI: {int(rep.boot.level * 100)}% paired bootstrap interval of Δ{rep.main} AP over the {rep.main} images "
                       f"({n} resamples; in each resample an arm's AP is the mean over its seeds, so seeds are pooled; the "
                       "interval reflects test-set sampling, not training-seed variance).",
@@ -326,6 +358,14 @@ def write_report(study: Study, cli_opts: Optional[list[str]] = None, out_dir: Op
 
         names = write_plots(rep, plan, out_dir)
         lines += ["## Plots", ""] + [f"![{n}]({n})" for n in names] + [""]
+    if rep.gaps:
+        rep.warnings.append(f"Warning: {len(rep.gaps)} finished run(s) lack values that their arm's cells use; those "
+                            "cells and their Δ are over the seeds that have them, marked (k/n seeds): "
+                            + "; ".join(f"{k}: {', '.join(v)}" for k, v in rep.gaps.items()) + ".")
+    if rep.unpaired:
+        rep.warnings.append("Warning: Δ and interval of " + "; ".join(
+            f"{a} compare its finished seeds {m} with the baseline's {b}" for a, (m, b) in rep.unpaired.items())
+            + " (a failed or unfinished run on one side): seed-to-seed variation is in those Δ.")
     if rep.warnings:
         lines = lines[:2] + [f"**{w}**" for w in rep.warnings] + [""] + lines[2:]
         for w in rep.warnings:

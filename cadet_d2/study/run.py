@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from typing import Callable, Iterator, Optional
 
 from ..utils.machine import machine_label
-from .plan import Plan, Run, check_configs, make_plan
+from .plan import Plan, Run, check_configs, check_fresh, make_plan
 from .rundir import FINAL, checkpoint_iteration, last_checkpoint, read_status, write_status
 from .spec import Study
 from .stats import fmt_duration
@@ -84,7 +84,7 @@ def execute(plan: Plan, run: Run, env: Optional[dict] = None) -> dict:
     """Train ``run`` now (resuming from its checkpoint if any); return its new status."""
     os.makedirs(run.dir, exist_ok=True)
     status = read_status(run.dir)
-    attempts = list(status.get("attempts", []))
+    attempts = [_closed(a) for a in status.get("attempts", [])]
     ckpt = last_checkpoint(run.dir)
     cmd = [sys.executable, *next_command(plan, run)]
     max_iter = int(plan.opt_value("SOLVER.MAX_ITER") or 0)
@@ -117,6 +117,16 @@ def execute(plan: Plan, run: Run, env: Optional[dict] = None) -> dict:
     proc.returncode = code = os.waitstatus_to_exitcode(wstatus)
     return _finish(run, status, attempt, code, usage, _tail(err_path, start),
                    interrupted=forwarded[0] if forwarded else "")
+
+
+def _closed(attempt: dict) -> dict:
+    """An earlier attempt as recorded; one that never recorded its end (the runner was killed,
+    the node lost) gets ``ended: None``, ``exit_code: None`` and ``lost`` saying so."""
+    if "ended" in attempt:
+        return attempt
+    attempt = {k: v for k, v in attempt.items() if k != "start_time"}
+    return {**attempt, "ended": None, "exit_code": None,
+            "lost": "no end recorded: the runner was killed or its machine lost"}
 
 
 FORWARDED = (signal.SIGUSR1, signal.SIGTERM)
@@ -180,17 +190,21 @@ def run_order(plan: Plan, run: Run) -> tuple:
 
 def run_study(study: Study, cli_opts: Optional[list[str]] = None, dry_run: bool = False, retry_failed: bool = True,
               echo: Callable[[str], None] = print) -> dict:
-    """Run every unfinished run of the study here; returns counts {done, failed, pending, skipped}."""
+    """Run every unfinished run of the study here, until one is interrupted (SIGTERM or SIGUSR1 to
+    this process: passed on, then the runner stops); returns counts of the plan's states plus
+    ``total``, ``locked`` and this invocation's ``ran``, ``failed`` and ``interrupted``."""
     attempted: set[str] = set()
     durations: list[float] = []
-    counts = {"ran": 0, "failed": 0}
+    counts = {"ran": 0, "failed": 0, "interrupted": 0}
     locked: set[str] = set()  # runs another process held when this one reached them
     checked: set[str] = set()  # arms whose config loaded (phase 2 arms appear later)
+    check_fresh(make_plan(study, cli_opts))  # before a frozen phase-2 selection is made from stale runs
     while True:
         plan = make_plan(study, cli_opts, freeze=not dry_run)
         if not plan.schedule_ok:
             raise SystemExit(f"cannot run: {plan.schedule_note}")
         checked |= check_configs(plan, frozenset(checked))
+        check_fresh(plan)
         todo = [r for r in plan.runs if r.key not in attempted and r.state() not in ("done", "pending")
                 and (retry_failed or r.state() != "failed")]
         todo.sort(key=lambda r: run_order(plan, r))
@@ -216,6 +230,11 @@ def run_study(study: Study, cli_opts: Optional[list[str]] = None, dry_run: bool 
             status = execute(plan, run)
         durations.append(time.time() - t0)
         counts["ran"] += 1
+        if status["state"] == "interrupted":  # SIGTERM/SIGUSR1 to this runner: stop here, not only that run
+            counts["interrupted"] += 1
+            echo(f"{head}: interrupted ({status['error']}), its checkpoint kept; stopping: run `ablate.py run` "
+                 "again to resume it and train the rest")
+            break
         if status["state"] != "done":
             counts["failed"] += 1
         done = sum(r.state() == "done" for r in plan.runs)
@@ -237,5 +256,6 @@ def run_study(study: Study, cli_opts: Optional[list[str]] = None, dry_run: bool 
     if not dry_run:
         elsewhere = sum(r.key in locked and r.state() != "done" for r in plan.runs)  # not yet finished there
         echo(f"study {study.name}: {summary['done']}/{len(plan.runs)} runs done, {summary['failed']} failed, "
-             f"{summary['pending']} pending" + (f", {elsewhere} running elsewhere" if elsewhere else ""))
+             f"{summary['pending']} pending" + (f", {elsewhere} running elsewhere" if elsewhere else "")
+             + (", stopped by a signal (interrupted)" if counts["interrupted"] else ""))
     return summary

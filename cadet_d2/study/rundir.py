@@ -56,6 +56,30 @@ def is_finished(run_dir: str, metrics_file: str = METRICS_FILE) -> bool:
     return read_metrics(run_dir, metrics_file) is not None
 
 
+_RUN_FLAGS = ("--resume", "--eval-only")
+
+
+def training_args(command: list[str]) -> list[str]:
+    """What makes a run's numbers, from its command line (recorded in ``status.json`` or planned):
+    the command without the interpreter, the resume/eval-only flags, eval-only's trailing
+    ``MODEL.WEIGHTS <run>/model_final.pth``, and the ``OUTPUT_DIR`` value (the run folder itself,
+    so that a study output moved or copied elsewhere keeps its runs)."""
+    args = [t for t in command[1:] if t not in _RUN_FLAGS]
+    if "--eval-only" in command and len(args) >= 2 and args[-2] == "MODEL.WEIGHTS":
+        args = args[:-2]
+    if "OUTPUT_DIR" in args:
+        i = args.index("OUTPUT_DIR")
+        args = args[:i] + args[i + 2:]
+    return args
+
+
+def args_diff(recorded: list[str], planned: list[str]) -> str:
+    """The arguments in one :func:`training_args` list and not the other, for messages."""
+    extra = [t for t in recorded if t not in planned]
+    missing = [t for t in planned if t not in recorded]
+    return f"recorded but not planned {extra}, planned but not recorded {missing}"
+
+
 def read_status(run_dir: str) -> dict:
     """The status file written by ``ablate run`` (empty dict when absent)."""
     s = read_json(os.path.join(run_dir, STATUS_FILE))

@@ -41,8 +41,11 @@ def _cell(values: list[float]) -> str:
 
 
 def _paired_delta(a: list[float], b: list[float]) -> str:
-    mean, std = mean_std([x - y for x, y in zip(a, b) if x == x and y == y])
-    return "–" if mean is None else f"{mean:+.1f}" + (f" ± {std:.1f}" if std is not None else "")
+    """Mean ± std of a - b over the seeds both have; ``(n=k)`` when that is not every seed."""
+    pairs = [x - y for x, y in zip(a, b) if x == x and y == y]
+    mean, std = mean_std(pairs)
+    return "–" if mean is None else f"{mean:+.1f}" + (f" ± {std:.1f}" if std is not None else "") + (
+        "" if len(pairs) == max(len(a), len(b)) else f" (n={len(pairs)})")
 
 
 def report_lines(plan: Plan) -> list[str]:
@@ -55,6 +58,13 @@ def report_lines(plan: Plan) -> list[str]:
     done = sum(r.state() == "done" for r in runs)
     lines = ["## sensor failure", "", f"{done} of {len(runs)} runs finished; seeds {plan.study.seeds}; AP (COCO, %), "
              f"mean ± std over seeds, per test-time condition. Dropout runs add `{' '.join(sf.dropout)}`.", ""]
+    if sf.baseline:
+        base = [r for r in runs if r.arm.detector == sf.baseline]
+        missing = sorted({r.arm.name for r in base} - {r.arm.name for r in base if r.state() == "done"})
+        if missing:
+            lines += [f"**!!! WARNING: BASELINE MISSING: {', '.join(missing)} (the baseline detector `{sf.baseline}`) "
+                      "has no finished run, so the Δ tables below have no value for that training. Run it: "
+                      f"python tools/sensor_failure.py run {plan.study.path} !!!**", ""]
     for ds in sets:
         head = ["| arm | training | " + " | ".join(conds) + " |", "|---|---|" + "---|" * len(conds)]
         lines += [f"### {ds}", "", *head]

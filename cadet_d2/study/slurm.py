@@ -76,10 +76,12 @@ def _header(plan: Plan, name: str, folder: str, array: str = "") -> list[str]:
     if array:
         lines.append("#SBATCH --requeue" if s.get("requeue", True) else "#SBATCH --no-requeue")
     lines += [f"#SBATCH {x}" for x in s.get("extra", [])]
-    lines += ["set -euo pipefail", f"cd {shlex.quote(os.getcwd())}"]
+    # The setup line (`module load`, conda's `activate`) runs before `set -u`: such scripts read
+    # variables that may be unset, which `set -u` turns into a failed job.
+    lines += ["set -eo pipefail", f"cd {shlex.quote(os.getcwd())}"]
     if s.get("setup"):
         lines.append(s["setup"])
-    return lines
+    return lines + ["set -u"]
 
 
 def write_slurm(plan: Plan, output: Optional[str], cli_opts: list[str], new_only: bool = False) -> Optional[str]:
@@ -145,7 +147,8 @@ def submit(plan: Plan, folder: str, echo: Callable[[str], None] = print) -> bool
     """Submit the array, then the follow-up job after it (``--dependency=afterany``), as
     ``submit.sh`` does; False when sbatch is not on PATH."""
     if not shutil.which("sbatch"):
-        echo(f"sbatch is not available here: submit on the cluster with `bash {folder}/submit.sh`")
+        echo(f"error: sbatch is not available here, nothing submitted: submit on the cluster with "
+             f"`bash {folder}/submit.sh`")
         return False
     array = sbatch(os.path.join(folder, "array.sbatch"), plan)
     nxt = sbatch(os.path.join(folder, "next.sbatch"), plan, f"--dependency=afterany:{array}")

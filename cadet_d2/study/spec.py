@@ -37,7 +37,58 @@ SCHEDULE_KEYS = {"epochs", "iterations", "train_images", "ims_per_batch", "base_
 
 
 class StudyError(ValueError):
-    """The study file is malformed; the message names the file and the key."""
+    """The study file is malformed; the message names the file, the line when known, and the key."""
+
+    def __init__(self, msg: str, key: str = ""):
+        super().__init__(msg)
+        self.key = key  # the offending key's path (``fusion_studies[0].options``), for its line
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (YAML would keep the last
+    silently: a second arm of the same name, a second ``schedule``)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise StudyError(f"{key_node.start_mark.line + 1}: {key!r} given twice in one mapping (first on "
+                                 f"line {seen[key]}): YAML would silently keep the last")
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
+
+
+def _key_lines(node, prefix: str = "", out: Optional[dict] = None) -> dict[str, int]:
+    """{key path: 1-based line} of every mapping key and list item under ``node`` (paths as the
+    error messages write them: ``schedule.steps``, ``fusion_studies[1].options``)."""
+    out = {} if out is None else out
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            path = f"{prefix}.{k.value}" if prefix else str(k.value)
+            out.setdefault(path, k.start_mark.line + 1)
+            _key_lines(v, path, out)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, v in enumerate(node.value):
+            out.setdefault(f"{prefix}[{i}]", v.start_mark.line + 1)
+            _key_lines(v, f"{prefix}[{i}]", out)
+    return out
+
+
+def _read_yaml(path: str) -> tuple[dict, dict[str, int]]:
+    """The study file's mapping and the line of each key path."""
+    with open(path, encoding="utf-8") as f:
+        loader = _Loader(f)
+        try:
+            node = loader.get_single_node()
+            raw = loader.construct_document(node) if node is not None else {}
+        except StudyError as e:  # "LINE: ..."
+            raise StudyError(f"{path}:{e}") from None
+        except yaml.YAMLError as e:
+            raise StudyError(f"{path}: not valid YAML: {e}") from None
+        finally:
+            loader.dispose()
+    return raw if raw is not None else {}, _key_lines(node) if node is not None else {}
 
 
 @dataclass
@@ -116,16 +167,18 @@ class Study:
         return [fs for fs in self.fusion_studies if fs.optional and not self.include_optional]
 
 
-def _err(path: str, key: str, msg: str) -> StudyError:
-    return StudyError(f"{path}: {key}: {msg}")
+def _err(path: str, key: str, msg: str, line_key: str = "") -> StudyError:
+    """``line_key``: the key path whose line to name, when not ``key`` (:func:`load_study` adds it)."""
+    return StudyError(f"{path}: {key}: {msg}", line_key or key)
 
 
 def _check_keys(path: str, where: str, node: dict, allowed: set) -> None:
     if not isinstance(node, dict):
         raise _err(path, where, f"must be a mapping, got {type(node).__name__}")
-    extra = sorted(set(node) - allowed)
+    extra = sorted(set(node) - allowed, key=str)
     if extra:
-        raise _err(path, where, f"unknown key(s) {extra}; allowed: {sorted(allowed)}")
+        first = str(extra[0]) if where == "(top level)" else f"{where}.{extra[0]}"
+        raise _err(path, where, f"unknown key(s) {extra}; allowed: {sorted(allowed)}", first)
 
 
 def _merge(default: dict, given: dict | None) -> dict:
@@ -199,9 +252,12 @@ def _fusion_study(path: str, i: int, node: dict, backbone: str) -> FusionStudy:
 
 def parse_seeds(path: str, seeds) -> list[int]:
     """A study file's ``seeds``: a count N (seeds 0..N-1) or a list of distinct integers."""
-    if isinstance(seeds, int) and seeds >= 1:
+    def is_int(x) -> bool:
+        return isinstance(x, int) and not isinstance(x, bool)  # YAML's true is not a seed
+
+    if is_int(seeds) and seeds >= 1:
         return list(range(seeds))
-    if isinstance(seeds, list) and seeds and all(isinstance(s, int) for s in seeds) and len(set(seeds)) == len(seeds):
+    if isinstance(seeds, list) and seeds and all(map(is_int, seeds)) and len(set(seeds)) == len(seeds):
         return list(seeds)
     raise _err(path, "seeds", "must be a count N >= 1 (seeds 0..N-1) or a list of distinct integers")
 
@@ -213,8 +269,22 @@ def _schedule(path: str, node: dict) -> dict:
     for k in ("ims_per_batch", "base_lr"):
         if k not in node:
             raise _err(path, "schedule", f"missing {k!r}")
+    def number(x) -> bool:
+        return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+    # key: (test, what it must be); a count is an integer, epochs and the LR any number
+    rules = {"iterations": (lambda x: number(x) and x == int(x) and x >= 1, "an integer >= 1"),
+             "epochs": (lambda x: number(x) and x > 0, "a number > 0"),
+             "train_images": (lambda x: number(x) and x == int(x) and x >= 1, "an integer >= 1"),
+             "ims_per_batch": (lambda x: number(x) and x == int(x) and x >= 1, "an integer >= 1"),
+             "base_lr": (lambda x: number(x) and x > 0, "a number > 0"),
+             "warmup_iters": (lambda x: number(x) and x == int(x) and x >= 0, "an integer >= 0"),
+             "checkpoint_period": (lambda x: number(x) and x == int(x) and x >= 1, "an integer >= 1")}
+    for k, (ok, what) in rules.items():
+        if k in node and not ok(node[k]):
+            raise _err(path, f"schedule.{k}", f"must be {what}, got {node[k]!r}")
     steps = node.get("steps", [])
-    if not isinstance(steps, list) or any(not 0 < float(s) < 1 for s in steps):
+    if not isinstance(steps, list) or any(not number(s) or not 0 < s < 1 for s in steps):
         raise _err(path, "schedule.steps", "must be a list of fractions of the run in (0, 1), e.g. [0.67, 0.89]")
     return dict(node)
 
@@ -257,9 +327,20 @@ def _slurm(path: str, node: dict) -> dict:
 
 
 def load_study(path: str) -> Study:
-    """Read and check a study file."""
-    with open(path, encoding="utf-8") as f:
-        raw = yaml.safe_load(f) or {}
+    """Read and check a study file; an error names the file, the line of the key, and the key."""
+    raw, lines = _read_yaml(path)
+    try:
+        return _parse(path, raw)
+    except StudyError as e:
+        key = e.key
+        while key and key not in lines:  # the closest enclosing key that has a line
+            key = key.rpartition(".")[0] if "." in key else key.rpartition("[")[0]
+        if not key or not str(e).startswith(f"{path}: "):
+            raise
+        raise StudyError(f"{path}:{lines[key]}: {str(e)[len(path) + 2:]}", e.key) from None
+
+
+def _parse(path: str, raw: dict) -> Study:
     _check_keys(path, "(top level)", raw, TOP_KEYS)
     sensor = _sensor_failure(path, raw["sensor_failure"]) if "sensor_failure" in raw else None
     # A study of sensor-failure arms only needs no base config, schedule or baselines: each arm
@@ -291,6 +372,10 @@ def load_study(path: str) -> Study:
     _check_keys(path, "data", data, {"root", "name"})
     report = _merge(DEFAULT_REPORT, raw.get("report"))
     _check_keys(path, "report", report, set(DEFAULT_REPORT))
+    for key in ("base_config", "train_script"):
+        if raw.get(key) and not os.path.isfile(str(raw[key])):
+            raise _err(path, key, f"no such file {raw[key]!r} (relative paths are relative to the folder ablate.py "
+                                  f"runs from, here {os.getcwd()})")
     return Study(
         path=path, name=str(raw["name"]),
         base_config=str(raw.get("base_config") or next(iter(sensor.arms.values()))), output=str(raw["output"]),
