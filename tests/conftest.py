@@ -88,3 +88,19 @@ def tiny_cfg(root: str, output_dir: str, *opts: str, base: str = "configs/Base-C
         "MODEL.RPN.POST_NMS_TOPK_TRAIN", "100", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32",
         *opts,
     ])
+
+
+def run_demo_tool(tool: str, tmp_path, *args: str):
+    """``tools/<tool>.py --config-file configs/demo/demo_sum.yaml ARGS`` (``{tmp}`` in an argument is
+    ``tmp_path``) in a subprocess importing this checkout's cadet_d2, one thread: the
+    CompletedProcess."""
+    import subprocess
+    import sys
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    fill = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    return subprocess.run([sys.executable, os.path.join(repo, "tools", f"{tool}.py"), "--config-file",
+                           os.path.join(repo, "configs", "demo", "demo_sum.yaml"), *fill], cwd=repo,
+                          capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=repo))
+

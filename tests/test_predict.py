@@ -13,7 +13,7 @@ import torch
 from cadet_d2.data import DataError, MultiModalDatasetMapper, read_image_size
 from cadet_d2.inference import BatchPredictor, collect_inputs, output_names, to_coco_results, write_coco_results
 
-from conftest import make_tiny_root, tiny_cfg, write_image
+from conftest import make_tiny_root, run_demo_tool, tiny_cfg, write_image
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAST = ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0", "MODEL.RPN.PRE_NMS_TOPK_TEST", "200",
@@ -238,16 +238,9 @@ def test_predict_tool_warns_without_weights(data, tmp_path):
      "error: {tmp}/bad.pth: corrupt or truncated"),
 ])
 def test_tools_report_user_mistakes_without_a_traceback(tmp_path, tool, args, opts, message):
-    import subprocess
-    import sys
-
     (tmp_path / "bad.pth").write_bytes(b"PK\x03\x04 not a whole zip archive")
     np.save(tmp_path / "a.npy", np.zeros((48, 64, 5), np.uint8))
     make_tiny_root(str(tmp_path / "data"))  # a data root of the test's own, not the checkout's datasets/
-    fill = [a.replace("{tmp}", str(tmp_path)) for a in [*args, *opts]]
-    r = subprocess.run([sys.executable, os.path.join(REPO, "tools", f"{tool}.py"), "--config-file",
-                        os.path.join(REPO, "configs", "demo", "demo_sum.yaml"), *fill], cwd=REPO,
-                       capture_output=True, text=True, timeout=300,
-                       env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=REPO))  # this checkout's cadet_d2
+    r = run_demo_tool(tool, tmp_path, *args, *opts)
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
     assert message.replace("{tmp}", str(tmp_path)) in r.stderr.strip().splitlines()[-1], r.stderr[-2000:]

@@ -3,8 +3,6 @@ lacks stops before a model is built. Tiny CSSA / sum models (tests/conftest.py).
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -14,9 +12,8 @@ from cadet_d2.engine.launch import DeviceError
 from cadet_d2.inference import load_model
 from cadet_d2.engine.weights import WeightsMismatchError
 
-from conftest import make_tiny_root, tiny_cfg
+from conftest import make_tiny_root, run_demo_tool, tiny_cfg
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DUAL = ["MODEL.BACKBONE.NAME", "build_dual_mit_fpn_backbone"]
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available")
 
@@ -105,11 +102,7 @@ def test_load_model_checks_the_device_first(run):
 def test_tools_stop_on_a_missing_device_or_foreign_weights(tmp_path, tool, args, opts, message):
     torch.save({"model": {"foo.weight": torch.zeros(2)}}, tmp_path / "other.pth")
     np.save(tmp_path / "a.npy", np.zeros((48, 64, 5), np.uint8))
-    fill = [a.replace("{tmp}", str(tmp_path)) for a in [*args, *opts]]
-    r = subprocess.run([sys.executable, os.path.join(REPO, "tools", f"{tool}.py"), "--config-file",
-                        os.path.join(REPO, "configs", "demo", "demo_sum.yaml"), *fill], cwd=REPO,
-                       capture_output=True, text=True, timeout=300,
-                       env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=REPO))  # this checkout's cadet_d2
+    r = run_demo_tool(tool, tmp_path, *args, *opts)
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
     last = r.stderr.strip().splitlines()[-1]
     assert message.replace("{tmp}", str(tmp_path)) in last, r.stderr[-2000:]

@@ -32,17 +32,24 @@ json.dump({"datasets": {"synth_test": {"AP": 1.0}}, "weights": ""}, open(os.path
 """
 
 
-def test_sigterm_stops_the_runner_and_the_rerun_resumes(tmp_path):
+def write_study(tmp_path, name: str, seeds: int, **extra) -> tuple:
+    """A one-baseline study (FRM+FFM, b0, 4 iterations) on a tiny root: (study file, output folder).
+    Its ``train_script`` is the stand-in :data:`TRAIN`; ``extra`` adds keys (``slurm``)."""
     root = make_tiny_root(str(tmp_path / "data"))
     out = tmp_path / "out"
     script = tmp_path / "train.py"
     script.write_text(TRAIN)
     study = tmp_path / "study.yaml"
     study.write_text(yaml.safe_dump({
-        "name": "sig", "base_config": os.path.join(REPO, "configs", "Base-CADET.yaml"), "output": str(out),
-        "seeds": 2, "backbone": "b0", "data": {"root": root, "name": "synth"},
+        "name": name, "base_config": os.path.join(REPO, "configs", "Base-CADET.yaml"), "output": str(out),
+        "seeds": seeds, "backbone": "b0", "data": {"root": root, "name": "synth"},
         "schedule": {"iterations": 4, "ims_per_batch": 2, "base_lr": 0.01}, "opts": ["MODEL.DEVICE", "cpu"],
-        "baselines": {"fusion": "frm_ffm", "sizes": ["b0"]}, "train_script": str(script)}))
+        "baselines": {"fusion": "frm_ffm", "sizes": ["b0"]}, "train_script": str(script), **extra}))
+    return study, out
+
+
+def test_sigterm_stops_the_runner_and_the_rerun_resumes(tmp_path):
+    study, out = write_study(tmp_path, "sig", 2)
     out.mkdir()
     (out / "hold").write_text("")
     env = {**os.environ, "PYTHONPATH": REPO}
@@ -75,16 +82,7 @@ def test_sigterm_stops_the_runner_and_the_rerun_resumes(tmp_path):
 def test_ctrl_c_records_the_run_as_interrupted_without_a_traceback(tmp_path):
     """SIGINT (Ctrl-C) to `ablate.py run`: passed on to the training, the run recorded as
     interrupted by SIGINT, a one-line message and exit 130, no traceback."""
-    root = make_tiny_root(str(tmp_path / "data"))
-    out = tmp_path / "out"
-    script = tmp_path / "train.py"
-    script.write_text(TRAIN)
-    study = tmp_path / "study.yaml"
-    study.write_text(yaml.safe_dump({
-        "name": "int", "base_config": os.path.join(REPO, "configs", "Base-CADET.yaml"), "output": str(out),
-        "seeds": 1, "backbone": "b0", "data": {"root": root, "name": "synth"},
-        "schedule": {"iterations": 4, "ims_per_batch": 2, "base_lr": 0.01}, "opts": ["MODEL.DEVICE", "cpu"],
-        "baselines": {"fusion": "frm_ffm", "sizes": ["b0"]}, "train_script": str(script)}))
+    study, out = write_study(tmp_path, "int", 1)
     out.mkdir()
     (out / "hold").write_text("")
     run_dir = out / "baseline_frm_ffm_mit_b0" / "seed0"
@@ -111,16 +109,9 @@ def test_slurm_setup_line_runs_before_set_u(tmp_path):
     the task script runs it before `set -u`, and is strict (`set -u`) after it."""
     from cadet_d2.study.cli import main
 
-    root = make_tiny_root(str(tmp_path / "data"))
-    out = tmp_path / "out"
     marker = tmp_path / "setup.txt"
-    study = tmp_path / "study.yaml"
-    study.write_text(yaml.safe_dump({
-        "name": "setup", "base_config": os.path.join(REPO, "configs", "Base-CADET.yaml"), "output": str(out),
-        "seeds": 1, "backbone": "b0", "data": {"root": root, "name": "synth"},
-        "schedule": {"iterations": 4, "ims_per_batch": 2, "base_lr": 0.01}, "opts": ["MODEL.DEVICE", "cpu"],
-        "baselines": {"fusion": "frm_ffm", "sizes": ["b0"]},
-        "slurm": {"gpus": 0, "setup": f'echo "setup${{CADET_TEST_NEVER_SET}}" > {marker}'}}))
+    study, out = write_study(tmp_path, "setup", 1,
+                             slurm={"gpus": 0, "setup": f'echo "setup${{CADET_TEST_NEVER_SET}}" > {marker}'})
     assert main(["run", str(study), "--slurm"]) == 0
     (folder,) = (out / "slurm").iterdir()
     (folder / "tasks.txt").write_text("true\n")  # the task's command: nothing to train here
@@ -135,16 +126,7 @@ def test_slurm_setup_line_runs_before_set_u(tmp_path):
 def test_sigkill_of_the_runner_leaves_a_consistent_status(tmp_path):
     """SIGKILL to `ablate.py run` (no handler runs): its training dies with it (PR_SET_PDEATHSIG),
     the rerun trains the run again, and the status file then closes the lost attempt."""
-    root = make_tiny_root(str(tmp_path / "data"))
-    out = tmp_path / "out"
-    script = tmp_path / "train.py"
-    script.write_text(TRAIN)
-    study = tmp_path / "study.yaml"
-    study.write_text(yaml.safe_dump({
-        "name": "kill", "base_config": os.path.join(REPO, "configs", "Base-CADET.yaml"), "output": str(out),
-        "seeds": 1, "backbone": "b0", "data": {"root": root, "name": "synth"},
-        "schedule": {"iterations": 4, "ims_per_batch": 2, "base_lr": 0.01}, "opts": ["MODEL.DEVICE", "cpu"],
-        "baselines": {"fusion": "frm_ffm", "sizes": ["b0"]}, "train_script": str(script)}))
+    study, out = write_study(tmp_path, "kill", 1)
     out.mkdir()
     (out / "hold").write_text("")
     env = {**os.environ, "PYTHONPATH": REPO}

@@ -12,7 +12,6 @@ MiT-b5 FRM+FFM at 800 x 1040: the memory planner's prediction next to the measur
 """
 import argparse
 import datetime
-import json
 import os
 import subprocess
 import sys

@@ -25,7 +25,6 @@ from __future__ import annotations
 import logging
 import os
 
-import torch
 from torch import nn
 
 from .backbone.dual import DualStreamMiT
