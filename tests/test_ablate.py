@@ -437,12 +437,18 @@ def test_eta_format_past_an_hour():
 
 def _tiny_study(tmp_path) -> tuple[str, str, str]:
     """synth_small.yaml cut down: baseline + cssa [1] [4] (phase 2: top 1 x tau 0.3) + an arm that
-    fails at build; 4 iterations, a checkpoint every 2."""
+    passes the checks before running but fails at build (a registered module whose builder
+    raises); 4 iterations, a checkpoint every 2."""
     root = make_tiny_root(str(tmp_path / "data"))
+    broken = tmp_path / "broken_fusion.py"
+    broken.write_text("from cadet_d2.modeling.fusion import register_fusion\n\n\n"
+                      "@register_fusion('broken')\ndef build(cfg, channels, stage):\n"
+                      "    raise RuntimeError('broken fusion builder')\n")
     raw = yaml.safe_load(open(SYNTH_SMALL))
     cssa = raw["fusion_studies"][0]
     cssa["phase2"]["grid"]["t"]["values"] = [0.3]
-    raw["fusion_studies"] = [cssa, {"name": "bad", "fusion": "nosuch", "stage_sets": [[4]]}]
+    raw["fusion_studies"] = [cssa, {"name": "bad", "fusion": "broken", "stage_sets": [[4]],
+                                    "options": {"CADET.FUSION.IMPORTS": [str(broken)]}}]
     raw["modality"] = {"sets": []}
     raw["schedule"] = {"iterations": 4, "ims_per_batch": 2, "base_lr": 0.01, "warmup_iters": 1, "checkpoint_period": 2}
     out = str(tmp_path / "out")
@@ -488,7 +494,7 @@ def test_tiny_study_run_kill_resume_report(tmp_path):
     assert resumed["attempts"][1]["resumed_from"].startswith("model_") and resumed["attempts"][1]["start_iter"] >= 2
     bad = read_status(os.path.join(out, "bad_s4", "seed0"))
     assert bad["state"] == "failed" and bad["attempts"][-1]["exit_code"] == 1
-    assert any("nosuch" in line for line in bad["stderr_tail"])
+    assert any("broken fusion builder" in line for line in bad["stderr_tail"])
     plan = make_plan(study, opts[1:])
     states = {r.key: r.state() for r in plan.runs}
     assert not any(r.arm.pending for r in plan.runs)
@@ -581,7 +587,7 @@ def test_dry_run_slurm_scripts_and_run_one(tmp_path, capsys):
     assert main(["run-one", path, "--arm", "bad_s4", "--seed", "0", *opts]) == 1
     status = read_status(os.path.join(out, "bad_s4", "seed0"))
     assert status["state"] == "failed" and status["error"] == "exit code 1" and len(status["attempts"]) == 1
-    assert status["attempts"][0]["peak_rss_mb"] > 50 and any("nosuch" in x for x in status["stderr_tail"])
+    assert status["attempts"][0]["peak_rss_mb"] > 50 and any("broken fusion builder" in x for x in status["stderr_tail"])
     assert status["attempts"][0]["machine"] == machine_label()
 
 

@@ -269,3 +269,18 @@ def test_a_bad_override_value_stops_with_the_study_file(tmp_path, capsys):
     assert main(["plan", path]) == 2
     assert "MODEL.RPN.POST_NMS_TOPK_TEST" in capsys.readouterr().err
     assert not os.path.exists(out)
+
+
+def test_an_unknown_fusion_module_stops_before_anything_runs(tmp_path, capsys):
+    """An arm naming a fusion module that is not registered (a typo, a missing
+    CADET.FUSION.IMPORTS): plan and run stop naming the study file, the arm and the registered
+    modules, instead of starting the study and failing each of that arm's runs."""
+    path, out = _study_file(tmp_path)
+    raw = yaml.safe_load(open(path))
+    raw["fusion_studies"].append({"name": "typo", "fusion": "csa", "stage_sets": [[4]]})
+    open(path, "w").write(yaml.safe_dump(raw))
+    for cmd in (["plan"], ["run", "--dry-run"], ["run"], ["run", "--slurm"]):
+        assert main([cmd[0], path, *cmd[1:]]) == 2, cmd
+        err = capsys.readouterr().err
+        assert err.startswith(f"study error: {path}: arm typo_s4: Unknown fusion module 'csa'. Registered: "), err
+    assert not os.path.exists(out)

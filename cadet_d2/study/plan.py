@@ -147,10 +147,11 @@ class Plan:
 
 def check_configs(plan: "Plan", skip: frozenset[str] = frozenset()) -> set[str]:
     """Load (and validate) the config of every concrete arm not in ``skip``, once per arm, before
-    anything runs: a typo in a study file's ``options`` or ``opts`` stops here, naming the arm and
-    the key, instead of failing every run of the arm. Fusion names are checked when a run builds
-    its model (``CADET.FUSION.IMPORTS`` may register them there). Returns the arms checked."""
+    anything runs: a typo in a study file's ``options`` or ``opts``, or a fusion module that is
+    not registered (after importing ``CADET.FUSION.IMPORTS``), stops here, naming the arm and the
+    key, instead of failing every run of the arm. Returns the arms checked."""
     from ..engine.setup import load_config
+    from ..modeling.fusion import check_fusion_config
 
     checked = set()
     for arm in plan.arms:
@@ -158,8 +159,8 @@ def check_configs(plan: "Plan", skip: frozenset[str] = frozenset()) -> set[str]:
             continue
         checked.add(arm.name)
         try:
-            load_config(plan.config_file(arm), [*plan.arm_opts(arm), *plan.cli_opts])
-        except CONFIG_ERRORS as e:
+            check_fusion_config(load_config(plan.config_file(arm), [*plan.arm_opts(arm), *plan.cli_opts]))
+        except (*CONFIG_ERRORS, FileNotFoundError, ImportError) as e:
             raise config_error(plan.study, f"arm {arm.name}", e) from None
     return checked
 

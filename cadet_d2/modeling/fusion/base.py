@@ -115,15 +115,32 @@ def registered_fusions() -> list[str]:
     return sorted(name for name, _ in FUSION_REGISTRY)
 
 
-def build_fusion(cfg, name: str, channels: int, stage: int) -> torch.nn.Module:
-    """Build the fusion module ``name`` for a stage with ``channels`` channels (stage 1-4)."""
-    import_fusion_modules(cfg.CADET.FUSION.IMPORTS)
+def check_fusion_name(name: str) -> None:
+    """KeyError naming the registered modules unless ``name`` is one of them."""
     if name not in FUSION_REGISTRY:
         raise KeyError(
             f"Unknown fusion module {name!r}. Registered: {', '.join(registered_fusions())}. "
             "A module of your own needs @FUSION_REGISTRY.register() and its file or module in "
             "CADET.FUSION.IMPORTS."
         )
+
+
+def check_fusion_config(cfg) -> None:
+    """Before any model is built (``tools/ablate.py`` checks every arm so): import
+    ``CADET.FUSION.IMPORTS`` and check that ``NAME``, ``DEFAULT`` and, when a stage uses
+    ``hybrid``, ``HYBRID.EARLY``/``LATE`` are registered fusion modules."""
+    f = cfg.CADET.FUSION
+    import_fusion_modules(f.IMPORTS)
+    names = [f.NAME, f.DEFAULT]
+    names += [f.HYBRID.EARLY, f.HYBRID.LATE] if "hybrid" in names else []
+    for name in names:
+        check_fusion_name(name)
+
+
+def build_fusion(cfg, name: str, channels: int, stage: int) -> torch.nn.Module:
+    """Build the fusion module ``name`` for a stage with ``channels`` channels (stage 1-4)."""
+    import_fusion_modules(cfg.CADET.FUSION.IMPORTS)
+    check_fusion_name(name)
     return FUSION_REGISTRY.get(name)(cfg, channels=channels, stage=stage)
 
 
