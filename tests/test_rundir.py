@@ -69,3 +69,16 @@ def test_without_final_checkpoint_only_a_done_status_counts(tmp_path):
         write_status(str(tmp_path), {"state": state})
         assert read_metrics(str(tmp_path)) is None, state
     assert run_state(str(tmp_path)) == "failed"
+
+
+def test_a_running_status_whose_runner_is_gone_is_lost(tmp_path):
+    import subprocess
+    import sys
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # its pid now names no process (reuse within the test is not expected)
+    here = os.uname().nodename
+    for status, state in [({"pid": os.getpid(), "host": here}, "running"), ({"pid": gone.pid, "host": here}, "lost"),
+                          ({"pid": gone.pid, "host": here + "-other-node"}, "running"), ({}, "running")]:
+        write_status(str(tmp_path), {"state": "running", **status})
+        assert run_state(str(tmp_path)) == state, status

@@ -13,7 +13,7 @@ import yaml
 
 from conftest import make_tiny_root
 
-from cadet_d2.study.rundir import read_status
+from cadet_d2.study.rundir import read_status, run_state
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -148,6 +148,7 @@ def test_sigkill_of_the_runner_leaves_a_consistent_status(tmp_path):
         time.sleep(0.2)
     assert not os.path.exists(f"/proc/{child}") or open(f"/proc/{child}/stat").read().split()[2] == "Z"
     assert read_status(str(run_dir))["state"] == "running"  # what the killed runner left
+    assert run_state(str(run_dir)) == "lost"  # its runner, on this host, is gone: plan says so
 
     (out / "hold").unlink()
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=120)

@@ -248,7 +248,7 @@ def run_study(study: Study, cli_opts: Optional[list[str]] = None, dry_run: bool 
                  + "\n    ".join(status.get("stderr_tail", [])[-5:]))
     plan = make_plan(study, cli_opts, freeze=not dry_run)
     states = [r.state() for r in plan.runs]
-    summary = {s: states.count(s) for s in ("done", "failed", "pending", "todo", "partial", "running")}
+    summary = {s: states.count(s) for s in ("done", "failed", "pending", "todo", "partial", "running", "lost")}
     summary.update(total=len(plan.runs), locked=len(locked), **counts)
     for arm in plan.arms:
         if arm.pending and dry_run:

@@ -90,17 +90,37 @@ def write_status(run_dir: str, status: dict) -> None:
     atomic_write_json(os.path.join(run_dir, STATUS_FILE), status)
 
 
+def runner_alive(status: dict) -> bool:
+    """Whether the ``ablate`` process that wrote ``status`` (its ``pid`` on ``host``) may still
+    run: False only when that host is this one and no process has that pid."""
+    pid = status.get("pid")
+    if status.get("host") != os.uname().nodename or not isinstance(pid, int):
+        return True  # another node (SLURM): not visible from here
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def run_state(run_dir: str, metrics_file: str = METRICS_FILE) -> str:
     """``done`` (finished), ``failed`` (last attempt failed), ``partial`` (a checkpoint, not
-    finished), ``running`` (status says so; maybe a dead process) or ``todo``."""
+    finished), ``running`` (status says so, and its runner may be alive: :func:`runner_alive`),
+    ``lost`` (status says running, but its runner on this host is gone; the next ``run`` trains
+    it again) or ``todo``."""
     if is_finished(run_dir, metrics_file):
         return "done"
-    state = read_status(run_dir).get("state")
+    status = read_status(run_dir)
+    state = status.get("state")
     if state == "failed":
         return "failed"
     if last_checkpoint(run_dir):
         return "partial"
-    return "running" if state == "running" else "todo"
+    if state == "running":
+        return "running" if runner_alive(status) else "lost"
+    return "todo"
 
 
 def last_checkpoint(run_dir: str) -> Optional[str]:
