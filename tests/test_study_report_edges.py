@@ -85,8 +85,8 @@ def _report(path: str, out: str, capsys) -> tuple[str, dict]:
 def test_a_changed_arm_is_not_reused(tmp_path, capsys):
     """Runs finished with THRESHOLD 0.5; the study file then says 0.6: `plan` marks them stale,
     `run`, `run --dry-run`, `run --slurm` and `run-one` stop naming the study file and the
-    changed value before anything runs. The unchanged file, and its output copied elsewhere,
-    reuse them (no stale, no warning in the report)."""
+    changed value before anything runs. The unchanged file, its output copied elsewhere, and
+    another CADET.CHECKPOINT.KEEP_LAST reuse them (no stale, no warning in the report)."""
     path, out = _study_file(tmp_path)
     plan = make_plan(load_study(path))
     for run in plan.runs:
@@ -117,6 +117,9 @@ def test_a_changed_arm_is_not_reused(tmp_path, capsys):
     assert "stale" not in capsys.readouterr().out
     md, _ = _report(path, moved, capsys)
     assert "Warning" not in md
+    # keeping fewer checkpoints does not change a run's numbers: not stale either
+    assert main(["run", path, "--dry-run", "--opts", "CADET.CHECKPOINT.KEEP_LAST", "2"]) == 0
+    assert "stale" not in capsys.readouterr().out
 
 
 def test_report_edge_cases(tmp_path, capsys):

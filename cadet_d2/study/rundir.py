@@ -57,19 +57,23 @@ def is_finished(run_dir: str, metrics_file: str = METRICS_FILE) -> bool:
 
 
 _RUN_FLAGS = ("--resume", "--eval-only")
+# Overrides that do not change a run's numbers: its folder (so that a study output moved or
+# copied elsewhere keeps its runs) and how many periodic checkpoints it keeps on disk.
+_NOT_RESULTS = ("OUTPUT_DIR", "CADET.CHECKPOINT.KEEP_LAST")
 
 
 def training_args(command: list[str]) -> list[str]:
     """What makes a run's numbers, from its command line (recorded in ``status.json`` or planned):
     the command without the interpreter, the resume/eval-only flags, eval-only's trailing
-    ``MODEL.WEIGHTS <run>/model_final.pth``, and the ``OUTPUT_DIR`` value (the run folder itself,
-    so that a study output moved or copied elsewhere keeps its runs)."""
+    ``MODEL.WEIGHTS <run>/model_final.pth``, and the overrides of :data:`_NOT_RESULTS` with
+    their values."""
     args = [t for t in command[1:] if t not in _RUN_FLAGS]
     if "--eval-only" in command and len(args) >= 2 and args[-2] == "MODEL.WEIGHTS":
         args = args[:-2]
-    if "OUTPUT_DIR" in args:
-        i = args.index("OUTPUT_DIR")
-        args = args[:i] + args[i + 2:]
+    for key in _NOT_RESULTS:
+        while key in args:
+            i = args.index(key)
+            args = args[:i] + args[i + 2:]
     return args
 
 
