@@ -48,7 +48,6 @@ class FileMemo:
     def __init__(self, read: Callable[[], list], fingerprint: Callable[[], tuple]):
         self.read, self.fingerprint = read, fingerprint
         self.kept: tuple[tuple, bytes] | None = None  # (fingerprint, pickled result) of the last read kept
-        self.reads = 0
 
     def __call__(self) -> list:
         started = time.time_ns()
@@ -56,7 +55,6 @@ class FileMemo:
         if self.kept is not None and self.kept[0] == key:
             return pickle.loads(self.kept[1])
         result = self.read()
-        self.reads += 1
         newest = max((mtime for _, _, mtime in key), default=-1)
         racy = newest >= started - int(RACY_S * 1e9)
         self.kept = None if racy else (key, pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
