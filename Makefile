@@ -59,7 +59,7 @@ clean:
 gpu-check: setup
 	$(PY) tools/gpu_check.py
 
-# For a lent GPU machine without Detectron2 or a package index: .gpu_bundle (tools/gpu_bundle.py),
-# carried there by the device tool, which runs `bash tools/gpu_device.sh` (docs/scaling.md).
+# For an offline GPU machine without Detectron2 or a package index: .gpu_bundle (tools/gpu_bundle.py),
+# copied there with the checkout, where `bash tools/gpu_device.sh` runs (docs/scaling.md).
 gpu-bundle: setup
 	$(PY) tools/gpu_bundle.py

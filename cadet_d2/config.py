@@ -215,7 +215,8 @@ def add_cadet_config(cfg: CN) -> CN:
     # kept), so that a long run's disk use is bounded; 0 = keep all.
     _C.CADET.CHECKPOINT.KEEP_LAST = 0
     # On these signals the run finishes the current iteration, writes model_<iteration>.pth and
-    # exits with status 75 (engine/signals.py). [] = Python's default behaviour.
+    # exits with status 75 (engine/signals.py); data-loader workers ignore them and the launcher
+    # of --num-gpus passes them on to its processes. [] = Python's default behaviour.
     _C.CADET.CHECKPOINT.STOP_SIGNALS = ["SIGTERM", "SIGINT", "SIGUSR1"]
     # Under SLURM (SLURM_JOB_ID set), after stopping on one of these signals, requeue the job with
     # `scontrol requeue` so that it resumes by itself. SIGUSR1 is what `sbatch --signal=B:USR1@<s>`
@@ -328,7 +329,6 @@ def validate_cadet_config(cfg: CN) -> None:
     for key in ("EARLY", "LATE"):
         if cfg.CADET.FUSION.HYBRID[key] == "hybrid":
             raise ValueError(f"CADET.FUSION.HYBRID.{key} cannot be 'hybrid'; name a module such as cssa or gaff")
-    _validate_cssa_parts(cfg)
     tau = cfg.CADET.FUSION.CSSA.THRESHOLD
     if not 0.0 <= tau <= 1.0:
         raise ValueError(f"CADET.FUSION.CSSA.THRESHOLD = {tau} must lie in [0, 1]")
@@ -339,6 +339,9 @@ def validate_cadet_config(cfg: CN) -> None:
     max_fail = cfg.CADET.DATA.MAX_LOAD_FAILURES
     if not isinstance(max_fail, int) or max_fail < 0:
         raise ValueError(f"CADET.DATA.MAX_LOAD_FAILURES = {max_fail!r} must be an integer >= 0")
+    if max_fail and not cfg.CADET.DATA.DETERMINISTIC_STREAM:
+        raise ValueError(f"CADET.DATA.MAX_LOAD_FAILURES = {max_fail} needs CADET.DATA.DETERMINISTIC_STREAM True "
+                         "(only that stream skips a sample that fails to load; Detectron2's loader stops)")
     if cfg.CADET.DATA.DETERMINISTIC_STREAM and cfg.DATALOADER.SAMPLER_TRAIN != "TrainingSampler":
         raise ValueError(
             f"DATALOADER.SAMPLER_TRAIN = {cfg.DATALOADER.SAMPLER_TRAIN!r} needs CADET.DATA.DETERMINISTIC_STREAM "
@@ -351,20 +354,6 @@ def validate_cadet_config(cfg: CN) -> None:
     accum = cfg.SOLVER.ACCUM_STEPS
     if not isinstance(accum, int) or isinstance(accum, bool) or accum < 1:
         raise ValueError(f"SOLVER.ACCUM_STEPS = {accum!r} must be an integer >= 1 (micro-batches per optimizer step)")
-
-
-def _validate_cssa_parts(cfg: CN) -> None:
-    """CSSA.SWITCH False is an ablation of ``cssa``; the variants replace the switch itself."""
-    f = cfg.CADET.FUSION
-    if f.CSSA.SWITCH:
-        return
-    used = {f.NAME} | ({f.DEFAULT} if set(f.STAGES) != {1, 2, 3, 4} else set())
-    if "hybrid" in used:
-        used |= {f.HYBRID.EARLY, f.HYBRID.LATE}
-    variants = sorted(used & {"cssa_learnable", "cssa_soft"})
-    if variants:
-        raise ValueError(f"CADET.FUSION.CSSA.SWITCH False does not apply to {', '.join(variants)} (they replace "
-                         "the switch); use cssa with SWITCH False for the no-switching ablation")
 
 
 def _validate_data(cfg: CN) -> None:

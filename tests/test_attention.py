@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from cadet_d2.engine import load_config
-from cadet_d2.utils.attention import fusion_maps, save_fusion_maps
+from cadet_d2.inference.fusion_maps import fusion_maps, save_fusion_maps
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OPTS = ["MODEL.DEVICE", "cpu", "CADET.BACKBONE.SIZE", "b0", "CADET.FUSION.NAME", "cssa",

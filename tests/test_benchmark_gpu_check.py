@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from cadet_d2.utils.gpu_check import Run, matrix, table
+from cadet_d2.bench.gpu_check import Run, matrix, table
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

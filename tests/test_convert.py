@@ -168,17 +168,24 @@ def test_to_npy(llvip_tree, tmp_path):
     assert not (out / "train/pairs.csv").exists()
 
 
-def test_to_npy_rejects_colour_thermal(llvip_tree, tmp_path):
+def test_to_npy_reads_thermal_as_training_reads_paired_files(llvip_tree, tmp_path):
+    """--to-npy's thermal is what training reads from the same file with the default
+    CADET.INPUT.THERMAL_PERCENTILES: colour refused with the file named, 16-bit scaled alike."""
+    from cadet_d2.config import add_cadet_config
     from cadet_d2.convert.npy import read_thermal
+    from cadet_d2.data.images import read_grey
+    from detectron2.config import get_cfg
 
     path = str(llvip_tree / "infrared/train/010001.png")
     Image.fromarray(np.dstack([np.full((8, 8), v, np.uint8) for v in (10, 90, 200)])).save(path)
-    with pytest.raises(DataError, match=rf"{path}: 3-channel thermal image that is not grey"):
+    with pytest.raises(DataError, match=rf"{path}: 3-channel image whose channels differ"):
         read_thermal(path)
     p16 = str(llvip_tree / "t16.png")
-    Image.fromarray(np.arange(100, dtype=np.uint16).reshape(10, 10) * 100).save(p16)
+    Image.fromarray(np.arange(400, dtype=np.uint16).reshape(20, 20) * 100).save(p16)
     t = read_thermal(p16)
     assert t.dtype == np.uint8 and t.min() == 0 and t.max() == 255
+    percentiles = add_cadet_config(get_cfg()).CADET.INPUT.THERMAL_PERCENTILES
+    assert np.array_equal(t, read_grey(p16, percentiles=percentiles))
 
 
 # ---- FLIR ------------------------------------------------------------------------------------

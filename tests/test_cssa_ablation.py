@@ -12,7 +12,7 @@ from detectron2.config import get_cfg
 from detectron2.utils.events import EventStorage
 
 from cadet_d2.config import add_cadet_config, validate_cadet_config
-from cadet_d2.modeling.fusion import build_fusion, cssa, cssa_variants
+from cadet_d2.modeling.fusion import build_fusion, check_fusion_config, cssa, cssa_variants
 from cadet_d2.utils.params import count_params, fusion_param_counts
 
 B, H, W = 2, 5, 6
@@ -83,11 +83,32 @@ def test_no_switching_with_a_variant_stops_at_validation(opts, refused):
     cfg.merge_from_file(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                      "configs", "Base-CADET.yaml"))
     cfg.merge_from_list([*opts, "CADET.FUSION.CSSA.SWITCH", "False"])
+    validate_cadet_config(cfg)
     if refused:
         with pytest.raises(ValueError, match="SWITCH False does not apply to cssa_"):
-            validate_cadet_config(cfg)
+            check_fusion_config(cfg)
     else:
-        validate_cadet_config(cfg)
+        check_fusion_config(cfg)
+
+
+def test_a_registered_variant_of_cssa_follows_the_switch_rule(tmp_path):
+    """A user's CSSA subclass whose switch cannot be off (``switch_can_be_off = False``) is refused
+    with SWITCH False when the config loads (load_config), as the built-in variants are."""
+    from cadet_d2.engine.setup import load_config
+
+    module = tmp_path / "my_cssa.py"
+    module.write_text("from cadet_d2.modeling.fusion import register_fusion\n"
+                      "from cadet_d2.modeling.fusion.cssa import CSSAFusion\n\n\n"
+                      "@register_fusion('my_always_switching_cssa')\n"
+                      "class AlwaysSwitching(CSSAFusion):\n"
+                      "    switch_can_be_off = False\n")
+    base = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "Base-CADET.yaml")
+    opts = ["CADET.FUSION.IMPORTS", f"['{module}']", "CADET.FUSION.NAME", "my_always_switching_cssa"]
+    load_config(base, opts)
+    with pytest.raises(ValueError, match="SWITCH False does not apply to my_always_switching_cssa"):
+        load_config(base, [*opts, "CADET.FUSION.CSSA.SWITCH", "False"])
+    with pytest.raises(ValueError, match=r"CADET.FUSION.GAFF.INTER_KERNEL = 2 must be 1 or 3"):
+        load_config(base, ["CADET.FUSION.NAME", "hybrid", "CADET.FUSION.GAFF.INTER_KERNEL", "2"])
 
 
 @pytest.mark.parametrize("name", ["cssa_learnable", "cssa_soft"])

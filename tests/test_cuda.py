@@ -13,7 +13,7 @@ from detectron2.utils.events import EventStorage
 
 from cadet_d2.engine.precision import resolve_precision
 from cadet_d2.engine.step import AccumAMPTrainer
-from cadet_d2.utils.benchmark import random_batch
+from cadet_d2.bench.speed import random_batch
 from conftest import registered_cfg, tiny_cfg
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
@@ -151,7 +151,7 @@ def test_export_matches_the_cuda_model(tmp_path):
 
 @pytest.mark.parametrize("setting", ["fp32", "bf16"])
 def test_tracker_and_planner_agree_with_the_cuda_allocator(tmp_path, setting):
-    from cadet_d2.utils.planner import measure_step_memory, setting_cfg
+    from cadet_d2.bench.planner import measure_step_memory, setting_cfg
 
     cfg = setting_cfg(_cfg(tmp_path), setting)
     small = [measure_step_memory(cfg, b, 128, 160, compute=True) for b in (1, 2)]
@@ -159,7 +159,7 @@ def test_tracker_and_planner_agree_with_the_cuda_allocator(tmp_path, setting):
     torch.cuda.reset_peak_memory_stats()
     measured = measure_step_memory(cfg, 4, 128, 160, compute=True)
     allocator_peak = torch.cuda.max_memory_allocated()
-    from cadet_d2.utils.planner import fit_memory_model
+    from cadet_d2.bench.planner import fit_memory_model
 
     predicted = fit_memory_model(setting, small).predict(4)
     # the allocator rounds blocks up (512 B) and also saw the warm-up step and the model build

@@ -238,6 +238,31 @@ def test_verify_says_when_it_compared_no_detection():
     assert keep.messages == said  # a check with detections says nothing more
 
 
+def test_evaluate_runner_scores_the_images_it_ran_and_no_detection_as_zero(data_root, tmp_path):
+    """--eval-limit: only the evaluated images' ground truth counts (a runner that returns the
+    ground truth scores AP 100 on the first image of a 2-image set, not about 50); a runner that
+    detects nothing scores AP 0, not NaN."""
+    from conftest import registered_cfg
+    from detectron2.data import DatasetCatalog
+
+    from cadet_d2.export import evaluate_runner
+
+    cfg = registered_cfg(data_root, str(tmp_path), "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "96")
+    dicts = iter(DatasetCatalog.get("synth_daytest1"))
+
+    def ground_truth(x: np.ndarray) -> Detections:  # the next image's boxes, in input pixels
+        d = next(dicts)
+        scale = np.array([x.shape[-1] / d["width"], x.shape[-2] / d["height"]] * 2, dtype=np.float32)
+        boxes = np.array([a["bbox"] for a in d["annotations"]], dtype=np.float32) * scale
+        return Detections(boxes, np.ones(len(boxes), np.float32), np.zeros(len(boxes), np.int64))
+
+    first = evaluate_runner(ground_truth, cfg, "synth_daytest1", str(tmp_path / "gt"), limit=1)
+    assert first["AP"] == pytest.approx(100.0), first
+    empty = Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
+    none = evaluate_runner(lambda x: empty, cfg, "synth_daytest1", str(tmp_path / "none"))
+    assert none["AP"] == 0.0 and none["AP50"] == 0.0, none
+
+
 def load_tool(name: str):
     """tools/<name>.py as a module (its main(argv) is called in-process)."""
     import importlib.util

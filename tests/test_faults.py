@@ -478,3 +478,31 @@ def test_every_rank_agrees_on_the_stop_signal():
     for p in procs:
         p.join(timeout=60)
     assert got == {0: [None, "SIGUSR1"], 1: [None, "SIGUSR1"]}
+
+
+def test_the_launcher_passes_on_the_configured_stop_signals():
+    """join_forwarding_stop_signals(context, ['SIGHUP']): a SIGHUP to the launcher goes on to its
+    processes (here a ``sleep``, which SIGHUP ends) and the launcher lives on."""
+    from cadet_d2.engine.signals import join_forwarding_stop_signals
+
+    # SIGHUP's default action in the child, whatever this process inherited (nohup ignores it)
+    child = subprocess.Popen(["sleep", "60"], preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL))
+    calls = []
+
+    def join() -> bool:  # torch's ProcessContext.join: True once every process has ended (or after 10 s)
+        if not calls:
+            os.kill(os.getpid(), signal.SIGHUP)
+        calls.append(child.poll())
+        time.sleep(0.05)
+        return child.poll() is not None or len(calls) > 200
+
+    process = types.SimpleNamespace(pid=child.pid, is_alive=lambda: child.poll() is None)
+    context = types.SimpleNamespace(processes=[process], join=join)
+    previous = signal.getsignal(signal.SIGHUP)
+    try:
+        join_forwarding_stop_signals(context, ["SIGHUP"])
+    finally:
+        child.kill()
+        child.wait()
+    assert child.returncode == -signal.SIGHUP
+    assert signal.getsignal(signal.SIGHUP) == previous  # restored

@@ -1,4 +1,4 @@
-"""The bundle for a lent GPU machine (tools/gpu_bundle.py) and the script that runs there
+"""The bundle for an offline GPU machine (tools/gpu_bundle.py) and the script that runs there
 (tools/gpu_device.sh), on this machine: Detectron2 copied so that it imports from the bundle alone,
 and the script's refusal without a bundle."""
 from __future__ import annotations

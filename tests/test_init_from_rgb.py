@@ -100,8 +100,10 @@ def test_model_weights_take_precedence(tmp_path, rgb_detector):
 
 def test_bad_uses_stop_with_the_file(tmp_path, rgb_detector):
     rgb_model, path = rgb_detector
-    with pytest.raises(FileNotFoundError, match="CADET.INIT.RGB_DETECTOR: no such file"):
+    with pytest.raises(FileNotFoundError, match=f"CADET.INIT.RGB_DETECTOR {tmp_path / 'missing.pth'}: no such file"):
         build_dual(dual_cfg(tmp_path, str(tmp_path / "missing.pth")))
+    with pytest.raises(IsADirectoryError, match=f"CADET.INIT.RGB_DETECTOR {tmp_path} is a folder"):
+        build_dual(dual_cfg(tmp_path, str(tmp_path)))
     with pytest.raises(RGBInitError, match="needs a dual-stream model"):
         build_model(rgb_cfg(tmp_path, "CADET.INIT.RGB_DETECTOR", path))
     dual_path = str(tmp_path / "dual.pth")  # keys of a dual-stream model

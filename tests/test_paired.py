@@ -363,6 +363,27 @@ def test_training_set_without_labels_stops_naming_its_label_folder(tmp_path):
     check_datasets(cfg)  # its images are negatives
 
 
+def test_class_count_other_than_the_heads_stops_before_training(tmp_path):
+    """classes.txt with 2 names and MODEL.ROI_HEADS.NUM_CLASSES 1: stopped, naming both counts
+    and the file; CADET.DATA.CLASSES and NUM_CLASSES that agree pass."""
+    from cadet_d2.data.ready import DatasetCheckError, check_datasets
+
+    root = str(tmp_path / "pairs")
+    write_pair_set(os.path.join(root, "train"), n=2)
+    write_pair_set(os.path.join(root, "test"), n=1)
+    with open(os.path.join(root, "classes.txt"), "w") as f:
+        f.write("person\ncar\n")
+    cfg = pair_cfg(root, str(tmp_path / "o"))
+    register_from_config(cfg)
+    with pytest.raises(DatasetCheckError, match=r"data set 'synth_train' .* has 2 classes \['person', 'car'\] \("
+                       + os.path.join(root, "classes.txt") + r"\), but MODEL.ROI_HEADS.NUM_CLASSES is 1: "
+                       r"set MODEL.ROI_HEADS.NUM_CLASSES 2"):
+        check_datasets(cfg)
+    cfg = pair_cfg(root, str(tmp_path / "o"), "MODEL.ROI_HEADS.NUM_CLASSES", "2")
+    register_from_config(cfg)
+    check_datasets(cfg)
+
+
 def test_setup_checks_test_sets_before_training(tmp_path):
     """tools/train_net.py's setup() stops on an unlabeled test set, before building anything."""
     from detectron2.engine import default_argument_parser

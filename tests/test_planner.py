@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from cadet_d2.utils.memory import SkipArithmetic
-from cadet_d2.utils.planner import GIB, MemoryModel, budget_bytes, fit_memory_model, measure_step_memory, plan, setting_cfg
+from cadet_d2.bench.planner import GIB, MemoryModel, budget_bytes, fit_memory_model, measure_step_memory, plan, setting_cfg
 from conftest import tiny_cfg
 
 FAST = ["MODEL.FPN.OUT_CHANNELS", "32", "MODEL.ROI_BOX_HEAD.FC_DIM", "64", "CADET.FUSION.NAME", "frm_ffm"]

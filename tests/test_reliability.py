@@ -441,6 +441,9 @@ def test_detectron2_train_loader_without_the_deterministic_stream(tiny_root, tmp
     # the deterministic stream samples uniformly: another sampler needs it off (checked with the config)
     with pytest.raises(ValueError, match="needs CADET.DATA.DETERMINISTIC_STREAM False"):
         _cfg(tiny_root, out, "DATALOADER.SAMPLER_TRAIN", "RepeatFactorTrainingSampler")
+    # and only the deterministic stream skips samples that fail to load
+    with pytest.raises(ValueError, match="MAX_LOAD_FAILURES = 3 needs CADET.DATA.DETERMINISTIC_STREAM True"):
+        _cfg(tiny_root, out, *opts[:2], "CADET.DATA.MAX_LOAD_FAILURES", "3")
 
 
 # ---- weights-only loading -----------------------------------------------------------------------------

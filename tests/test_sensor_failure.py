@@ -15,8 +15,8 @@ import torch
 import yaml
 
 from cadet_d2.config import validate_cadet_config
-from cadet_d2.layout import modality_slices
-from cadet_d2.data.corrupt import Condition, ModalityDropout, corrupt, group_channels, conditions_from_config
+from cadet_d2.data.corrupt import Condition, ModalityDropout, conditions_from_config, corrupt
+from cadet_d2.layout import group_channels, modality_slices
 from cadet_d2.data.mapper import MultiModalDatasetMapper
 from conftest import make_tiny_root, registered_cfg, tiny_cfg
 

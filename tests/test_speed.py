@@ -16,7 +16,7 @@ from cadet_d2.data.stream import DeterministicTrainLoader
 from cadet_d2.engine import CadetTrainer
 from cadet_d2.engine.precision import resolve_precision
 from cadet_d2.engine.step import AccumAMPTrainer
-from cadet_d2.utils.benchmark import benchmark, random_batch
+from cadet_d2.bench.speed import benchmark, random_batch
 from cadet_d2.utils.memory import TensorMemoryTracker
 from conftest import registered_cfg, tiny_cfg
 
@@ -368,7 +368,7 @@ def test_benchmark_profile_lists_the_top_ops(tmp_path):
 
 
 def test_paired_benchmark_alternates_settings(tmp_path):
-    from cadet_d2.utils.benchmark import paired_benchmark
+    from cadet_d2.bench.speed import paired_benchmark
 
     cfgs = {"sum": tiny_cfg(str(tmp_path), str(tmp_path / "o"), *FAST, "CADET.FUSION.NAME", "sum"),
             "accum": tiny_cfg(str(tmp_path), str(tmp_path / "o"), *FAST, "CADET.FUSION.NAME", "sum",

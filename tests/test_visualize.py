@@ -10,8 +10,8 @@ import torch
 
 from cadet_d2.inference import draw_dataset
 from cadet_d2.inference.ground_truth import augmented_ground_truth, stored_ground_truth
-from cadet_d2.utils.attention import switch_rates
-from cadet_d2.utils.visualize import (
+from cadet_d2.inference.fusion_maps import switch_rates
+from cadet_d2.inference.visualize import (
     GT_COLOR, PRED_COLOR, TITLE_PX, box_labels, fusion_panels, modality_panels, save_detections,
 )
 

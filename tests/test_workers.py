@@ -8,7 +8,7 @@ import time
 import pytest
 import torch.utils.data as torchdata
 
-from cadet_d2.data.workers import STOP_SIGNALS, WorkerSafeLoader
+from cadet_d2.data.workers import DEFAULT_STOP_SIGNALS, WorkerSafeLoader, stop_signal_ignorer
 
 
 class SlowPids(torchdata.Dataset):
@@ -55,13 +55,50 @@ def _worker_pids() -> set[int]:
     return pids
 
 
-@pytest.mark.parametrize("signum", STOP_SIGNALS, ids=lambda s: s.name)
-def test_workers_of_a_wrapped_loader_outlive_a_stop_signal(signum):
+@pytest.mark.parametrize("name", DEFAULT_STOP_SIGNALS)
+def test_workers_of_a_wrapped_loader_outlive_a_stop_signal(name):
+    signum = signal.Signals[name]
     previous = signal.signal(signum, lambda *_: None)  # the main process handles it (as StopOnSignal does)
     try:
         assert _signal_workers_after_first(WorkerSafeLoader(_loader()), signum) == list(range(12))
     finally:
         signal.signal(signum, previous)
+
+
+class Dispositions(torchdata.Dataset):
+    """Item: (names of the signals this worker blocks, names of those it ignores)."""
+
+    NAMES = ("SIGHUP", "SIGTERM", "SIGINT", "SIGUSR1")
+
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, i: int):
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+        return ({n for n in self.NAMES if signal.Signals[n] in blocked},
+                {n for n in self.NAMES if signal.getsignal(signal.Signals[n]) == signal.SIG_IGN})
+
+
+@pytest.mark.parametrize("signals", [["SIGHUP"], list(DEFAULT_STOP_SIGNALS), []])
+def test_workers_are_shielded_from_the_configured_stop_signals_only(signals):
+    """CADET.CHECKPOINT.STOP_SIGNALS decides what the workers block (WorkerSafeLoader) or ignore
+    (the deterministic stream's worker_init_fn); other signals keep their default action."""
+    def loader(**kw) -> torchdata.DataLoader:
+        return torchdata.DataLoader(Dispositions(), batch_size=None, num_workers=1, multiprocessing_context="fork",
+                                    **kw)
+
+    nums = [signal.Signals[n] for n in Dispositions.NAMES]
+    # this process's dispositions as a shell would leave them (nohup ignores SIGHUP), restored after
+    previous = {s: signal.signal(s, signal.SIG_DFL) for s in nums}
+    mask = signal.pthread_sigmask(signal.SIG_UNBLOCK, nums)
+    try:
+        assert [blocked for blocked, _ in WorkerSafeLoader(loader(), signals)] == [set(signals)] * 2
+        assert [ignored for _, ignored in loader(worker_init_fn=stop_signal_ignorer(signals))] == [set(signals)] * 2
+        assert [blocked | ignored for blocked, ignored in loader()] == [set()] * 2
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def test_workers_of_a_plain_loader_die_on_sigterm():

@@ -38,9 +38,9 @@ import sys
 import torch
 
 from cadet_d2.engine import load_config
-from cadet_d2.utils.benchmark import benchmark
+from cadet_d2.bench.speed import benchmark
 from cadet_d2.utils.io import atomic_write_json
-from cadet_d2.utils.planner import DEFAULT_SETTINGS, SETTINGS
+from cadet_d2.bench.planner import DEFAULT_SETTINGS, SETTINGS
 from cadet_d2.utils.tool import run_tool
 
 
@@ -48,7 +48,7 @@ def _input_mode(cfg, args) -> dict:
     import os
 
     from cadet_d2.layout import file_channel_indices
-    from cadet_d2.utils.input_benchmark import mapper_speed, read_strategies
+    from cadet_d2.bench.inputs import mapper_speed, read_strategies
 
     n = cfg.CADET.INPUT.FILE_CHANNELS
     sets = {"all": list(range(n)), "configured": file_channel_indices(cfg), "rgb": [0, 1, 2], "thermal": [3]}
@@ -62,7 +62,7 @@ def _loader_mode(args) -> dict:
     import glob
     import os
 
-    from cadet_d2.utils.input_benchmark import loader_throughput, write_llvip_like, write_pairs_index
+    from cadet_d2.bench.inputs import loader_throughput, write_llvip_like, write_pairs_index
 
     npy_root, pairs_root = write_llvip_like(os.path.join(args.workdir, "synthetic"), n=args.iters * 2)
     roots = [("synthetic", npy_root), ("synthetic", pairs_root)]
@@ -81,7 +81,7 @@ def _loader_mode(args) -> dict:
 
 
 def _plan_mode(cfg, args) -> dict:
-    from cadet_d2.utils.planner import (format_plan, measure_models, models_from_json, models_to_json, plan,
+    from cadet_d2.bench.planner import (format_plan, measure_models, models_from_json, models_to_json, plan,
                                         time_settings)
 
     settings = [s.strip() for s in args.settings.split(",") if s.strip()]
@@ -195,7 +195,7 @@ def main(argv=None) -> dict:
     elif args.mode == "ops":
         result = _ops_mode(cfg, args)
     elif args.vs:
-        from cadet_d2.utils.benchmark import paired_benchmark
+        from cadet_d2.bench.speed import paired_benchmark
 
         cfgs = {"base": cfg, **{v: load_config(args.config_file, args.opts + v.split()) for v in args.vs}}
         result = paired_benchmark(cfgs, args.iters, args.warmup, args.batch, *args.size)

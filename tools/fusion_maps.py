@@ -15,7 +15,7 @@ from cadet_d2.layout import modality_slices
 from cadet_d2.data import MultiModalDatasetMapper
 from cadet_d2.engine import load_config
 from cadet_d2.inference import load_model
-from cadet_d2.utils.attention import save_fusion_maps
+from cadet_d2.inference.fusion_maps import save_fusion_maps
 from cadet_d2.utils.tool import run_tool
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
-"""Pack what a lent GPU machine lacks into one ignored folder, so `tools/gpu_device.sh` runs there.
+"""Pack what an offline GPU machine lacks into one ignored folder, so `tools/gpu_device.sh` runs there.
 
-The lent machine (docs/scaling.md, "On a lent GPU machine") has Python 3.12 with PyTorch,
+The machine (docs/scaling.md, "On an offline GPU machine") has Python 3.12 with PyTorch,
 torchvision, numpy, OpenCV, matplotlib, ONNX and pytest, but no Detectron2 and none of its
 small dependencies, and it reaches no package index. This writes, here, with pip:
 
@@ -10,11 +10,11 @@ small dependencies, and it reaches no package index. This writes, here, with pip
                           extension replaced by _C.py, so it imports on any Python)
     .gpu_bundle/manifest.json
 
-    python tools/gpu_bundle.py                          # for the lent machine's Python 3.12
+    python tools/gpu_bundle.py                          # for the GPU machine's Python 3.12
     python tools/gpu_bundle.py --python-version 3.11    # for this machine (a check of the bundle)
 
-Then, through the device tool: `run` with carry [".gpu_bundle"] and the command
-`bash tools/gpu_device.sh`.
+Then copy the checkout with ``.gpu_bundle/`` to that machine and run `bash tools/gpu_device.sh`
+there.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ import sys
 import tempfile
 from importlib import metadata
 
-# Detectron2 v0.6's imports that the lent machine's image lacks, and timm pinned to the version
+# Detectron2 v0.6's imports that the GPU machine's image lacks, and timm pinned to the version
 # tested here (the MiT backbone builds on its pvt_v2 module).
 BUNDLED = ("fvcore", "iopath", "yacs", "termcolor", "omegaconf", "pycocotools", "timm")
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
@@ -94,7 +94,7 @@ def copy_detectron2(dest: str) -> str:
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default=".gpu_bundle", help="the folder to write (it is replaced)")
-    p.add_argument("--python-version", default="3.12", help="the lent machine's Python (default 3.12)")
+    p.add_argument("--python-version", default="3.12", help="the GPU machine's Python (default 3.12)")
     args = p.parse_args(argv)
     shutil.rmtree(args.out, ignore_errors=True)
     wheels, site = os.path.join(args.out, "wheels"), os.path.join(args.out, "site")

@@ -6,7 +6,7 @@ benchmark matrix, written as Markdown (default docs/gpu_benchmarks.md) and JSON.
     python tools/gpu_check.py --skip-tests --budget-s 300
     python tools/gpu_check.py --tiny --skip-tests --doc /tmp/t.md --out /tmp/gc   # the path on a CPU, seconds
 
-The matrix (cadet_d2/utils/gpu_check.py): dual MiT-b1 + CSSA and + FRM+FFM at 320 x 416, batch 16,
+The matrix (cadet_d2/bench/gpu_check.py): dual MiT-b1 + CSSA and + FRM+FFM at 320 x 416, batch 16,
 bf16 and fp16, train and inference images/s and peak memory; CADET.BACKBONE.COMPILE on; dual
 MiT-b5 FRM+FFM at 800 x 1040: the memory planner's prediction next to the measured peak.
 """
@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 
-from cadet_d2.utils.gpu_check import device_name, matrix, run_matrix, table
+from cadet_d2.bench.gpu_check import device_name, matrix, run_matrix, table
 from cadet_d2.utils.io import atomic_write_json
 
 

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# `make gpu-check` on a lent GPU machine, whose image has PyTorch but not Detectron2 and reaches no
-# package index: installs the bundle of tools/gpu_bundle.py (built here first, carried along), then
-# runs tools/gpu_check.py. Through the device tool:
+# `make gpu-check` on an offline GPU machine, whose image has PyTorch but not Detectron2 and
+# reaches no package index: installs the bundle of tools/gpu_bundle.py (built on a machine with
+# the venv, copied there with the checkout), then runs tools/gpu_check.py:
 #
-#   run(command="bash tools/gpu_device.sh", carry=[".gpu_bundle"], timeout_s=600)
+#   bash tools/gpu_device.sh        # in the checkout, with .gpu_bundle/ beside tools/
 #
-# Results go to $OUT (the folder the device tool sends back; output/gpu_check without it):
+# Results go to $OUT (a folder to copy back; output/gpu_check without it):
 # gpu_benchmarks.md, results.json, log.txt, env.txt. Arguments are passed on to gpu_check.py.
 # PYTHON: the interpreter (default python3: the image's, with PyTorch). Exit 2: no usable bundle;
 # 3: cadet_d2 does not import (env.txt and log.txt say why); else gpu_check.py's exit status.

@@ -14,13 +14,21 @@ from .report import Report
 from .writer import BOX_POLICIES, write_root
 
 NAMES = {"llvip": "LLVIP", "flir": "FLIR-aligned", "kaist": "KAIST", "m3fd": "M3FD"}
+# Each data set's converter: (args, report) -> (classes, {set: pairs}), from its own options.
+CONVERTERS = {
+    "llvip": lambda a, r: convert_llvip(a.src, r, a.boxes_outside),
+    "flir": lambda a, r: convert_flir(a.src, r, a.boxes_outside, a.layout),
+    "kaist": lambda a, r: convert_kaist(a.src, r, a.boxes_outside, a.annotations, a.setting, a.train_list,
+                                        a.test_list),
+    "m3fd": lambda a, r: convert_m3fd(a.src, r, a.boxes_outside, a.test_fraction, a.seed),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description="Convert an RGB-thermal data set from its own layout into a cadet_d2 data root "
                     "(classes.txt, <set>/pairs.csv, <set>/labels/*.txt, <set>/ignore/*.txt).")
-    p.add_argument("dataset", choices=sorted(NAMES))
+    p.add_argument("dataset", choices=sorted(CONVERTERS))
     p.add_argument("--src", required=True, help="the data set's folder as downloaded")
     p.add_argument("--out", required=True, help="the data root to write (CADET.DATA.ROOT)")
     p.add_argument("--boxes-outside", choices=BOX_POLICIES, default="clip",
@@ -50,15 +58,7 @@ def convert(args) -> Report:
     report = Report(NAMES[args.dataset], os.path.abspath(args.src))
     if not os.path.isdir(args.src):
         raise DataError(args.src, "--src folder not found")
-    if args.dataset == "llvip":
-        classes, sets = convert_llvip(args.src, report, args.boxes_outside)
-    elif args.dataset == "flir":
-        classes, sets = convert_flir(args.src, report, args.boxes_outside, args.layout)
-    elif args.dataset == "kaist":
-        classes, sets = convert_kaist(args.src, report, args.boxes_outside, args.annotations, args.setting,
-                                      args.train_list, args.test_list)
-    else:
-        classes, sets = convert_m3fd(args.src, report, args.boxes_outside, args.test_fraction, args.seed)
+    classes, sets = CONVERTERS[args.dataset](args, report)
     if not any(sets.values()):
         raise DataError(args.src, f"no {NAMES[args.dataset]} pairs found\n{report.text()}")
     write_root(args.out, classes, sets, report, occlusion=args.dataset == "kaist", to_npy=args.to_npy,

@@ -38,10 +38,9 @@ from .errors import DataError
 from .images import image_size, is_jpeg, read_grey, read_rgb
 from .npy import load_image, read_image_size
 from .pairs import PAIRS_FILE, Pair, read_pairs_csv
-from .yolo import parse_yolo_line, yolo_to_xyxy
+from .yolo import MIN_BOX_PIXELS, parse_yolo_line, yolo_to_xyxy
 
 ROOT_SET = "(root)"
-MIN_BOX_PIXELS = 1e-3  # the loader's degenerate-box threshold (read_yolo_labels' min_size)
 OUTSIDE_PIXELS = 0.5  # a box reaching further outside its image than this is reported (the loader clips it)
 
 

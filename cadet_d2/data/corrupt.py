@@ -22,7 +22,7 @@ from typing import Optional
 import cv2
 import numpy as np
 
-from ..layout import TEST_MODES, TRAIN_MODES, group_channels, modality_slices  # noqa: F401
+from ..layout import TEST_MODES, group_channels, modality_slices
 
 
 

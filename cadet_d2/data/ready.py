@@ -4,6 +4,9 @@ evaluated stops the run in seconds, not after hours of training.
 :func:`check_datasets` (called by ``cadet_d2.engine.setup.setup``):
 
 * every ``DATASETS.TRAIN`` (when training) and ``DATASETS.TEST`` name is registered;
+* each of those sets has ``MODEL.ROI_HEADS.NUM_CLASSES`` classes (``CADET.DATA.CLASSES`` or the
+  root's ``classes.txt``): a head of another size would train labels of the last class as
+  background, or unused outputs, without a sign;
 * every training set (when training) has at least one image: a set whose every image was
   skipped (no label files, or bad files with ``CADET.DATA.ON_ERROR skip``) stops with its folder,
   its label folder and what to do, instead of Detectron2's "Dataset ... is empty!" assertion;
@@ -53,6 +56,16 @@ def check_datasets(cfg, train: bool = True) -> None:
             raise DatasetCheckError(
                 f"data set {name!r} is not registered; CADET.DATA (ROOT {cfg.CADET.DATA.ROOT!r}, TRAIN_SET "
                 f"{cfg.CADET.DATA.TRAIN_SET!r}, TEST_SETS {list(cfg.CADET.DATA.TEST_SETS)}) registers {_of_root(cfg)}")
+        classes = getattr(MetadataCatalog.get(name), "thing_classes", None)
+        n = cfg.MODEL.ROI_HEADS.NUM_CLASSES
+        if classes is not None and len(classes) != n:
+            listing = os.path.join(cfg.CADET.DATA.ROOT, "classes.txt")
+            source = ("CADET.DATA.CLASSES" if cfg.CADET.DATA.CLASSES else listing if os.path.isfile(listing)
+                      else f"no {listing}: one class")
+            raise DatasetCheckError(
+                f"data set {name!r} ({_folder(name)}) has {len(classes)} classes {list(classes)} ({source}), but "
+                f"MODEL.ROI_HEADS.NUM_CLASSES is {n}: set MODEL.ROI_HEADS.NUM_CLASSES {len(classes)}, or list "
+                "the model's classes in CADET.DATA.CLASSES")
     for name in cfg.DATASETS.TRAIN if train else []:
         if not DatasetCatalog.get(name):
             if cfg.CADET.DATA.UNLABELED == "negative":

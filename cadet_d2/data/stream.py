@@ -45,7 +45,7 @@ import torch.utils.data as torchdata
 
 from ..utils.rng import seeded_rngs
 from .errors import DataError
-from .workers import ignore_stop_signals
+from .workers import DEFAULT_STOP_SIGNALS, stop_signal_ignorer
 
 logger = logging.getLogger(__name__)
 
@@ -230,11 +230,13 @@ class DeterministicTrainLoader:
         max_load_failures: int = 0,
         batches_per_iteration: int = 1,
         pin_memory: bool = False,
+        stop_signals: Sequence[str] = DEFAULT_STOP_SIGNALS,
     ):
         self.batch_size, self.rank, self.world_size = int(batch_size), int(rank), int(world_size)
         # micro-batches per trainer iteration (SOLVER.ACCUM_STEPS); pinned host memory for CUDA copies
         self.batches_per_iteration, self.pin_memory = int(batches_per_iteration), bool(pin_memory)
         self.num_workers, self.max_load_failures = int(num_workers), int(max_load_failures)
+        self.stop_signals = tuple(stop_signals)  # ignored by the workers (they end with this process)
         self.groups: list[int] | None = None
         if aspect_ratio_grouping:
             self.groups = [0 if d["width"] > d["height"] else 1 for d in _iter_records(dataset)]
@@ -279,7 +281,7 @@ class DeterministicTrainLoader:
             self.dataset, batch_sampler=self.plan(), num_workers=self.num_workers, collate_fn=_collate,
             # own generator: creating the iterator must not draw from torch's global RNG
             generator=torch.Generator().manual_seed(derive_seed(self.seed, "loader")),
-            pin_memory=self.pin_memory, worker_init_fn=ignore_stop_signals,
+            pin_memory=self.pin_memory, worker_init_fn=stop_signal_ignorer(self.stop_signals),
         )
         batch_index = self.start_iter
         for batch in loader:
@@ -389,6 +391,7 @@ def build_deterministic_train_loader(cfg, mapper: Callable[[dict], dict | None],
         max_load_failures=cfg.CADET.DATA.MAX_LOAD_FAILURES,
         batches_per_iteration=cfg.SOLVER.ACCUM_STEPS,
         pin_memory=cfg.MODEL.DEVICE.startswith("cuda") and torch.cuda.is_available(),
+        stop_signals=cfg.CADET.CHECKPOINT.STOP_SIGNALS,
     )
     logger.info(f"[cadet] deterministic training stream: {loader.num_images} images, seed {loader.seed}, "
                 f"{loader.batch_size} images per batch on each of {world_size} rank(s), aspect-ratio grouping "

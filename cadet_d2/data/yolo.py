@@ -9,6 +9,8 @@ import numpy as np
 from ..layout import OCCLUSION_LEVELS
 from .errors import DataError
 
+MIN_BOX_PIXELS = 1e-3  # a box narrower or lower than this (pixels) is degenerate: dropped, counted
+
 
 def parse_yolo_line(path: str, lineno: int, line: str, num_classes: int) -> tuple[int, list[float]]:
     """Parse one label line into (class id, [xc, yc, w, h]); raise DataError naming file:line."""
@@ -57,7 +59,7 @@ def yolo_to_xyxy(box: list[float], width: int, height: int) -> np.ndarray:
 
 
 def read_yolo_labels(
-    path: str, width: int, height: int, num_classes: int, min_size: float = 1e-3, iscrowd: int = 0,
+    path: str, width: int, height: int, num_classes: int, min_size: float = MIN_BOX_PIXELS, iscrowd: int = 0,
 ) -> tuple[list[dict], int]:
     """Read a label file into Detectron2 annotations with absolute XYXY boxes.
 

@@ -37,7 +37,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import HookBase
 from detectron2.utils import comm
 
-from ..utils.io import atomic_write, atomic_write_bytes
+from ..utils.io import atomic_write, atomic_write_bytes, require_weights_file
 from ..utils.rng import capture_rng_state, preserved_rng_state, restore_rng_state
 from ..utils.safe_load import (CorruptCheckpointError, UnsafeCheckpointError, load_pickle_arrays,
                                load_torch_weights)
@@ -259,11 +259,8 @@ class CadetCheckpointer(DetectionCheckpointer):
         The file loaded ("" for none) is kept as ``loaded_file``. A local ``path`` (``MODEL.WEIGHTS``)
         that is missing or a folder stops, naming it."""
         if not (resume and self.has_checkpoint()):
-            if path and "://" not in path and os.path.isdir(path):
-                raise IsADirectoryError(f"MODEL.WEIGHTS {path} is a folder: name the weights file, e.g. "
-                                        f"{os.path.join(path, 'model_final.pth')}")
-            if path and "://" not in path and not os.path.exists(path):
-                raise FileNotFoundError(f"MODEL.WEIGHTS {path}: no such file")
+            if path:
+                require_weights_file("MODEL.WEIGHTS", path)
             self.loaded_file = path
             return super().resume_or_load(path, resume=resume)
         self.loaded_file = self.resume_file()

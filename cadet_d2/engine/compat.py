@@ -17,6 +17,9 @@ Differences the engine avoids instead of bridging (no code here):
   as entries of their own (:func:`legacy_trainer_state` reads the older layouts).
 * ``EvalHook(eval_after_train=...)``: current Detectron2 only. The engine's evaluation hook
   decides about the final evaluation itself.
+* ``build_detection_train_loader`` / ``build_detection_test_loader`` take no ``worker_init_fn``
+  in v0.6. Their workers are shielded from stop signals by a signal mask instead
+  (:class:`~cadet_d2.data.workers.WorkerSafeLoader`).
 """
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ import logging
 import os
 import socket
 from datetime import timedelta
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.distributed as dist
@@ -30,7 +30,7 @@ import torch.multiprocessing as mp
 from detectron2.utils import comm
 
 from .compat import create_local_process_group
-from .signals import join_forwarding_stop_signals
+from .signals import DEFAULT_STOP_SIGNALS, join_forwarding_stop_signals
 
 logger = logging.getLogger("cadet_d2")
 
@@ -138,11 +138,13 @@ def _spawned_worker(local_rank: int, main_func: Callable, world_size: int, local
 
 def launch(main_func: Callable, num_processes_per_machine: int, num_machines: int = 1, machine_rank: int = 0,
            dist_url: str | None = None, args: tuple = (), timeout: timedelta = DEFAULT_TIMEOUT, *,
-           device: str = "cuda", backend: str | None = None) -> Any:
+           device: str = "cuda", backend: str | None = None,
+           stop_signals: Sequence[str] = DEFAULT_STOP_SIGNALS) -> Any:
     """Run ``main_func(*args)`` in every process of the job (see the module docstring).
 
     ``num_processes_per_machine`` is ``--num-gpus`` (processes, GPUs or not); ``device`` is
-    ``MODEL.DEVICE`` and picks the backend unless ``backend`` is given. Returns ``main_func``'s
+    ``MODEL.DEVICE`` and picks the backend unless ``backend`` is given; ``stop_signals``
+    (``CADET.CHECKPOINT.STOP_SIGNALS``) are passed on to spawned processes. Returns ``main_func``'s
     result when it runs in this process (one process, or torchrun), else None.
     """
     backend = backend or pick_backend(device)
@@ -169,5 +171,5 @@ def launch(main_func: Callable, num_processes_per_machine: int, num_machines: in
     context = mp.spawn(_spawned_worker, nprocs=num_processes_per_machine, daemon=False, join=False,
                        args=(main_func, world_size, num_processes_per_machine, machine_rank, dist_url, args, timeout,
                              backend))
-    join_forwarding_stop_signals(context)  # stop signals go on to the processes; their exit 75 is ours
+    join_forwarding_stop_signals(context, stop_signals)  # passed on to the processes; their exit 75 is ours
     return None

@@ -46,11 +46,6 @@ def check_output_dir(path: str) -> None:
         ) from None
 
 
-def model_bytes(model: torch.nn.Module) -> int:
-    """Bytes of the model's parameters and buffers."""
-    return sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers()))
-
-
 class _CountingSink:
     """A write-only file that keeps only the number of bytes written to it."""
 

@@ -13,6 +13,7 @@ from ..config import add_cadet_config, validate_cadet_config
 from ..data.datasets import register_from_config
 from ..data.ready import check_datasets
 from ..evaluation.miss_rate import check_miss_rate_config
+from ..modeling.fusion import check_fusion_config
 from ..utils.machine import machine_label
 from .preflight import check_output_dir
 
@@ -57,6 +58,7 @@ def load_config(config_file: str = "", opts: list | None = None) -> CfgNode:
                              f"given (keys read: {keys}): a key lacks its value, or a value has spaces unquoted")
         _merge(cfg, "command line", lambda: cfg.merge_from_list(list(opts)))
     validate_cadet_config(cfg)
+    check_fusion_config(cfg)  # registered modules, each module's own keys
     return cfg
 
 

@@ -34,6 +34,8 @@ import torch.multiprocessing
 from detectron2.engine import HookBase
 from detectron2.utils import comm
 
+from ..data.workers import DEFAULT_STOP_SIGNALS
+
 logger = logging.getLogger("cadet_d2")
 
 # Exit status of a run stopped by a signal after writing its checkpoint (sysexits' EX_TEMPFAIL).
@@ -74,7 +76,7 @@ def requeue_slurm_job(env: Mapping[str, str] = os.environ) -> str:
     return f"SLURM job {job} requeued (scontrol requeue {job}); it resumes by itself when it starts again"
 
 
-def join_forwarding_stop_signals(context, signals: Sequence[str] = ("SIGTERM", "SIGINT", "SIGUSR1")) -> None:
+def join_forwarding_stop_signals(context, signals: Sequence[str] = DEFAULT_STOP_SIGNALS) -> None:
     """The launcher's side of a spawned multi-process run: wait for the processes of ``context``
     (``torch.multiprocessing.spawn(..., join=False)``), passing each stop signal on to them instead
     of dying (``sbatch --signal=B:USR1`` signals only this process); exit with :data:`EXIT_STOPPED`
@@ -100,7 +102,7 @@ def join_forwarding_stop_signals(context, signals: Sequence[str] = ("SIGTERM", "
 class StopOnSignal(HookBase):
     """Checkpoint and stop at the end of the iteration in which a stop signal arrived."""
 
-    def __init__(self, signals: Sequence[str] = ("SIGTERM", "SIGINT", "SIGUSR1"),
+    def __init__(self, signals: Sequence[str] = DEFAULT_STOP_SIGNALS,
                  requeue_signals: Sequence[str] = ("SIGUSR1",), env: Mapping[str, str] | None = None):
         self.signals = [signal.Signals[s] for s in signals]  # names checked by validate_cadet_config
         self.requeue_signals = set(requeue_signals)

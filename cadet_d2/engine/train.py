@@ -56,7 +56,7 @@ def cli(argv: list[str] | None = None, main_func: Callable[[argparse.Namespace],
     if not args.eval_only:
         check_batch_split(cfg.SOLVER.IMS_PER_BATCH, planned_world_size(args.num_gpus, args.num_machines))
     launch(main_func, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-           dist_url=args.dist_url, args=(args,), device=device)
+           dist_url=args.dist_url, args=(args,), device=device, stop_signals=cfg.CADET.CHECKPOINT.STOP_SIGNALS)
 
 
 if __name__ == "__main__":  # python -m cadet_d2.engine.train: the study runner's entry point

@@ -164,12 +164,13 @@ class CadetTrainer(TrainerBase):
         mapper = MultiModalDatasetMapper(cfg, True)
         if cfg.CADET.DATA.DETERMINISTIC_STREAM:  # exact resume; see cadet_d2/data/stream.py
             return build_deterministic_train_loader(cfg, mapper)
-        return WorkerSafeLoader(build_detection_train_loader(cfg, mapper=mapper))
+        return WorkerSafeLoader(build_detection_train_loader(cfg, mapper=mapper), cfg.CADET.CHECKPOINT.STOP_SIGNALS)
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name: str):
         mapper = MultiModalDatasetMapper(cfg, False)
-        return WorkerSafeLoader(build_detection_test_loader(cfg, dataset_name, mapper=mapper))
+        return WorkerSafeLoader(build_detection_test_loader(cfg, dataset_name, mapper=mapper),
+                                cfg.CADET.CHECKPOINT.STOP_SIGNALS)
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name: str, output_folder: str | None = None):

@@ -13,6 +13,7 @@ import os
 
 import torch
 
+from ..utils.io import require_weights_file
 from .checkpoint import CadetCheckpointer
 
 SHOWN = 6  # keys listed per kind of mismatch
@@ -68,6 +69,5 @@ class ExactCheckpointer(CadetCheckpointer):
 def load_exact_weights(model: torch.nn.Module, path: str) -> None:
     """Load ``path`` into ``model`` (safely, see :mod:`cadet_d2.utils.safe_load`); a missing file
     raises ``FileNotFoundError``, a file that does not fit :class:`WeightsMismatchError`."""
-    if "://" not in path and not os.path.isfile(path):
-        raise FileNotFoundError(f"MODEL.WEIGHTS {path}: no such file")
+    require_weights_file("MODEL.WEIGHTS", path)
     ExactCheckpointer(model).load(path)

@@ -32,10 +32,20 @@ def build_coco_evaluator(cfg, dataset_name: str, output_dir: str | None = None) 
         os.makedirs(output_dir, exist_ok=True)
         convert_to_coco_json(dataset_name, json_file, allow_cached=False)
     comm.synchronize()
-    # Metadata attributes cannot be overwritten with .set(); a new run may use a new folder.
-    MetadataCatalog.get(dataset_name).__dict__.pop("json_file", None)
-    MetadataCatalog.get(dataset_name).json_file = json_file
+    _point_metadata_at(dataset_name, json_file)
     return COCOEvaluator(dataset_name, tasks=("bbox",), output_dir=output_dir, use_fast_impl=False)
+
+
+def _point_metadata_at(dataset_name: str, json_file: str) -> None:
+    """Set the set's ``json_file`` metadata (which COCOEvaluator reads) to ``json_file``. A
+    metadata field cannot take a second value, and a later run in the process may write its JSON
+    to another folder: the set's metadata is then re-created with every other field kept."""
+    meta = MetadataCatalog.get(dataset_name)
+    if getattr(meta, "json_file", json_file) != json_file:
+        fields = {k: v for k, v in meta.as_dict().items() if k not in ("name", "json_file")}
+        MetadataCatalog.remove(dataset_name)
+        MetadataCatalog.get(dataset_name).set(**fields)
+    MetadataCatalog.get(dataset_name).json_file = json_file
 
 
 def build_evaluator(cfg, dataset_name: str, output_dir: str | None = None) -> DatasetEvaluator:

@@ -2,8 +2,8 @@
 
 ``evaluate_conditions(cfg, model)`` re-runs inference on ``DATASETS.TEST`` once per condition of
 :func:`cadet_d2.data.corrupt.conditions_from_config` (a modality group zeroed, noised or frozen in every
-image) and returns ``{condition: {dataset: {metric: value}}}``. ``condition_table`` makes the one
-table of the issue: a row per condition (the clean run first), AP and AP50 per data set.
+image) and returns ``{condition: {dataset: {metric: value}}}``. ``condition_table`` makes their
+table: a row per condition (the clean run first), AP and AP50 per data set.
 """
 from __future__ import annotations
 
@@ -31,7 +31,8 @@ def evaluate_condition(cfg, model: nn.Module, condition: Condition) -> dict[str,
     for name in cfg.DATASETS.TEST:
         frozen = DatasetCatalog.get(name)[0] if condition.mode == "frozen" else None  # its first dataset dict
         mapper = MultiModalDatasetMapper(cfg, False, condition=condition, frozen_file=frozen)
-        loader = WorkerSafeLoader(build_detection_test_loader(cfg, name, mapper=mapper))
+        loader = WorkerSafeLoader(build_detection_test_loader(cfg, name, mapper=mapper),
+                                  cfg.CADET.CHECKPOINT.STOP_SIGNALS)
         folder = f"drop_{condition.group.replace('+', '_')}_{condition.mode}"
         evaluator = build_evaluator(cfg, name, os.path.join(cfg.OUTPUT_DIR, "inference", folder, name))
         results[name] = inference_on_dataset(model, loader, evaluator)

@@ -12,7 +12,7 @@ import os
 import numpy as np
 import torch
 
-from ..utils.benchmark import alternating_timings, upper_median
+from ..utils.timing import alternating_timings, upper_median
 from ..utils.machine import machine_label
 from .contract import preprocess, read_meta
 from .exporter import build_export_model, export_model

@@ -40,18 +40,21 @@ def to_instances(det: Detections, input_hw: tuple[int, int], height: int, width:
 def evaluate_runner(runner: Callable[[np.ndarray], Detections], cfg, dataset_name: str,
                     output_dir: str | None = None, limit: int = 0) -> dict[str, float]:
     """COCO box metrics (AP, AP50, ...) of ``runner`` on ``dataset_name`` (registered, e.g. by
-    ``cadet_d2.data.register_from_config(cfg)``), with the project's evaluator."""
-    from ..evaluation.coco import build_coco_evaluator
+    ``cadet_d2.data.register_from_config(cfg)``), with the project's evaluator. With ``limit``,
+    only the first ``limit`` images are scored (their ground truth only); a runner that detects
+    nothing scores AP 0, as in training's evaluation."""
+    from ..evaluation.coco import build_coco_evaluator, no_detections_as_zero
 
     evaluator = build_coco_evaluator(cfg, dataset_name, output_dir)
     evaluator.reset()
-    n = 0
+    image_ids = []
     for d, x in model_inputs(cfg, dataset_name, limit):
         out = to_instances(runner(x), x.shape[-2:], d["height"], d["width"])
         evaluator.process([d], [{"instances": out}])
-        n += 1
-    logger.info(f"[cadet] {dataset_name}: {n} images")
-    return dict(evaluator.evaluate().get("bbox", {}))
+        image_ids.append(d["image_id"])
+    logger.info(f"[cadet] {dataset_name}: {len(image_ids)} images")
+    metrics = dict(evaluator.evaluate(img_ids=image_ids).get("bbox", {}))
+    return no_detections_as_zero({dataset_name: metrics})[dataset_name]
 
 
 def evaluate_export(cfg, model: torch.nn.Module, export_dir: str, datasets: list[str], limit: int = 0,

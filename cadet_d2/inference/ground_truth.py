@@ -12,7 +12,7 @@ from detectron2.structures import BoxMode
 from ..layout import modality_slices
 from ..data.datasets import register_from_config
 from ..data.mapper import MultiModalDatasetMapper
-from ..utils.visualize import save_detections
+from .visualize import save_detections
 
 logger = logging.getLogger("cadet_d2")
 IGNORE_LABEL = "ignore"  # how an ignore region (iscrowd 1) is labelled in a picture

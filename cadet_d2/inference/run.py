@@ -11,7 +11,7 @@ from detectron2.config import CfgNode
 from ..layout import modality_slices
 from ..data.datasets import class_names
 from ..data.mapper import MultiModalDatasetMapper
-from ..utils.visualize import fusion_panels, save_detections
+from .visualize import fusion_panels, save_detections
 from .inputs import collect_inputs, output_names
 from .predictor import BatchPredictor, Prediction
 from .results import write_coco_results

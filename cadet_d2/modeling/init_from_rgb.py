@@ -23,10 +23,10 @@ A missing or wrongly shaped tensor outside the fusion modules stops with the fil
 from __future__ import annotations
 
 import logging
-import os
 
 from torch import nn
 
+from ..utils.io import require_weights_file
 from .backbone.dual import DualStreamMiT
 from .backbone.pretrained import FIRST_CONV, adapt_first_conv, read_weights_file
 
@@ -57,8 +57,7 @@ def init_from_rgb_detector(model: nn.Module, path: str) -> dict[str, dict[str, s
     if not isinstance(getattr(model.backbone, "bottom_up", None), DualStreamMiT):
         raise RGBInitError("CADET.INIT.RGB_DETECTOR needs a dual-stream model (MODEL.BACKBONE.NAME "
                            "build_dual_mit_fpn_backbone with RGB and auxiliary modalities)")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"CADET.INIT.RGB_DETECTOR: no such file: {path!r}")
+    require_weights_file("CADET.INIT.RGB_DETECTOR", path)
     state = read_weights_file(path)
     if not any(k.startswith(SINGLE) for k in state):
         raise RGBInitError(f"{path}: not a single-stream detector of this project (no {SINGLE}* keys; "

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import os
 
 import torch
 from detectron2.config import configurable
@@ -11,6 +10,7 @@ from detectron2.structures import Boxes, Instances
 from torch import nn
 
 from ..layout import group_channels, group_modalities, modality_slices
+from ..utils.io import require_weights_file
 from ..utils.safe_load import load_torch_weights
 from .meta_arch import CadetRCNN
 from .merge import MERGE_RULES
@@ -43,8 +43,7 @@ def load_branch(branch: nn.Module, path: str) -> dict:
     """Load a single-stream checkpoint (``{"model": state}`` as the trainer writes, or a bare state
     dict) into ``branch``. Returns ``{"loaded", "missing", "unexpected"}`` key lists; a tensor whose
     shape differs from the branch's stops with the file and key named."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"CADET.LATE.WEIGHTS: no such file: {path!r}")
+    require_weights_file("CADET.LATE.WEIGHTS", path)
     ckpt = load_torch_weights(path)  # weights only; a damaged or unsafe file stops naming it
     state = ckpt.get("model", ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict):

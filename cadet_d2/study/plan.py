@@ -151,7 +151,6 @@ def check_configs(plan: "Plan", skip: frozenset[str] = frozenset()) -> set[str]:
     not registered (after importing ``CADET.FUSION.IMPORTS``), stops here, naming the arm and the
     key, instead of failing every run of the arm. Returns the arms checked."""
     from ..engine.setup import load_config
-    from ..modeling.fusion import check_fusion_config
 
     checked = set()
     for arm in plan.arms:
@@ -159,7 +158,7 @@ def check_configs(plan: "Plan", skip: frozenset[str] = frozenset()) -> set[str]:
             continue
         checked.add(arm.name)
         try:
-            check_fusion_config(load_config(plan.config_file(arm), [*plan.arm_opts(arm), *plan.cli_opts]))
+            load_config(plan.config_file(arm), [*plan.arm_opts(arm), *plan.cli_opts])  # with its fusion checks
         except (*CONFIG_ERRORS, FileNotFoundError, ImportError) as e:
             raise config_error(plan.study, f"arm {arm.name}", e) from None
     return checked

@@ -56,3 +56,16 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
 
 def atomic_write_json(path: str, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+
+
+def require_weights_file(key: str, path: str) -> None:
+    """Stop unless ``path`` (the value of config key ``key``) is a local file or a URL:
+    ``IsADirectoryError`` for a folder (naming its ``model_final.pth``), ``FileNotFoundError``
+    for nothing there."""
+    if "://" in path:
+        return
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{key} {path} is a folder: name the weights file, e.g. "
+                                f"{os.path.join(path, 'model_final.pth')}")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{key} {path}: no such file")

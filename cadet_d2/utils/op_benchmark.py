@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..layout import MIT_HEADS, MIT_SPECS, MIT_SR_RATIOS
-from .benchmark import alternating_timings, profile_step, upper_median
+from .timing import alternating_timings, profile_step, upper_median
 
 
 @dataclass

@@ -36,12 +36,14 @@ def check_out_features(out_features) -> list[str]:
 
 
 class MiTBackbone(Backbone):
-    """Shared outputs of the MiT backbones: ``res2..res5`` with MiT's channels and strides."""
+    """Shared outputs of the MiT backbones: ``res2..res5`` with MiT's channels and strides
+    (``out_features``, ``out_channels``, ``out_strides``; Detectron2 reads them through
+    :meth:`output_shape`)."""
 
     def _set_outputs(self, stream: MiT, out_features) -> None:
-        self._out_features = check_out_features(out_features)
-        self._out_feature_channels = dict(zip(OUT_NAMES, stream.embed_dims))
-        self._out_feature_strides = {n: f["reduction"] for n, f in zip(OUT_NAMES, stream.feature_info)}
+        self.out_features = check_out_features(out_features)
+        self.out_channels = dict(zip(OUT_NAMES, stream.embed_dims))
+        self.out_strides = {n: f["reduction"] for n, f in zip(OUT_NAMES, stream.feature_info)}
 
     @property
     def size_divisibility(self) -> int:
@@ -49,8 +51,7 @@ class MiTBackbone(Backbone):
 
     def output_shape(self) -> dict[str, ShapeSpec]:
         return {
-            n: ShapeSpec(channels=self._out_feature_channels[n], stride=self._out_feature_strides[n])
-            for n in self._out_features
+            n: ShapeSpec(channels=self.out_channels[n], stride=self.out_strides[n]) for n in self.out_features
         }
 
 

@@ -11,7 +11,7 @@ from torch import nn
 
 from ...layout import modality_slices
 from ..fusion import build_fusion
-from ..fusion.base import fusion_output
+from ..fusion.base import fusion_names, fusion_output
 from .common import OUT_NAMES, MiTBackbone, build_stream, wrap_fpn
 from .mit import MiT
 from .single import SingleStreamMiT, warn_unused_fusion
@@ -63,17 +63,11 @@ class DualStreamMiT(MiTBackbone):
             else:
                 out = fusion(rgb, aux)
             fused, rgb, aux = fusion_output(fusion, out, rgb, aux)
-            if name in self._out_features:
+            if name in self.out_features:
                 outs[name] = fused
-            if len(outs) == len(self._out_features):
+            if len(outs) == len(self.out_features):
                 break
         return outs
-
-def fusion_names(cfg) -> list[str]:
-    """Fusion module name of each stage 1-4: FUSION.NAME at FUSION.STAGES, FUSION.DEFAULT elsewhere."""
-    f = cfg.CADET.FUSION
-    return [f.NAME if s in f.STAGES else f.DEFAULT for s in (1, 2, 3, 4)]
-
 
 def build_dual_mit(cfg) -> Backbone:
     """The bottom-up part: dual-stream MiT, or one stream when only RGB or only auxiliary

@@ -22,14 +22,18 @@ class SingleStreamMiT(MiTBackbone):
         self._set_outputs(stream, out_features)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {n: f for n, f in zip(OUT_NAMES, self.stream(x)) if n in self._out_features}
+        return {n: f for n, f in zip(OUT_NAMES, self.stream(x)) if n in self.out_features}
 
 
 def warn_unused_fusion(cfg, why: str) -> None:
     """A warning when ``CADET.FUSION`` asks for fusion modules that a one-stream backbone does not
     have (e.g. ``CADET.FUSION.NAME cssa`` on an early-fusion config trains no CSSA)."""
-    f = cfg.CADET.FUSION
-    if f.NAME != "frm_ffm" or f.DEFAULT != "frm_ffm" or sorted(f.STAGES) != [1, 2, 3, 4]:
+    from detectron2.config import get_cfg
+
+    from ...config import add_cadet_config
+
+    f, default = cfg.CADET.FUSION, add_cadet_config(get_cfg()).CADET.FUSION
+    if (f.NAME, f.DEFAULT, sorted(f.STAGES)) != (default.NAME, default.DEFAULT, sorted(default.STAGES)):
         logger.warning(f"[cadet] CADET.FUSION (NAME {f.NAME}, STAGES {list(f.STAGES)}, DEFAULT {f.DEFAULT}) is unused: "
                        f"{why}, without fusion modules; a dual-stream model needs MODEL.BACKBONE.NAME "
                        "build_dual_mit_fpn_backbone and rgb plus another modality")

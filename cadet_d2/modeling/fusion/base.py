@@ -14,6 +14,10 @@ config into keyword arguments). ``stage`` is 1-4.
   rectifies the streams (CMX's FRM, ``feedback=True``) returns the rectified maps here; every
   other module returns its inputs unchanged, so the streams stay independent.
 
+Optional: a classmethod ``check_config(cfg, name)`` raises ``ValueError`` for settings of its
+keys the module cannot honour; :func:`check_fusion_config` calls it for each module a config
+builds, when the config is loaded (``cadet_d2.engine.setup.load_config``).
+
 Optional: ``start_as_rgb()`` sets the module's weights so that ``fused`` equals the RGB map (used
 when a dual model starts from an RGB detector, ``CADET.INIT.RGB_DETECTOR``); ``concat`` has it.
 
@@ -39,9 +43,14 @@ class NamedRegistry(Registry):
 
     def register_as(self, name: str):
         """Class decorator: register the class under ``name``."""
-        def deco(cls):
-            self._do_register(name, cls)  # Registry's own duplicate-name check
-            return cls
+        def deco(obj):
+            own = obj.__name__
+            obj.__name__ = name  # Registry.register(obj) keys obj by its __name__, checking duplicates
+            try:
+                self.register(obj)
+            finally:
+                obj.__name__ = own
+            return obj
         return deco
 
 
@@ -125,16 +134,34 @@ def check_fusion_name(name: str) -> None:
         )
 
 
+def fusion_names(cfg) -> list[str]:
+    """Fusion module name of each stage 1-4: FUSION.NAME at FUSION.STAGES, FUSION.DEFAULT elsewhere."""
+    f = cfg.CADET.FUSION
+    return [f.NAME if s in f.STAGES else f.DEFAULT for s in (1, 2, 3, 4)]
+
+
+def built_fusions(cfg) -> list[str]:
+    """The module built at each stage 1-4: :func:`fusion_names` with ``hybrid`` replaced by its
+    ``HYBRID.EARLY`` (at ``HYBRID.EARLY_STAGES``) or ``HYBRID.LATE``."""
+    h = cfg.CADET.FUSION.HYBRID
+    return [(h.EARLY if s in h.EARLY_STAGES else h.LATE) if n == "hybrid" else n
+            for s, n in zip((1, 2, 3, 4), fusion_names(cfg))]
+
+
 def check_fusion_config(cfg) -> None:
-    """Before any model is built (``tools/ablate.py`` checks every arm so): import
-    ``CADET.FUSION.IMPORTS`` and check that ``NAME``, ``DEFAULT`` and, when a stage uses
-    ``hybrid``, ``HYBRID.EARLY``/``LATE`` are registered fusion modules."""
+    """When a config is loaded, before any model is built: import ``CADET.FUSION.IMPORTS``,
+    check that ``NAME``, ``DEFAULT`` and, when a stage uses ``hybrid``, ``HYBRID.EARLY``/``LATE``
+    are registered fusion modules, and run each built module's ``check_config``."""
     f = cfg.CADET.FUSION
     import_fusion_modules(f.IMPORTS)
     names = [f.NAME, f.DEFAULT]
     names += [f.HYBRID.EARLY, f.HYBRID.LATE] if "hybrid" in names else []
     for name in names:
         check_fusion_name(name)
+    for name in dict.fromkeys(built_fusions(cfg)):
+        check = getattr(FUSION_REGISTRY.get(name), "check_config", None)
+        if check is not None:
+            check(cfg, name)
 
 
 def build_fusion(cfg, name: str, channels: int, stage: int) -> torch.nn.Module:

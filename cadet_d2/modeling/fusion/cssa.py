@@ -75,6 +75,13 @@ class CSSAFusion(nn.Module):
 
     switch_can_be_off = True  # False in the variants: their switch is the point, SWITCH is not theirs
 
+    @classmethod
+    def check_config(cls, cfg, name: str) -> None:
+        """``CSSA.SWITCH False`` (the no-switching ablation) only for a module whose switch can be off."""
+        if not cfg.CADET.FUSION.CSSA.SWITCH and not cls.switch_can_be_off:
+            raise ValueError(f"CADET.FUSION.CSSA.SWITCH False does not apply to {name} (it replaces the switch); "
+                             "use cssa with SWITCH False for the no-switching ablation")
+
     @configurable
     def __init__(self, *, channels: int, stage: int, threshold: float = 0.5,
                  rescale: bool = False, eca: bool = True, switch: bool = True,

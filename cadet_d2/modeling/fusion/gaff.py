@@ -39,17 +39,25 @@ class SqueezeExcite(nn.Module):
         return x * s[:, :, None, None]
 
 
+def _check_inter_kernel(k: int) -> None:
+    if k not in (1, 3):
+        raise ValueError(f"CADET.FUSION.GAFF.INTER_KERNEL = {k!r} must be 1 or 3")
+
+
 @register_fusion("gaff")
 class GAFFFusion(nn.Module):
     """GAFF. forward(rgb, aux): (B, C, H, W) each -> FusionOutput(fused, rgb, aux), streams unchanged."""
+
+    @classmethod
+    def check_config(cls, cfg, name: str) -> None:
+        _check_inter_kernel(cfg.CADET.FUSION.GAFF.INTER_KERNEL)
 
     @configurable
     def __init__(self, *, channels: int, stage: int, se_reduction: int = 4,
                  inter_shared: bool = False, inter_kernel: int = 1,
                  merge_bottleneck: bool = False) -> None:
         super().__init__()
-        if inter_kernel not in (1, 3):
-            raise ValueError(f"gaff: INTER_KERNEL must be 1 or 3, got {inter_kernel}")
+        _check_inter_kernel(inter_kernel)
         c = channels
         self.channels = channels
         self.stage = stage

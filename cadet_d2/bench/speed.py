@@ -14,15 +14,15 @@ import itertools
 import os
 import resource
 import time
-from typing import Any, Callable
 
 import torch
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
-from .machine import machine_label
-from .params import count_params
+from ..utils.machine import machine_label
+from ..utils.params import count_params
+from ..utils.timing import alternating_timings, profile_step, sync, upper_median
 
 
 def random_batch(batch: int, channels: int, height: int, width: int, boxes: int = 3, seed: int = 0) -> list[dict]:
@@ -46,30 +46,11 @@ def _peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def profile_step(step, device: torch.device, top: int | None = 15) -> list[dict]:
-    """Run ``step()`` once under torch.profiler; the ``top`` ops by self CPU time (None: all)."""
-    from torch.profiler import ProfilerActivity, profile
-
-    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    with profile(activities=acts) as prof:
-        step()
-        _sync(device)
-    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
-    total = sum(e.self_cpu_time_total for e in events) or 1.0
-    return [{"op": e.key, "self_cpu_ms": e.self_cpu_time_total / 1e3, "percent": 100 * e.self_cpu_time_total / total,
-             "calls": e.count} for e in events[:top]]
-
-
 def measure_peak_tensor_memory(step, model: torch.nn.Module, optimizer, data: list[dict],
                                device: torch.device) -> dict:
     """Peak live tensor memory (MiB) of one ``step()`` (see :mod:`cadet_d2.utils.memory`): the
     state alive before it (weights, buffers, gradients, optimizer state, inputs) and the peak."""
-    from .memory import TensorMemoryTracker, training_state_tensors
+    from ..utils.memory import TensorMemoryTracker, training_state_tensors
 
     gc.collect()
     tracker = TensorMemoryTracker(device.type)
@@ -118,10 +99,10 @@ def benchmark(cfg, mode: str = "train", iters: int = 10, warmup: int = 3, batch:
     times = []
     with EventStorage(0):
         for i in range(warmup + iters):
-            _sync(device)
+            sync(device)
             t0 = time.perf_counter()
             step()
-            _sync(device)
+            sync(device)
             times.append(time.perf_counter() - t0)
         timed = times[warmup:]
         result_extra: dict = {}
@@ -149,32 +130,10 @@ def benchmark(cfg, mode: str = "train", iters: int = 10, warmup: int = 3, batch:
     if device.type == "cuda":
         result["gpu"] = torch.cuda.get_device_name(device)
     if flops:
-        from .params import detector_stats
+        from ..utils.params import detector_stats
 
         result["gflops_per_image"] = detector_stats(cfg, height, width)["gflops"]
     return result
-
-
-def upper_median(values: list[float]) -> float:
-    """The middle value, the upper one of the two middle values for an even count."""
-    return sorted(values)[len(values) // 2]
-
-
-def alternating_timings(fns: dict[str, Callable[[], Any]], rounds: int,
-                        warmup: int) -> tuple[dict[str, list[float]], dict[str, Any]]:
-    """Call every function of ``fns`` in turn, round after round (A, B, C, A, B, C, ...), so that a
-    load drifting over minutes slows them all alike. Returns each one's ``rounds`` timed durations
-    (s; the first ``warmup`` rounds are not timed) and its last result."""
-    times: dict[str, list[float]] = {n: [] for n in fns}
-    last: dict[str, Any] = {}
-    for r in range(warmup + rounds):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            last[name] = fn()
-            dt = time.perf_counter() - t0
-            if r >= warmup:
-                times[name].append(dt)
-    return times, last
 
 
 def paired_benchmark(cfgs: dict, rounds: int = 5, warmup: int = 1, batch: int = 2, height: int = 301,

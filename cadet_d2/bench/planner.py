@@ -26,8 +26,9 @@ import torch
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 
-from .benchmark import random_batch, upper_median
-from .memory import SkipArithmetic, TensorMemoryTracker, training_state_tensors
+from ..utils.memory import SkipArithmetic, TensorMemoryTracker, training_state_tensors
+from ..utils.timing import upper_median
+from .speed import random_batch
 
 GIB = 2**30
 # Share of the GPU's memory kept free for the caching allocator's rounding and fragmentation.
@@ -179,9 +180,9 @@ def measure_models(cfg, settings, height: int, width: int, batches=(1, 2), fixed
 
 def time_settings(cfg, settings, batch: int, height: int, width: int, rounds: int = 3) -> dict[str, float]:
     """Step time of each setting relative to the first, measured (real arithmetic) by alternating
-    their steps in one process (:func:`~cadet_d2.utils.benchmark.paired_benchmark`); ``accum``:
+    their steps in one process (:func:`~cadet_d2.bench.speed.paired_benchmark`); ``accum``:
     the time per image of 2 accumulated micro-batches of ``batch`` relative to one of ``batch``."""
-    from .benchmark import paired_benchmark
+    from .speed import paired_benchmark
 
     cfgs = {name: setting_cfg(cfg, name) for name in settings}
     first = setting_cfg(cfg, settings[0])

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..modeling.fusion import FUSION_REGISTRY
-from .io import atomic_write_bytes
+from ..utils.io import atomic_write_bytes
 
 # attribute kept by a fusion module -> key suffix (after the module's registered name)
 MAP_ATTRIBUTES = {

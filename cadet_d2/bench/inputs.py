@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 
 from ..data.npy import select_channels
-from .benchmark import upper_median
+from ..utils.timing import upper_median
 
 
 def _fancy(a: np.ndarray, idx: list[int]) -> np.ndarray:

@@ -69,7 +69,7 @@ def matrix(precisions=("bf16", "fp16"), tiny: bool = False, compile_check: bool 
 def _plan_run(cfg, run: Run, fit_size: tuple) -> dict:
     """The planner's prediction at ``run.batch`` (fit at ``fit_size``, batch 1 at the run's size)
     and a measured training step: tracked tensor peak, and the allocator's peak on CUDA."""
-    from .benchmark import benchmark
+    from .speed import benchmark
     from .planner import fit_memory_model, measure_step_memory
 
     small = [measure_step_memory(cfg, b, *fit_size, compute=True) for b in (1, 2)]
@@ -84,7 +84,7 @@ def run_matrix(runs: list[Run], budget_s: float = 420.0, log=print) -> list[Run]
     """Run ``runs`` in order; a run starting after ``budget_s`` seconds, one whose precision
     this device cannot run, or one that fails is recorded with the reason in ``result``."""
     from ..engine import load_config
-    from .benchmark import benchmark
+    from .speed import benchmark
 
     start = time.perf_counter()
     for run in runs:
@@ -119,7 +119,7 @@ def run_matrix(runs: list[Run], budget_s: float = 420.0, log=print) -> list[Run]
 
 def device_name() -> str:
     """The GPU's name, else the CPU's."""
-    from .machine import cpu_label
+    from ..utils.machine import cpu_label
 
     if torch.cuda.is_available():
         return f"{torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda})"

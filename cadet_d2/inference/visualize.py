@@ -15,7 +15,7 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 import torch
 
-from .io import atomic_write_bytes
+from ..utils.io import atomic_write_bytes
 
 PRED_COLOR = "#00e5ff"
 GT_COLOR = "#39ff14"
@@ -64,7 +64,7 @@ def fusion_panels(model: torch.nn.Module, image: torch.Tensor, size: tuple[int, 
     without such modules gives none."""
     import cv2
 
-    from .attention import fusion_maps, switch_rates
+    from .fusion_maps import fusion_maps, switch_rates
 
     maps = fusion_maps(model, image)
     rates = switch_rates(model)
