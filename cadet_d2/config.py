@@ -14,9 +14,9 @@ import signal
 
 from detectron2.config import CfgNode as CN
 
-from .layout import (LATE_MERGE_RULES, MIT_SIZES, MODALITY_CHANNELS, OCCLUSION_LEVELS, ON_ERROR_POLICIES,
-                     SIZE_MISMATCH_POLICIES, TEST_MODES, TRAIN_MODES, UNLABELED_POLICIES, file_channel_indices,
-                     group_channels, group_modalities, modality_slices)
+from .layout import (DEFAULT_STOP_SIGNALS, LATE_MERGE_RULES, MIT_SIZES, MODALITY_CHANNELS, OCCLUSION_LEVELS,
+                     ON_ERROR_POLICIES, SIZE_MISMATCH_POLICIES, TEST_MODES, TRAIN_MODES, UNLABELED_POLICIES,
+                     file_channel_indices, group_channels, group_modalities, modality_slices)
 
 
 def add_cadet_config(cfg: CN) -> CN:
@@ -217,7 +217,7 @@ def add_cadet_config(cfg: CN) -> CN:
     # On these signals the run finishes the current iteration, writes model_<iteration>.pth and
     # exits with status 75 (engine/signals.py); data-loader workers ignore them and the launcher
     # of --num-gpus passes them on to its processes. [] = Python's default behaviour.
-    _C.CADET.CHECKPOINT.STOP_SIGNALS = ["SIGTERM", "SIGINT", "SIGUSR1"]
+    _C.CADET.CHECKPOINT.STOP_SIGNALS = list(DEFAULT_STOP_SIGNALS)
     # Under SLURM (SLURM_JOB_ID set), after stopping on one of these signals, requeue the job with
     # `scontrol requeue` so that it resumes by itself. SIGUSR1 is what `sbatch --signal=B:USR1@<s>`
     # sends ahead of the time limit; add "SIGTERM" to requeue on preemption too (then `scancel`

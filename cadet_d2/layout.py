@@ -41,6 +41,8 @@ TEST_MODES = ("zero", "noise", "frozen")
 LATE_MERGE_RULES = ("nms", "proben")
 # Occlusion level of a box (annotation "occlusion", KAIST's labels): 0 none, 1 partial, 2 heavy.
 OCCLUSION_LEVELS = (0, 1, 2)
+# Signals on which a run checkpoints and stops (CADET.CHECKPOINT.STOP_SIGNALS' default).
+DEFAULT_STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR1")
 
 
 def modality_slices(cfg) -> dict[str, slice]:

@@ -104,6 +104,8 @@ def test_bad_uses_stop_with_the_file(tmp_path, rgb_detector):
         build_dual(dual_cfg(tmp_path, str(tmp_path / "missing.pth")))
     with pytest.raises(IsADirectoryError, match=f"CADET.INIT.RGB_DETECTOR {tmp_path} is a folder"):
         build_dual(dual_cfg(tmp_path, str(tmp_path)))
+    with pytest.raises(FileNotFoundError, match="CADET.INIT.RGB_DETECTOR https://example.org/rgb.pth: no such file"):
+        build_dual(dual_cfg(tmp_path, "https://example.org/rgb.pth"))  # a local file only, unlike MODEL.WEIGHTS
     with pytest.raises(RGBInitError, match="needs a dual-stream model"):
         build_model(rgb_cfg(tmp_path, "CADET.INIT.RGB_DETECTOR", path))
     dual_path = str(tmp_path / "dual.pth")  # keys of a dual-stream model

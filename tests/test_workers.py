@@ -8,7 +8,8 @@ import time
 import pytest
 import torch.utils.data as torchdata
 
-from cadet_d2.data.workers import DEFAULT_STOP_SIGNALS, WorkerSafeLoader, stop_signal_ignorer
+from cadet_d2.data.workers import WorkerSafeLoader, stop_signal_ignorer
+from cadet_d2.layout import DEFAULT_STOP_SIGNALS
 
 
 class SlowPids(torchdata.Dataset):

@@ -3,7 +3,7 @@
 The images are decoded as training reads paired files (:mod:`cadet_d2.data.images`): RGB as
 (H, W, 3); thermal as one channel, a 3-channel file only when grey (every channel equal, one
 kept; else an error naming the file), 16-bit values scaled to 8 bits between the image's
-``THERMAL_PERCENTILES`` (the default of ``CADET.INPUT.THERMAL_PERCENTILES``). A thermal image of
+percentiles of ``read_grey``'s default (that of ``CADET.INPUT.THERMAL_PERCENTILES``). A thermal image of
 another size than the RGB image is resized to it (bilinear) and counted.
 """
 from __future__ import annotations
@@ -12,12 +12,10 @@ import numpy as np
 
 from ..data.images import read_grey, read_rgb
 
-THERMAL_PERCENTILES = (1.0, 99.0)
-
 
 def read_thermal(path: str) -> np.ndarray:
     """(H, W) uint8 thermal image of ``path``."""
-    return read_grey(path, percentiles=THERMAL_PERCENTILES)
+    return read_grey(path)
 
 
 def write_npy_pair(path: str, pair, report) -> None:

@@ -19,7 +19,7 @@ import functools
 import signal
 from typing import Callable, Iterable, Iterator, Sequence
 
-DEFAULT_STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR1")  # CADET.CHECKPOINT.STOP_SIGNALS' default
+from ..layout import DEFAULT_STOP_SIGNALS
 
 
 def _ignore_signals(names: tuple[str, ...], worker_id: int) -> None:

@@ -260,7 +260,7 @@ class CadetCheckpointer(DetectionCheckpointer):
         that is missing or a folder stops, naming it."""
         if not (resume and self.has_checkpoint()):
             if path:
-                require_weights_file("MODEL.WEIGHTS", path)
+                require_weights_file("MODEL.WEIGHTS", path, urls=True)
             self.loaded_file = path
             return super().resume_or_load(path, resume=resume)
         self.loaded_file = self.resume_file()

@@ -34,7 +34,7 @@ import torch.multiprocessing
 from detectron2.engine import HookBase
 from detectron2.utils import comm
 
-from ..data.workers import DEFAULT_STOP_SIGNALS
+from ..layout import DEFAULT_STOP_SIGNALS
 
 logger = logging.getLogger("cadet_d2")
 

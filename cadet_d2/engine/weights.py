@@ -69,5 +69,5 @@ class ExactCheckpointer(CadetCheckpointer):
 def load_exact_weights(model: torch.nn.Module, path: str) -> None:
     """Load ``path`` into ``model`` (safely, see :mod:`cadet_d2.utils.safe_load`); a missing file
     raises ``FileNotFoundError``, a file that does not fit :class:`WeightsMismatchError`."""
-    require_weights_file("MODEL.WEIGHTS", path)
+    require_weights_file("MODEL.WEIGHTS", path, urls=True)
     ExactCheckpointer(model).load(path)

@@ -58,11 +58,11 @@ def atomic_write_json(path: str, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode("utf-8"))
 
 
-def require_weights_file(key: str, path: str) -> None:
-    """Stop unless ``path`` (the value of config key ``key``) is a local file or a URL:
-    ``IsADirectoryError`` for a folder (naming its ``model_final.pth``), ``FileNotFoundError``
-    for nothing there."""
-    if "://" in path:
+def require_weights_file(key: str, path: str, urls: bool = False) -> None:
+    """Stop unless ``path`` (the value of config key ``key``) is a local file, or a URL when the
+    key's loader fetches them (``urls``: ``MODEL.WEIGHTS``): ``IsADirectoryError`` for a folder
+    (naming its ``model_final.pth``), ``FileNotFoundError`` for nothing there."""
+    if urls and "://" in path:
         return
     if os.path.isdir(path):
         raise IsADirectoryError(f"{key} {path} is a folder: name the weights file, e.g. "
