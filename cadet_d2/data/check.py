@@ -416,9 +416,12 @@ def _channel_stats(paths: list[str], channels: int) -> tuple[list[float], list[f
     return mean.tolist(), std.tolist()
 
 
-def _pair_stats(pairs: list[Pair], tolerance: int, palette: str) -> tuple[list[float], list[float], list[str], bool]:
+def _pair_stats(pairs: list[Pair], tolerance: int, palette: str,
+                problems: list) -> tuple[list[float], list[float], list[str], bool] | None:
     """Mean/std of the channels of paired files (rgb R, G, B, then thermal, event as present), JPEGs
-    decoded at 1/4 size (mean and std barely change; 10x faster), and whether any JPEG was.
+    decoded at 1/4 size (mean and std barely change; 10x faster), and whether any JPEG was; a
+    pair the loader refuses (met here with headers only) is an error in ``problems``, left out;
+    None when none is left.
 
     Each modality is summed over its own pixels: a partner of another size or decoded at
     another scale (a PNG thermal beside a JPEG RGB image) counts all of its pixels."""
@@ -428,15 +431,21 @@ def _pair_stats(pairs: list[Pair], tolerance: int, palette: str) -> tuple[list[f
     count = {m: 0 for m in names}
     reduced = False
     for pair in pairs:
-        for m in names:
-            f = 4 if is_jpeg(pair.files[m]) else 1
-            reduced |= f > 1
-            x = (read_rgb(pair.files[m], f) if m == "rgb" else
-                 read_grey(pair.files[m], f, tolerance=tolerance, palette=palette if m == "thermal" else "")[:, :, None])
+        try:
+            xs = {m: read_rgb(pair.files[m], 4 if is_jpeg(pair.files[m]) else 1) if m == "rgb" else
+                  read_grey(pair.files[m], 4 if is_jpeg(pair.files[m]) else 1, tolerance=tolerance,
+                            palette=palette if m == "thermal" else "")[:, :, None] for m in names}
+        except DataError as e:
+            problems.append(Problem("error", e.path, f"{e.problem} (met by the mean/std pass)"))
+            continue
+        for m, x in xs.items():
+            reduced |= is_jpeg(pair.files[m])
             x = x.reshape(-1, x.shape[2]).astype(np.float64)
             total[m] = total[m] + x.sum(0)
             total_sq[m] = total_sq[m] + (x * x).sum(0)
             count[m] += x.shape[0]
+    if not count[names[0]]:
+        return None
     mean = np.concatenate([np.atleast_1d(total[m] / count[m]) for m in names])
     mean_sq = np.concatenate([np.atleast_1d(total_sq[m] / count[m]) for m in names])
     std = np.sqrt(np.maximum(mean_sq - mean * mean, 0.0))
@@ -545,17 +554,15 @@ def check_root(
                 pick = np.linspace(0, len(stat_paths) - 1, max_stat_images).round().astype(int)
                 stat_paths = [stat_paths[i] for i in pick]
             report.stats_images = len(stat_paths)
-            try:
-                if isinstance(stat_paths[0], Pair):
-                    report.pixel_mean, std, report.stats_channels, report.stats_reduced = _pair_stats(
-                        stat_paths, grey_tolerance, thermal_palette)
+            if isinstance(stat_paths[0], Pair):
+                stats = _pair_stats(stat_paths, grey_tolerance, thermal_palette, report.problems)
+                if stats is not None:
+                    report.pixel_mean, std, report.stats_channels, report.stats_reduced = stats
                     report.stats_set = stat_set
-                else:
-                    report.pixel_mean, std = _channel_stats(stat_paths, channels)
+            else:
+                report.pixel_mean, std = _channel_stats(stat_paths, channels)
+            if report.pixel_mean is not None:
                 report.pixel_std, report.constant_channels = suggested_std(std)
-            except DataError as e:  # headers only: a file whose pixels the loader refuses
-                report.pixel_mean = None
-                report.problems.append(Problem("error", e.path, f"{e.problem} (met by the mean/std pass)"))
     finally:
         bar.close()
         if pool is not None:

@@ -235,11 +235,11 @@ def decode_grey(path: str, factor: int = 1, percentiles=(1.0, 99.0), value_range
             raise DataError(path, f"{image.dtype} 3-channel image whose channels differ by up to {diff} levels; a "
                                   "thermal/event image must be grey (1 channel, or 3 equal channels)")
         elif palette:
-            image, residual = palettes.to_scalar(image[:, :, :3], palette)
+            bgr = image[:, :, :3]
+            image, residual = palettes.to_scalar(bgr, palette)
             if residual > palettes.MAX_RESIDUAL:
                 raise DataError(path, f"CADET.INPUT.THERMAL_PALETTE {palette} does not fit this file (mean residual "
-                                      f"{residual:.1f} > {palettes.MAX_RESIDUAL}); "
-                                      + palettes.describe(image[:, :, :3]))
+                                      f"{residual:.1f} > {palettes.MAX_RESIDUAL}); " + palettes.describe(bgr))
             verdict = GreyVerdict("palette", diff, palette, residual)
         else:
             raise DataError(path, f"3-channel image whose channels differ by up to {diff} grey levels (more than "
