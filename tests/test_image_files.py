@@ -290,3 +290,39 @@ def test_shared_samples_every_file_decoded_and_agreeing_with_the_loader(tmp_path
     image, verdict = decode_grey(tiff)
     assert verdict.kind == "grey" and image.dtype == np.uint8 and image.shape == image_size(tiff)
     assert np.array_equal(image, read_grey(tiff)) and image.min() == 0 and image.max() == 255
+
+
+def test_kaist_with_near_grey_png_lwir_converts_checks_and_trains(tmp_path, one_thread):
+    """KAIST as several redistributions store it (lwir as 3-channel PNG whose channels differ by up
+    to 2): convert_dataset kaist, check_data (no error, the near-grey files counted), then a tiny
+    training run and its evaluation read them."""
+    from detectron2.engine import default_argument_parser
+
+    from cadet_d2.convert.cli import main as convert_main
+    from cadet_d2.engine.train import main as train_main
+    from test_convert_train import REPO, SMOKE
+
+    src = tmp_path / "kaist"
+    bbgt = "% bbGt version=3\nperson 40 20 30 70 0 0 0 0 0 0 0\n"  # KAIST's "reasonable": >= 55 px high
+    for k, frame in enumerate(("set06/V000/I00001", "set06/V000/I00002", "set09/V000/I00003", "set09/V000/I00004")):
+        s, v, i = frame.split("/")
+        for sub in ("visible", "lwir"):
+            os.makedirs(src / s / v / sub, exist_ok=True)
+        g = smooth(k, 128, 160)
+        g[20:90, 40:70] = 240
+        cv2.imwrite(str(src / s / v / "visible" / f"{i}.jpg"), tinted(g, 30))
+        cv2.imwrite(str(src / s / v / "lwir" / f"{i}.png"), tinted(g, 1 + k % 2))  # differences 1 and 2
+        (src / s / v / f"{i}.txt").write_text(bbgt)
+    root, out = str(tmp_path / "root"), str(tmp_path / "run")
+    assert convert_main(["kaist", "--src", str(src), "--out", root]) == 0
+    report = check_root(root)
+    assert not report.errors, [str(p) for p in report.errors]
+    assert sum(s.near_grey.get("thermal", [0])[0] for s in report.sets) >= 4
+    assert "near-grey 3-channel thermal file(s) (test), largest channel difference 2" in report.format()
+    args = default_argument_parser().parse_args([
+        "--config-file", os.path.join(REPO, "configs", "datasets", "kaist", "frm_ffm_mit_b1.yaml"), *SMOKE,
+        "CADET.DATA.ROOT", root, "OUTPUT_DIR", out, "CADET.DATA.TRAIN_SET", "test",
+        "CADET.DATA.TEST_SETS", "['test_day']", "DATASETS.TEST", "('kaist_test_day',)"])
+    train_main(args)
+    assert os.path.isfile(os.path.join(out, "model_final.pth"))
+    assert os.path.isfile(os.path.join(out, "eval_metrics.json"))
