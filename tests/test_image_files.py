@@ -84,6 +84,7 @@ def write_fixtures(folder: str) -> dict[str, tuple[str, str, str]]:
     put("near2.jpg", "thermal", "near-grey", tinted(g, 2))
     put("far.jpg", "thermal", r"channels differ by up to \d+ grey levels", tinted(g, 12))
     put("grey16.png", "thermal", "grey", (g.astype(np.uint16) * 40 + 6000))
+    put("float32.tiff", "thermal", r"pixel type float32 is not supported", g.astype(np.float32))
     put("event_near.png", "event", "near-grey", tinted(g // 4, 1))
     for p in ("opencv.jet", "matplotlib.inferno"):
         put(f"{p}.png", "thermal", rf"rendered through a colour palette \(closest: \w+\.\w+", rendered(g, p))

@@ -197,7 +197,8 @@ def decode_pair_files(files: dict[str, str], tolerance: int, palette: str) -> di
                 read_rgb(path, 8 if is_jpeg(path) else 1)
                 out[m] = None
             else:
-                out[m] = decode_grey(path, 1, tolerance=tolerance, palette=palette if m == "thermal" else "")[1]
+                out[m] = decode_grey(path, 1, tolerance=tolerance, palette=palette if m == "thermal" else "",
+                                     verdict_only=True)[1]
         except DataError as e:
             out[m] = (e.path, e.problem)
         except Exception as e:  # noqa: BLE001  (a decoder's own failure is this file's problem, not a traceback)

@@ -189,12 +189,17 @@ def read_rgb(path: str, factor: int = 1) -> np.ndarray:
     return cv2.cvtColor(_read(path, flags), cv2.COLOR_BGR2RGB)
 
 
+def check_dtype(path: str, image: np.ndarray) -> None:
+    """DataError unless the pixels are 8-bit or 16-bit."""
+    if image.dtype not in (np.uint8, np.uint16):
+        raise DataError(path, f"pixel type {image.dtype} is not supported; use 8-bit or 16-bit images")
+
+
 def to_uint8(path: str, image: np.ndarray, percentiles=(1.0, 99.0), value_range=()) -> np.ndarray:
     """8-bit as it is; 16-bit scaled linearly to 0-255 (see the module docstring)."""
     if image.dtype == np.uint8:
         return image
-    if image.dtype != np.uint16:
-        raise DataError(path, f"pixel type {image.dtype} is not supported; use 8-bit or 16-bit images")
+    check_dtype(path, image)
     if value_range:
         lo, hi = float(value_range[0]), float(value_range[1])
     else:
@@ -211,9 +216,12 @@ def channel_difference(image: np.ndarray) -> int:
 
 
 def decode_grey(path: str, factor: int = 1, percentiles=(1.0, 99.0), value_range=(),
-                tolerance: int = DEFAULT_GREY_TOLERANCE, palette: str = "") -> tuple[np.ndarray, GreyVerdict]:
+                tolerance: int = DEFAULT_GREY_TOLERANCE, palette: str = "",
+                verdict_only: bool = False) -> tuple[np.ndarray | None, GreyVerdict]:
     """((H, W) uint8 single-channel image of a thermal or event file, how it was read); see the
-    module docstring. ``palette`` "" (or for an event file): a colour file is an error."""
+    module docstring. ``palette`` "" (or for an event file): a colour file is an error.
+    ``verdict_only``: the same checks and verdict, but no image (None): a near-grey JPEG's luma
+    plane is not decoded (tools/check_data.py)."""
     jpeg = is_jpeg(path)
     known = _GREY_JPEGS.get(path) if jpeg else None
     if known is not None and known <= tolerance:
@@ -227,8 +235,10 @@ def decode_grey(path: str, factor: int = 1, percentiles=(1.0, 99.0), value_range
         if diff <= tolerance:
             verdict = GreyVerdict("grey" if diff == 0 else "near-grey", diff)
             if jpeg:  # the luma plane, as later reads decode it
-                image = _read(path, _REDUCED_GREY[factor])
                 _GREY_JPEGS[path] = diff
+                if verdict_only:
+                    return None, verdict
+                image = _read(path, _REDUCED_GREY[factor])
             else:
                 image = cv2.cvtColor(image[:, :, :3], cv2.COLOR_BGR2GRAY)
         elif image.dtype != np.uint8:
@@ -247,6 +257,9 @@ def decode_grey(path: str, factor: int = 1, percentiles=(1.0, 99.0), value_range
                                   + palettes.describe(image[:, :, :3]))
     elif image.ndim == 3:
         raise DataError(path, f"{image.shape[2]}-channel image; a thermal/event image must be grey")
+    if verdict_only:
+        check_dtype(path, image)
+        return None, verdict
     return to_uint8(path, np.ascontiguousarray(image), percentiles, value_range), verdict
 
 
