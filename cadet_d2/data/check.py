@@ -3,9 +3,13 @@
 A data root holds ``images/<stem>.npy`` (H x W x C uint8) or ``pairs.csv`` (paired image files,
 docs/data.md) and ``labels/<stem>.txt`` (YOLO lines ``class xc yc w h``), plus sets in
 sub-folders with the same layout (``train``, ``test``, ``daytest1``, ...). For pairs every file
-must exist with a readable header; a partner of another size than its RGB image is a warning. The scan
-reads every image header (dtype, shape, truncation) and every label line with the same
-functions the loader uses (:mod:`cadet_d2.data.npy`, :mod:`cadet_d2.data.yolo`) and reports
+must exist with a readable header and decode as the loader decodes it (:func:`decode_pair_files`,
+with the loader's reader :mod:`cadet_d2.data.images`: near-grey thermal/event files counted,
+colour-mapped ones refused or, with a palette, mapped); a partner of another size than its RGB
+image, a file with an EXIF orientation other than 1, and a pair whose partners' orientations
+differ are warnings. The scan reads every image header (dtype, shape, truncation), decodes every
+image (not with ``headers_only``) and reads every label line with the same functions the loader
+uses (:mod:`cadet_d2.data.npy`, :mod:`cadet_d2.data.yolo`) and reports
 
 * **errors** (exit code 1): things that stop registration or training: unreadable, truncated
   or pickled/object ``.npy`` files, wrong dtype or channel count, zero-size images, bad label
