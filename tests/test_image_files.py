@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -22,6 +24,7 @@ from conftest import write_labels
 from test_convert import SAMPLES, needs_samples
 
 H, W = 48, 64
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def smooth(seed: int = 0, h: int = H, w: int = W) -> np.ndarray:
@@ -255,6 +258,10 @@ def test_check_data_with_a_palette_decodes_mapped_thermal_and_reports_residual(t
     (root / "train" / "pairs.csv").write_text("\n".join(rows) + "\n")
     plain = check_root(str(root), num_classes=1)
     assert len(plain.errors) == 3 and "THERMAL_PALETTE opencv.jet" in plain.errors[0].message
+    r = subprocess.run([sys.executable, "tools/check_data.py", str(root), "--classes", "1"], cwd=REPO,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert "3 error(s)" in r.stdout and "0_ir.png: 3-channel image whose channels differ" in r.stdout
     mapped = check_root(str(root), num_classes=1, thermal_palette="opencv.jet")
     assert not mapped.errors and mapped.sets[0].palette["thermal"][0] == 3
     assert "3 colour thermal file(s) (train) mapped back through palette opencv.jet" in mapped.format()
@@ -301,7 +308,7 @@ def test_kaist_with_near_grey_png_lwir_converts_checks_and_trains(tmp_path, one_
 
     from cadet_d2.convert.cli import main as convert_main
     from cadet_d2.engine.train import main as train_main
-    from test_convert_train import REPO, SMOKE
+    from test_convert_train import SMOKE
 
     src = tmp_path / "kaist"
     bbgt = "% bbGt version=3\nperson 40 20 30 70 0 0 0 0 0 0 0\n"  # KAIST's "reasonable": >= 55 px high
@@ -327,3 +334,22 @@ def test_kaist_with_near_grey_png_lwir_converts_checks_and_trains(tmp_path, one_
     train_main(args)
     assert os.path.isfile(os.path.join(out, "model_final.pth"))
     assert os.path.isfile(os.path.join(out, "eval_metrics.json"))
+
+
+def test_config_keys_checked_when_the_config_loads(tmp_path):
+    from cadet_d2.config import validate_cadet_config
+    from conftest import tiny_cfg
+
+    cfg = tiny_cfg(str(tmp_path), str(tmp_path / "out"))
+    assert cfg.CADET.INPUT.GREY_TOLERANCE == 3 and cfg.CADET.INPUT.THERMAL_PALETTE == ""
+    validate_cadet_config(cfg)
+    cfg.CADET.INPUT.THERMAL_PALETTE = "iron"
+    with pytest.raises(ValueError, match=r"THERMAL_PALETTE = 'iron' is not a known palette: opencv\.autumn"):
+        validate_cadet_config(cfg)
+    cfg.CADET.INPUT.THERMAL_PALETTE = "opencv.jet"
+    cfg.CADET.INPUT.GREY_TOLERANCE = -1
+    with pytest.raises(ValueError, match=r"GREY_TOLERANCE = -1 must be an integer in 0\.\.255"):
+        validate_cadet_config(cfg)
+    cfg.CADET.INPUT.GREY_TOLERANCE = 5
+    mapper = MultiModalDatasetMapper(cfg, False)
+    assert (mapper.grey_tolerance, mapper.thermal_palette) == (5, "opencv.jet")
