@@ -91,6 +91,10 @@ def write_fixtures(folder: str) -> dict[str, tuple[str, str, str]]:
     put("event_near.png", "event", "near-grey", tinted(g // 4, 1))
     for p in ("opencv.jet", "matplotlib.inferno"):
         put(f"{p}.png", "thermal", rf"rendered through a colour palette \(closest: \w+\.\w+", rendered(g, p))
+    cold = (g.astype(np.uint16) * 7 // 255).astype(np.uint8)  # a night scene: values 0..6, mostly black/blue
+    put("jet_cold.jpg", "thermal", r"rendered through a colour palette \(closest: \w+\.jet", rendered(cold, "opencv.jet"))
+    put("hot_cold.png", "thermal", r"rendered through a colour palette \(closest: \w+\.\w*hot",
+        rendered(cold * 20, "opencv.hot"))
     put("jet.jpg", "thermal", r"rendered through a colour palette \(closest: \w+\.jet", rendered(g, "opencv.jet"))
     put("events_white.png", "event", r"colour rendering of events .* on white", events_rendering(255))
     put("events_black.png", "event", r"colour rendering of events .* on black", events_rendering(0))

@@ -101,17 +101,19 @@ def closest(bgr: np.ndarray) -> tuple[str, float]:
 
 def event_rendering(bgr: np.ndarray) -> str | None:
     """'white' or 'black' when (H, W, 3) BGR pixels look like a rendering of events (positive red,
-    negative blue, on a white or black background: 95% of the pixels background, red or blue, and
-    some red or blue), else None."""
+    negative blue, on a white or black background: half of the pixels or more that background,
+    95% background, red or blue, and both red and blue ones: a palette rendering of a cold scene,
+    mostly black or blue, has one of them only), else None."""
     rgb = _sample(bgr)
     r, g, b = rgb[:, 0], rgb[:, 1], rgb[:, 2]
     white = (rgb.min(1) >= 200) & (rgb.max(1) - rgb.min(1) <= 30)
     black = rgb.max(1) <= 50
     red = r - np.maximum(g, b) >= 60
     blue = b - np.maximum(r, g) >= 60
-    if (white | black | red | blue).mean() < 0.95 or not (red | blue).any():
+    background = white if white.sum() >= black.sum() else black
+    if background.mean() < 0.5 or (white | black | red | blue).mean() < 0.95 or not (red.any() and blue.any()):
         return None
-    return "white" if white.sum() >= black.sum() else "black"
+    return "white" if background is white else "black"
 
 
 def describe(bgr: np.ndarray) -> str:
