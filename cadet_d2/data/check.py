@@ -605,6 +605,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     from .palettes import NAMES
 
+    if not 0 <= args.grey_tolerance <= 255:
+        print(f"ERROR   --grey-tolerance {args.grey_tolerance} must be in 0..255 (grey levels)", file=sys.stderr)
+        return 1
     if args.thermal_palette and args.thermal_palette not in NAMES:
         print(f"ERROR   --thermal-palette {args.thermal_palette!r} is not one of {', '.join(NAMES)}", file=sys.stderr)
         return 1
