@@ -14,7 +14,7 @@ import signal
 
 from detectron2.config import CfgNode as CN
 
-from .layout import (DEFAULT_STOP_SIGNALS, LATE_MERGE_RULES, MIT_SIZES, MODALITY_CHANNELS, OCCLUSION_LEVELS,
+from .layout import (DEFAULT_GREY_TOLERANCE, DEFAULT_STOP_SIGNALS, LATE_MERGE_RULES, MIT_SIZES, MODALITY_CHANNELS, OCCLUSION_LEVELS,
                      ON_ERROR_POLICIES, SIZE_MISMATCH_POLICIES, TEST_MODES, TRAIN_MODES, UNLABELED_POLICIES,
                      file_channel_indices, group_channels, group_modalities, modality_slices)
 
@@ -74,6 +74,15 @@ def add_cadet_config(cfg: CN) -> CN:
     _C.CADET.INPUT.THERMAL_PERCENTILES = [1.0, 99.0]
     # ... or, when set, between this fixed [low, high] range of raw values, e.g. [7000, 9000].
     _C.CADET.INPUT.THERMAL_RANGE = []
+    # Paired thermal/event files with 3 channels that differ by at most this many grey levels
+    # are read as grey (their luma, cadet_d2/data/images.py); more is an error naming what the
+    # file most likely is. 3: KAIST's PNG lwir files differ by up to 2 (JPEG decoding before
+    # they were saved), one level of margin.
+    _C.CADET.INPUT.GREY_TOLERANCE = DEFAULT_GREY_TOLERANCE
+    # "" or a palette of cadet_d2/data/palettes.py (e.g. "opencv.jet", "matplotlib.inferno"):
+    # colour thermal files are mapped back to their scalar through it (nearest colour); a file
+    # it does not fit (mean residual above palettes.MAX_RESIDUAL) is an error.
+    _C.CADET.INPUT.THERMAL_PALETTE = ""
     # Paired image files of another size than the RGB image: "resize" (to the RGB size,
     # bilinear) or "error" (stop at registration, naming the file).
     _C.CADET.INPUT.SIZE_MISMATCH = "resize"
@@ -366,6 +375,14 @@ def _validate_data(cfg: CN) -> None:
     r = list(inp.THERMAL_RANGE)
     if r and (len(r) != 2 or not r[0] < r[1]):
         raise ValueError(f"CADET.INPUT.THERMAL_RANGE = {r} must be [] or [low, high] with low < high")
+    tol = inp.GREY_TOLERANCE
+    if not isinstance(tol, int) or isinstance(tol, bool) or not 0 <= tol <= 255:
+        raise ValueError(f"CADET.INPUT.GREY_TOLERANCE = {tol!r} must be an integer in 0..255 (grey levels)")
+    from .data.palettes import NAMES as PALETTES
+
+    if inp.THERMAL_PALETTE and inp.THERMAL_PALETTE not in PALETTES:
+        raise ValueError(f"CADET.INPUT.THERMAL_PALETTE = {inp.THERMAL_PALETTE!r} is not a known palette: "
+                         f"{', '.join(PALETTES)} (or \"\")")
     folders = cfg.CADET.DATA.FOLDERS
     named = [m for m in MODALITY_CHANNELS if folders[m]]
     if named and not folders.rgb:

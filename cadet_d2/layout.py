@@ -77,3 +77,7 @@ def group_channels(group: str, slices: dict[str, slice], key: str) -> list[int]:
         raise ValueError(f"{key}: {group!r} names {unknown or 'no'} modality; the model's modalities are "
                          f"{list(slices)} (join several with '+', e.g. 'thermal+event')")
     return [c for n in names for c in range(slices[n].start, slices[n].stop)]
+
+# CADET.INPUT.GREY_TOLERANCE's default (grey levels a 3-channel thermal/event file's channels may
+# differ by and still be read as grey): KAIST's PNG lwir files differ by up to 2.
+DEFAULT_GREY_TOLERANCE = 3

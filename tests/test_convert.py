@@ -1,5 +1,5 @@
 """Converters (cadet_d2/convert): tiny trees in each data set's layout written by the tests,
-and the real samples of /work/shared when they exist."""
+and the real samples of ../shared (beside the project root) when they exist."""
 from __future__ import annotations
 
 import csv
@@ -480,14 +480,12 @@ def test_not_a_tree_says_what_is_expected(tmp_path, capsys):
         assert expected in capsys.readouterr().err
 
 
-# ---- the real samples (/work/shared/data/rgbt-samples) ---------------------------------------
+# ---- the real samples (../shared/data/rgbt-samples from the project root) ---------------------------------------
 
 def find_samples() -> str | None:
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    for path in (os.path.join(here, "..", "shared", "data", "rgbt-samples"), "/work/shared/data/rgbt-samples"):
-        if os.path.isdir(path):
-            return os.path.abspath(path)
-    return None
+    path = os.path.join(here, "..", "shared", "data", "rgbt-samples")
+    return os.path.abspath(path) if os.path.isdir(path) else None
 
 
 SAMPLES = find_samples()

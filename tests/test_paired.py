@@ -134,11 +134,12 @@ def test_thermal_bit_depth_and_grey_rules(tmp_path):
     first, again = read_grey(pj), read_grey(pj)  # the second read decodes the luma only
     assert np.array_equal(first, cv2.imread(pj, cv2.IMREAD_COLOR)[:, :, 0]) and np.array_equal(first, again)
     colour = grey3.copy()
-    colour[5, 5, 1] += 1
+    colour[5, 5, 1] += 1  # within CADET.INPUT.GREY_TOLERANCE: read as its luma
     pc = str(tmp_path / "colour.png")
     cv2.imwrite(pc, colour)
-    with pytest.raises(DataError, match=r"colour\.png: 3-channel image whose channels differ"):
-        read_grey(pc)
+    assert np.array_equal(read_grey(pc), cv2.cvtColor(colour, cv2.COLOR_BGR2GRAY))
+    with pytest.raises(DataError, match=r"colour\.png: 3-channel image whose channels differ by up to 1 grey"):
+        read_grey(pc, tolerance=0)
 
 
 def test_size_mismatch_resized_or_error_naming_the_file(tmp_path):

@@ -11,6 +11,9 @@
     # full vs reduced decoding, plus real LLVIP pairs when --llvip names the sample folder
     OMP_NUM_THREADS=1 python tools/benchmark.py --config-file configs/Base-CADET.yaml --mode loader \
         --llvip ../shared/data/rgbt-samples/LLVIP
+    # tools/check_data.py's pairs/s on LLVIP-size JPEG pairs (--iters pairs, written to --workdir):
+    # every pixel decoded with 1 and 2 worker processes, and --headers-only
+    python tools/benchmark.py --config-file configs/Base-CADET.yaml --mode check_data --iters 200
     # inference, one image: PyTorch eager vs the exported files of --export-dir (ONNX Runtime fp32,
     # int8, TorchScript), in turn; exports ONNX there first when the folder is empty
     python tools/benchmark.py --config-file configs/demo/demo_frm_ffm.yaml --mode deploy --export-dir output/export/frm \
@@ -125,7 +128,7 @@ def _ops_mode(cfg, args) -> dict:
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config-file", required=True)
-    p.add_argument("--mode", choices=("train", "infer", "input", "loader", "deploy", "plan", "ops"),
+    p.add_argument("--mode", choices=("train", "infer", "input", "loader", "deploy", "plan", "ops", "check_data"),
                    default="train", help="deploy: one-image inference of PyTorch vs the exported files of "
                    "--export-dir; ops: fp32 against bf16 autocast, op by op, at the config's MiT shapes (CPU)")
     p.add_argument("--export-dir", default="", help="deploy mode: export folder (tools/export.py)")
@@ -175,6 +178,18 @@ def main(argv=None) -> dict:
         p.error("--gpu-memory goes with --mode plan (and plan needs it)")
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.mode == "check_data":
+        import os
+
+        from cadet_d2.bench.inputs import check_data_speed
+        from cadet_d2.utils.machine import machine_label
+
+        result = {"mode": "check_data", "cpu": machine_label(), "load_avg": os.getloadavg()[0],
+                  "rows": check_data_speed(os.path.join(args.workdir, "check_data"), n=args.iters)}
+        print(json.dumps(result, indent=2))
+        if args.json:
+            atomic_write_json(args.json, result)
+        return result
     if args.mode == "loader":
         result = _loader_mode(args)
         result["config"], result["opts"] = args.config_file, args.opts

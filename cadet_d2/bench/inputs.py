@@ -83,9 +83,9 @@ def mapper_speed(cfg, limit: int = 100, repeats: int = 3) -> float:
 
 
 def write_llvip_like(folder: str, n: int = 20, size: tuple[int, int] = (1024, 1280), seed: int = 0,
-                     quality: int = 90) -> tuple[str, str]:
-    """Synthetic data at LLVIP size: ``folder/npy`` (5-channel ``.npy``: rgb, thermal, event) and
-    ``folder/pairs`` (``train/pairs.csv`` naming a 3-channel visible JPEG and a 3-channel grey
+                     quality: int = 90, npy: bool = True) -> tuple[str, str]:
+    """Synthetic data at LLVIP size: ``folder/npy`` (5-channel ``.npy``: rgb, thermal, event; not
+    with ``npy`` False) and ``folder/pairs`` (``train/pairs.csv`` naming a 3-channel visible JPEG and a 3-channel grey
     infrared JPEG per image, as LLVIP ships them), the same pictures, unlabeled. Scenes are blurred
     noise plus a few boxes, so the JPEGs are about LLVIP's size (~150-250 KB visible)."""
     import cv2
@@ -106,8 +106,9 @@ def write_llvip_like(folder: str, n: int = 20, size: tuple[int, int] = (1024, 12
             img[y0:y0 + 200, x0:x0 + 100] = rng.integers(100, 256, 4)
         stem = f"{i:06d}"
         rgb, ir = img[:, :, :3], img[:, :, 3]
-        np.save(os.path.join(npy_dir, stem + ".npy"),
-                np.concatenate([rgb, ir[:, :, None], np.zeros((h, w, 1), np.uint8)], axis=2))
+        if npy:
+            np.save(os.path.join(npy_dir, stem + ".npy"),
+                    np.concatenate([rgb, ir[:, :, None], np.zeros((h, w, 1), np.uint8)], axis=2))
         cv2.imwrite(os.path.join(raw, stem + "_vis.jpg"), rgb[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
         cv2.imwrite(os.path.join(raw, stem + "_ir.jpg"), np.repeat(ir[:, :, None], 3, axis=2),
                     [cv2.IMWRITE_JPEG_QUALITY, quality])
@@ -172,3 +173,26 @@ def loader_throughput(make_cfg: Callable[[list], object], roots: list[tuple[str,
                              "cpu_ms_per_image": round(c, 1), "images_per_cpu_s": round(1000.0 / c, 1),
                              "wall_ms_per_image": round(w, 1), "images_per_s_wall": round(1000.0 / w, 1)})
     return rows
+
+
+def check_data_speed(folder: str, n: int = 200, workers: tuple[int, ...] = (1, 2), repeats: int = 2) -> list[dict]:
+    """Pairs/s of ``check_root`` (tools/check_data.py) on ``n`` LLVIP-size JPEG pairs written to
+    ``folder``: every pixel decoded with each number of ``workers``, and headers only; the runs
+    alternate, ``repeats`` rounds, the best of each kept. Each row: mode, workers, seconds, pairs/s."""
+    import time
+
+    from ..data.check import check_root
+
+    _, root = write_llvip_like(folder, n=n, npy=False)
+    modes = [("decode", w) for w in workers] + [("headers", 1)]
+    best: dict = {}
+    for _ in range(repeats):
+        for mode, w in modes:
+            started = time.perf_counter()
+            report = check_root(root, num_classes=1, progress=False, headers_only=mode == "headers", workers=w)
+            seconds = time.perf_counter() - started
+            if report.errors:
+                raise RuntimeError(f"check_data found errors in the benchmark's own pairs: {report.errors[0]}")
+            best[(mode, w)] = min(seconds, best.get((mode, w), float("inf")))
+    return [{"mode": mode, "workers": w, "pairs": n, "seconds": round(best[(mode, w)], 2),
+             "pairs_per_s": round(n / best[(mode, w)], 1)} for mode, w in modes]

@@ -3,9 +3,13 @@
 A data root holds ``images/<stem>.npy`` (H x W x C uint8) or ``pairs.csv`` (paired image files,
 docs/data.md) and ``labels/<stem>.txt`` (YOLO lines ``class xc yc w h``), plus sets in
 sub-folders with the same layout (``train``, ``test``, ``daytest1``, ...). For pairs every file
-must exist with a readable header; a partner of another size than its RGB image is a warning. The scan
-reads every image header (dtype, shape, truncation) and every label line with the same
-functions the loader uses (:mod:`cadet_d2.data.npy`, :mod:`cadet_d2.data.yolo`) and reports
+must exist with a readable header and decode as the loader decodes it (:func:`decode_pair_files`,
+with the loader's reader :mod:`cadet_d2.data.images`: near-grey thermal/event files counted,
+colour-mapped ones refused or, with a palette, mapped); a partner of another size than its RGB
+image, a file with an EXIF orientation other than 1, and a pair whose partners' orientations
+differ are warnings. The scan reads every image header (dtype, shape, truncation), decodes every
+image (not with ``headers_only``) and reads every label line with the same functions the loader
+uses (:mod:`cadet_d2.data.npy`, :mod:`cadet_d2.data.yolo`) and reports
 
 * **errors** (exit code 1): things that stop registration or training: unreadable, truncated
   or pickled/object ``.npy`` files, wrong dtype or channel count, zero-size images, bad label
@@ -35,12 +39,14 @@ import numpy as np
 
 from .datasets import read_classes
 from .errors import DataError
-from .images import image_size, is_jpeg, read_grey, read_rgb
+from ..layout import DEFAULT_GREY_TOLERANCE
+from .images import ORIENTATIONS, decode_grey, image_header, is_jpeg, read_grey, read_rgb
 from .npy import load_image, read_image_size
 from .pairs import PAIRS_FILE, Pair, read_pairs_csv
 from .yolo import MIN_BOX_PIXELS, parse_yolo_line, yolo_to_xyxy
 
 ROOT_SET = "(root)"
+POOL_MIN_IMAGES = 200  # fewer images are decoded in this process (starting workers costs more)
 OUTSIDE_PIXELS = 0.5  # a box reaching further outside its image than this is reported (the loader clips it)
 
 
@@ -69,6 +75,10 @@ class SetSummary:
     min_hw: list | None = None
     max_hw: list | None = None
     kind: str = "npy"  # "npy" (images/<stem>.npy) or "pairs" (pairs.csv)
+    decoded: bool = True  # every image decoded (False: --headers-only, headers read only)
+    near_grey: dict = field(default_factory=dict)  # modality: [files, largest channel difference]
+    palette: dict = field(default_factory=dict)  # modality: [files, largest mean residual] (THERMAL_PALETTE)
+    rotated: int = 0  # files with an EXIF orientation other than 1 (applied)
 
 
 @dataclass
@@ -86,6 +96,8 @@ class CheckReport:
     stats_images: int = 0
     stats_total: int = 0
     stats_reduced: bool = False  # paired files: JPEGs decoded at 1/4 size for the mean/std
+    grey_tolerance: int = DEFAULT_GREY_TOLERANCE
+    thermal_palette: str = ""
     problems: list = field(default_factory=list)
 
     @property
@@ -116,6 +128,20 @@ class CheckReport:
         for r in rows:
             out.append("  " + "  ".join(str(v).rjust(w) if i else str(v).ljust(w) for i, (v, w) in
                                         enumerate(zip(r, widths))))
+        for s in self.sets:
+            where = "" if s.name == ROOT_SET else f" ({s.name})"
+            for m, (n, diff) in sorted(s.near_grey.items()):
+                out.append(f"{n} near-grey 3-channel {m} file(s){where}, largest channel difference {diff} "
+                           f"(CADET.INPUT.GREY_TOLERANCE {self.grey_tolerance}): read as grey (their luma)")
+            for m, (n, residual) in sorted(s.palette.items()):
+                out.append(f"{n} colour {m} file(s){where} mapped back through palette {self.thermal_palette}, "
+                           f"largest mean residual {residual:.1f}")
+            if s.rotated:
+                out.append(f"{s.rotated} file(s){where} with an EXIF orientation other than 1: rotated/flipped as "
+                           "tagged (boxes are on the pixels so shown)")
+        if any(not s.decoded for s in self.sets):
+            out.append("Pixels not checked (--headers-only): headers only; a file the loader refuses (colour "
+                       "thermal, corrupt data) is not found; run without --headers-only to decode every image")
         total: Counter = Counter()
         for s in self.sets:
             total.update({int(k): v for k, v in s.boxes_per_class.items()})
@@ -163,9 +189,30 @@ def find_sets(root: str) -> list[tuple[str, str]]:
     return sets
 
 
+def decode_pair_files(files: dict[str, str], tolerance: int, palette: str) -> dict:
+    """Decode every file of a pair as the loader does (:mod:`cadet_d2.data.images`): RGB JPEGs at
+    1/8 size (its verdict does not depend on the size), thermal and event files at full size (the
+    size whose channel differences are the largest). Returns {modality: GreyVerdict, or None for
+    rgb, or (path, problem) for a file the loader refuses}."""
+    out: dict = {}
+    for m, path in files.items():
+        try:
+            if m == "rgb":
+                read_rgb(path, 8 if is_jpeg(path) else 1)
+                out[m] = None
+            else:
+                out[m] = decode_grey(path, 1, tolerance=tolerance, palette=palette if m == "thermal" else "",
+                                     verdict_only=True)[1]
+        except DataError as e:
+            out[m] = (e.path, e.problem)
+        except Exception as e:  # noqa: BLE001  (a decoder's own failure is this file's problem, not a traceback)
+            out[m] = (path, f"could not be decoded: {type(e).__name__}: {e}")
+    return out
+
+
 class _Scanner:
-    def __init__(self, report: CheckReport, progress) -> None:
-        self.report, self.progress = report, progress
+    def __init__(self, report: CheckReport, progress, decode: bool = True, pool=None) -> None:
+        self.report, self.progress, self.decode, self.pool = report, progress, decode, pool
 
     def problem(self, severity: str, path: str, message: str, line: int | None = None) -> None:
         self.report.problems.append(Problem(severity, path, message, line))
@@ -199,12 +246,14 @@ class _Scanner:
             path = os.path.join(image_dir, stem + ".npy")
             try:
                 sizes[stem] = read_image_size(path, self.report.channels)
+                if self.decode:
+                    load_image(path, self.report.channels)
             except DataError as e:
                 sizes[stem] = None
                 self.problem("error", path, e.problem)
             self.progress.update(1)
         _size_range(s, sizes)
-        s.images = len(stems)
+        s.images, s.decoded = len(stems), self.decode
         self.scan_label_dir(s, label_dir, stems, sizes)
         return s, sizes
 
@@ -233,13 +282,13 @@ class _Scanner:
             n = self.scan_labels(path, sizes[stem], per_class)
             s.boxes += n
             s.no_boxes += n == 0
-            self.progress.update(1)
         s.boxes_per_class = {str(k): v for k, v in sorted(per_class.items())}
 
     def scan_pair_set(self, name: str, folder: str) -> tuple[SetSummary, dict, list[Pair]]:
-        """Check a set of paired files (``pairs.csv``): every file exists and has a readable
-        header; partners of another size than the RGB image are warned about (resized by default)."""
-        s = SetSummary(name, folder, kind="pairs")
+        """Check a set of paired files (``pairs.csv``): every file exists, has a readable header and
+        (unless headers only) decodes as the loader decodes it; partners of another size than the
+        RGB image are warned about (resized by default), and EXIF orientations counted."""
+        s = SetSummary(name, folder, kind="pairs", decoded=self.decode)
         csv_path = os.path.join(folder, PAIRS_FILE)
         try:
             pairs = read_pairs_csv(csv_path)
@@ -247,15 +296,19 @@ class _Scanner:
             self.problem("error", e.path, e.problem, e.line)
             return s, {}, []
         sizes: dict[str, tuple[int, int] | None] = {}
-        good = []
+        readable = []
+        rotated: list[str] = []
+        disagree: list[str] = []
         for pair in pairs:
             hw: dict[str, tuple[int, int]] = {}
+            turns: dict[str, int] = {}
             for m, path in pair.files.items():
                 if not os.path.isfile(path):
                     self.problem("error", csv_path, f"{m} file {path} not found", pair.line)
                     continue
                 try:
-                    hw[m] = image_size(path)
+                    h, w, turns[m] = image_header(path)
+                    hw[m] = (h, w)
                 except DataError as e:
                     self.problem("error", e.path, e.problem)
             sizes[pair.stem] = hw.get("rgb")
@@ -264,13 +317,50 @@ class _Scanner:
                     self.problem("warning", pair.files[m], f"{m} image is {size[0]}x{size[1]}, the RGB image is "
                                  f"{hw['rgb'][0]}x{hw['rgb'][1]}: resized to the RGB size (CADET.INPUT.SIZE_MISMATCH "
                                  "resize; 'error' stops on it)")
+            rotated += [f"{pair.files[m]} ({t}: {ORIENTATIONS[t]})" for m, t in turns.items() if t != 1]
+            if len(set(turns.values())) > 1:
+                disagree.append(f"{pair.stem} ({', '.join(f'{m} {t}' for m, t in turns.items())})")
             if len(hw) == len(pair.files):
-                good.append(pair)
-            self.progress.update(1)
+                readable.append(pair)
+            if not self.decode:
+                self.progress.update(1)
+        good = self.decode_pairs(s, readable) if self.decode else readable
+        s.rotated = len(rotated)
+        if rotated:
+            self.problem("warning", folder, f"{len(rotated)} file(s) with an EXIF orientation other than 1, rotated or "
+                         f"flipped as tagged by the loader (e.g. {'; '.join(rotated[:3])})")
+        if disagree:
+            self.problem("warning", folder, f"{len(disagree)} pair(s) whose files have different EXIF orientations "
+                         f"(e.g. {'; '.join(disagree[:3])}): each is turned as tagged; check that the pairs still "
+                         "align")
         _size_range(s, sizes)
         s.images = len(pairs)
         self.scan_label_dir(s, os.path.join(folder, "labels"), [p.stem for p in pairs], sizes)
         return s, sizes, good
+
+    def decode_pairs(self, s: SetSummary, pairs: list[Pair]) -> list[Pair]:
+        """Decode every file of ``pairs`` (:func:`decode_pair_files`, in the pool when there is one);
+        their problems are errors, their verdicts counted into ``s``; returns the pairs that decode."""
+        args = [(p.files, self.report.grey_tolerance, self.report.thermal_palette) for p in pairs]
+        results = (self.pool.imap(_decode_args, args, chunksize=8) if self.pool is not None
+                   else map(_decode_args, args))
+        good = []
+        for pair, result in zip(pairs, results):
+            ok = True
+            for m, v in result.items():
+                if isinstance(v, tuple):
+                    self.problem("error", v[0], v[1])
+                    ok = False
+                elif v is not None and v.kind == "near-grey":
+                    n, diff = s.near_grey.get(m, (0, 0))
+                    s.near_grey[m] = [n + 1, max(diff, v.channel_difference)]
+                elif v is not None and v.kind == "palette":
+                    n, residual = s.palette.get(m, (0, 0.0))
+                    s.palette[m] = [n + 1, max(residual, round(v.residual, 2))]
+            if ok:
+                good.append(pair)
+            self.progress.update(1)
+        return good
 
     def scan_labels(self, path: str, hw: tuple[int, int] | None, per_class: Counter) -> int:
         try:
@@ -306,6 +396,10 @@ class _Scanner:
         return boxes
 
 
+def _decode_args(args: tuple) -> dict:
+    return decode_pair_files(*args)
+
+
 def _outside_pixels(box: list[float], hw: tuple[int, int]) -> float:
     """How far (pixels) a normalised [xc, yc, w, h] box reaches outside an (H, W) image (<= 0: inside)."""
     xc, yc, w, h = box
@@ -313,7 +407,7 @@ def _outside_pixels(box: list[float], hw: tuple[int, int]) -> float:
     return max(-(xc - w / 2) * width, (xc + w / 2 - 1) * width, -(yc - h / 2) * height, (yc + h / 2 - 1) * height)
 
 
-def _channel_stats(paths: list[str], channels: int, progress) -> tuple[list[float], list[float]]:
+def _channel_stats(paths: list[str], channels: int) -> tuple[list[float], list[float]]:
     total = np.zeros(channels)
     total_sq = np.zeros(channels)
     count = 0
@@ -322,15 +416,17 @@ def _channel_stats(paths: list[str], channels: int, progress) -> tuple[list[floa
         total += x.sum(0)
         total_sq += (x * x).sum(0)
         count += x.shape[0]
-        progress.update(1)
     mean = total / count
     std = np.sqrt(np.maximum(total_sq / count - mean * mean, 0.0))
     return mean.tolist(), std.tolist()
 
 
-def _pair_stats(pairs: list[Pair], progress) -> tuple[list[float], list[float], list[str], bool]:
+def _pair_stats(pairs: list[Pair], tolerance: int, palette: str,
+                problems: list) -> tuple[list[float], list[float], list[str], bool] | None:
     """Mean/std of the channels of paired files (rgb R, G, B, then thermal, event as present), JPEGs
-    decoded at 1/4 size (mean and std barely change; 10x faster), and whether any JPEG was.
+    decoded at 1/4 size (mean and std barely change; 10x faster), and whether any JPEG was; a
+    pair the loader refuses (met here with headers only) is an error in ``problems``, left out;
+    None when none is left.
 
     Each modality is summed over its own pixels: a partner of another size or decoded at
     another scale (a PNG thermal beside a JPEG RGB image) counts all of its pixels."""
@@ -340,15 +436,21 @@ def _pair_stats(pairs: list[Pair], progress) -> tuple[list[float], list[float], 
     count = {m: 0 for m in names}
     reduced = False
     for pair in pairs:
-        for m in names:
-            f = 4 if is_jpeg(pair.files[m]) else 1
-            reduced |= f > 1
-            x = read_rgb(pair.files[m], f) if m == "rgb" else read_grey(pair.files[m], f)[:, :, None]
+        try:
+            xs = {m: read_rgb(pair.files[m], 4 if is_jpeg(pair.files[m]) else 1) if m == "rgb" else
+                  read_grey(pair.files[m], 4 if is_jpeg(pair.files[m]) else 1, tolerance=tolerance,
+                            palette=palette if m == "thermal" else "")[:, :, None] for m in names}
+        except DataError as e:
+            problems.append(Problem("error", e.path, f"{e.problem} (met by the mean/std pass)"))
+            continue
+        for m, x in xs.items():
+            reduced |= is_jpeg(pair.files[m])
             x = x.reshape(-1, x.shape[2]).astype(np.float64)
             total[m] = total[m] + x.sum(0)
             total_sq[m] = total_sq[m] + (x * x).sum(0)
             count[m] += x.shape[0]
-        progress.update(1)
+    if not count[names[0]]:
+        return None
     mean = np.concatenate([np.atleast_1d(total[m] / count[m]) for m in names])
     mean_sq = np.concatenate([np.atleast_1d(total_sq[m] / count[m]) for m in names])
     std = np.sqrt(np.maximum(mean_sq - mean * mean, 0.0))
@@ -371,12 +473,16 @@ class _NoProgress:
         pass
 
 
-def _count_files(sets: list[tuple[str, str]]) -> int:
+def _count_images(sets: list[tuple[str, str]]) -> int:
+    """Images (``.npy`` files) and pairs (lines of ``pairs.csv``) of the sets, for the progress bar."""
     n = 0
     for _, folder in sets:
-        for sub in ("images", "labels"):
-            d = os.path.join(folder, sub)
-            n += len(os.listdir(d)) if os.path.isdir(d) else 0
+        csv_path, d = os.path.join(folder, PAIRS_FILE), os.path.join(folder, "images")
+        if os.path.isfile(csv_path):
+            with open(csv_path, "rb") as f:
+                n += max(sum(1 for line in f if line.strip()) - 1, 0)
+        elif os.path.isdir(d):
+            n += len(os.listdir(d))
     return n
 
 
@@ -386,15 +492,23 @@ def check_root(
     num_classes: int | None = None,
     max_stat_images: int = 500,
     progress: bool | None = None,
+    headers_only: bool = False,
+    grey_tolerance: int = DEFAULT_GREY_TOLERANCE,
+    thermal_palette: str = "",
+    workers: int = 1,
 ) -> CheckReport:
     """Scan ``root`` and its test sets; see the module docstring for what is checked.
 
     ``num_classes`` = None reads ``root/classes.txt`` (or one class ``object``), as the loader
-    does without ``CADET.DATA.CLASSES``. ``progress`` None = a tqdm bar for roots of 1000+ files.
+    does without ``CADET.DATA.CLASSES``. ``progress`` None = a tqdm bar (pairs or images per
+    second) for roots of 1000+ images. ``headers_only``: read headers, decode no pixels.
+    ``grey_tolerance``, ``thermal_palette``: as ``CADET.INPUT.GREY_TOLERANCE`` and
+    ``THERMAL_PALETTE``. ``workers`` > 1 decodes pairs in that many processes.
     """
     if not os.path.isdir(root):
         raise FileNotFoundError(f"data root {root!r} is not a folder")
-    report = CheckReport(root=root, channels=channels, classes=[], classes_source="")
+    report = CheckReport(root=root, channels=channels, classes=[], classes_source="",
+                         grey_tolerance=grey_tolerance, thermal_palette=thermal_palette)
     if num_classes is not None:
         report.classes, report.classes_source = [str(i) for i in range(num_classes)], "--classes"
     else:
@@ -409,14 +523,21 @@ def check_root(
     if not sets:
         report.problems.append(Problem("error", root, "no set: no images/ folder (images/*.npy and labels/*.txt) "
                                                       "and no pairs.csv, in the root or a sub-folder"))
-    total_files = _count_files(sets)
+    total = _count_images(sets)
     if progress is None:
-        progress = total_files >= 1000
+        progress = total >= 1000
     bar = _NoProgress()
     if progress:
         from tqdm import tqdm
-        bar = tqdm(total=total_files, desc="check_data", unit="file", file=sys.stderr)
-    scanner = _Scanner(report, bar)
+        paired = any(os.path.isfile(os.path.join(f, PAIRS_FILE)) for _, f in sets)
+        bar = tqdm(total=total, desc="check_data" + (" (headers)" if headers_only else ""),
+                   unit="pair" if paired else "image", file=sys.stderr)
+    pool = None
+    if workers > 1 and not headers_only and total >= POOL_MIN_IMAGES:
+        import multiprocessing
+
+        pool = multiprocessing.get_context("spawn" if sys.platform == "darwin" else "fork").Pool(workers)
+    scanner = _Scanner(report, bar, decode=not headers_only, pool=pool)
     stems_by_set: dict[str, set[str]] = {}
     stat_paths: list = []
     stat_set = ROOT_SET if any(n == ROOT_SET for n, _ in sets) else "train"  # CADET.DATA.TRAIN_SET train
@@ -438,17 +559,20 @@ def check_root(
                 pick = np.linspace(0, len(stat_paths) - 1, max_stat_images).round().astype(int)
                 stat_paths = [stat_paths[i] for i in pick]
             report.stats_images = len(stat_paths)
-            if progress:
-                bar.total += len(stat_paths)
-                bar.refresh()
             if isinstance(stat_paths[0], Pair):
-                report.pixel_mean, std, report.stats_channels, report.stats_reduced = _pair_stats(stat_paths, bar)
-                report.stats_set = stat_set
+                stats = _pair_stats(stat_paths, grey_tolerance, thermal_palette, report.problems)
+                if stats is not None:
+                    report.pixel_mean, std, report.stats_channels, report.stats_reduced = stats
+                    report.stats_set = stat_set
             else:
-                report.pixel_mean, std = _channel_stats(stat_paths, channels, bar)
-            report.pixel_std, report.constant_channels = suggested_std(std)
+                report.pixel_mean, std = _channel_stats(stat_paths, channels)
+            if report.pixel_mean is not None:
+                report.pixel_std, report.constant_channels = suggested_std(std)
     finally:
         bar.close()
+        if pool is not None:
+            pool.close()
+            pool.join()
     for (a, sa), (b, sb) in itertools.combinations(stems_by_set.items(), 2):
         both = sorted(sa & sb)
         if both:
@@ -471,11 +595,28 @@ def main(argv: list[str] | None = None) -> int:
                     help="images used for the per-channel mean/std (evenly spaced subsample; default 500)")
     ap.add_argument("--json", metavar="OUT", help="also write the summary and problems as JSON")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ap.add_argument("--headers-only", action="store_true",
+                    help="read image headers only, decode no pixels (quick; files the loader refuses may pass)")
+    ap.add_argument("--grey-tolerance", type=int, default=DEFAULT_GREY_TOLERANCE,
+                    help="as CADET.INPUT.GREY_TOLERANCE (default %(default)s)")
+    ap.add_argument("--thermal-palette", default="", help="as CADET.INPUT.THERMAL_PALETTE (default: none)")
+    ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
+                    help="processes decoding the pairs (default %(default)s)")
     args = ap.parse_args(argv)
+    from .palettes import NAMES
+
+    if not 0 <= args.grey_tolerance <= 255:
+        print(f"ERROR   --grey-tolerance {args.grey_tolerance} must be in 0..255 (grey levels)", file=sys.stderr)
+        return 1
+    if args.thermal_palette and args.thermal_palette not in NAMES:
+        print(f"ERROR   --thermal-palette {args.thermal_palette!r} is not one of {', '.join(NAMES)}", file=sys.stderr)
+        return 1
     try:
         report = check_root(args.root, args.channels, args.classes, args.max_stat_images,
-                            progress=False if args.no_progress else None)
-    except FileNotFoundError as e:
+                            progress=False if args.no_progress else None, headers_only=args.headers_only,
+                            grey_tolerance=args.grey_tolerance, thermal_palette=args.thermal_palette,
+                            workers=args.workers)
+    except (FileNotFoundError, OSError) as e:
         print(f"ERROR   {e}", file=sys.stderr)
         return 1
     print(report.format())

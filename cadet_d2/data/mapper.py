@@ -11,7 +11,7 @@ from detectron2.config import configurable
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 
-from ..layout import PAIR_CHANNELS, file_channel_indices, modality_slices
+from ..layout import DEFAULT_GREY_TOLERANCE, PAIR_CHANNELS, file_channel_indices, modality_slices
 from .corrupt import Condition, ModalityDropout
 from .errors import DataError
 from .images import read_grey, read_rgb, reduced_shape, reduction_factor
@@ -54,7 +54,8 @@ class MultiModalDatasetMapper:
 
     Paired files (a dict with ``pair`` {modality: file}): each modality of
     ``CADET.INPUT.MODALITIES`` is decoded (:mod:`cadet_d2.data.images`: rgb 3 channels, thermal
-    and event 1) and stacked in that order, as ``.npy`` channels are; a partner of another size
+    and event 1, near-grey files by ``CADET.INPUT.GREY_TOLERANCE``, colour thermal through
+    ``CADET.INPUT.THERMAL_PALETTE``) and stacked in that order, as ``.npy`` channels are; a partner of another size
     than the RGB image is resized to it. With ``reduced_decode``, JPEG pairs are decoded at
     1/2, 1/4 or 1/8 size when the resize target allows it (:func:`reduction_factor`), and the
     boxes are scaled by the decoded size; ``height``/``width`` stay the original ones.
@@ -79,6 +80,8 @@ class MultiModalDatasetMapper:
         reduced_decode: bool = False,
         thermal_percentiles: tuple[float, float] = (1.0, 99.0),
         thermal_range: tuple[float, ...] = (),
+        grey_tolerance: int = DEFAULT_GREY_TOLERANCE,
+        thermal_palette: str = "",
     ):
         self.is_train = is_train
         self.augmentations = T.AugmentationList(augmentations)
@@ -94,6 +97,7 @@ class MultiModalDatasetMapper:
         self.reduced_decode = reduced_decode
         self.thermal_percentiles = tuple(thermal_percentiles)
         self.thermal_range = tuple(thermal_range)
+        self.grey_tolerance, self.thermal_palette = grey_tolerance, thermal_palette
         self.frozen = None
         if condition is not None and condition.mode == "frozen":
             if frozen_file is None:
@@ -125,6 +129,8 @@ class MultiModalDatasetMapper:
             "reduced_decode": cfg.CADET.INPUT.REDUCED_DECODE,
             "thermal_percentiles": tuple(cfg.CADET.INPUT.THERMAL_PERCENTILES),
             "thermal_range": tuple(cfg.CADET.INPUT.THERMAL_RANGE),
+            "grey_tolerance": cfg.CADET.INPUT.GREY_TOLERANCE,
+            "thermal_palette": cfg.CADET.INPUT.THERMAL_PALETTE,
         }
 
     def load(self, dataset_dict: dict) -> np.ndarray:
@@ -177,7 +183,8 @@ class MultiModalDatasetMapper:
                     raise DataError(pair[m], f"image is {part.shape[:2]} at 1/{factor} size, registered as "
                                              f"{(dataset_dict['height'], dataset_dict['width'])} at full size")
             else:
-                part = read_grey(pair[m], factor, self.thermal_percentiles, self.thermal_range)
+                part = read_grey(pair[m], factor, self.thermal_percentiles, self.thermal_range, self.grey_tolerance,
+                                 self.thermal_palette if m == "thermal" else "")
                 if part.shape[:2] != size:  # CADET.INPUT.SIZE_MISMATCH "error" stopped at registration
                     part = cv2.resize(part, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
                 part = part[:, :, None]

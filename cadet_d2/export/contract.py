@@ -16,8 +16,10 @@ Contract (version 1), the same for ONNX and TorchScript:
 
 Paired image files (``input.paired_files`` of the meta): the same channels come from one file
 per modality, stacked in ``modalities`` order: rgb 3 channels in RGB order, thermal and event 1
-(grey; 16-bit scaled to 0-255 by ``thermal_percentiles`` of each image or ``thermal_range``),
-partners resized to the RGB size (bilinear); :func:`preprocess_pair` does it. The contract
+(grey; 16-bit scaled to 0-255 by ``thermal_percentiles`` of each image or ``thermal_range``;
+3-channel files within ``grey_tolerance`` read as luma, colour thermal through
+``thermal_palette``; EXIF orientation applied: :mod:`cadet_d2.data.images`), partners resized
+to the RGB size (bilinear); :func:`preprocess_pair` does it. The contract
 decodes at full size: with ``CADET.INPUT.REDUCED_DECODE`` the test loader's JPEG input is
 decoded smaller first, so it can differ from the contract's by a few grey levels.
 """
@@ -32,7 +34,7 @@ import torch
 from detectron2.data.transforms import ResizeShortestEdge, ResizeTransform
 from PIL import Image
 
-from ..layout import PAIR_CHANNELS, file_channel_indices
+from ..layout import DEFAULT_GREY_TOLERANCE, PAIR_CHANNELS, file_channel_indices
 from ..data.datasets import class_names
 from ..data.npy import select_channels
 
@@ -61,6 +63,8 @@ def build_meta(cfg, export_hw: tuple[int, int], files: dict[str, str], **extra) 
                 "channels": {m: PAIR_CHANNELS[m] for m in cfg.CADET.INPUT.MODALITIES},
                 "rgb_order": "RGB", "thermal_percentiles": list(cfg.CADET.INPUT.THERMAL_PERCENTILES),
                 "thermal_range": list(cfg.CADET.INPUT.THERMAL_RANGE), "partners_resized_to": "rgb",
+                "grey_tolerance": int(cfg.CADET.INPUT.GREY_TOLERANCE),
+                "thermal_palette": cfg.CADET.INPUT.THERMAL_PALETTE, "exif_orientation": "applied",
             },
             "resize": {"min_size": int(cfg.INPUT.MIN_SIZE_TEST), "max_size": int(cfg.INPUT.MAX_SIZE_TEST),
                        "interpolation": "bilinear", "align_corners": False, "antialias": False,
@@ -129,7 +133,9 @@ def paired_image(files: dict[str, str], meta: dict) -> np.ndarray:
         if m == "rgb":
             parts.append(read_rgb(files[m]).astype(np.float32))
             continue
-        g = read_grey(files[m], 1, spec["thermal_percentiles"], spec["thermal_range"])
+        g = read_grey(files[m], 1, spec["thermal_percentiles"], spec["thermal_range"],
+                      spec.get("grey_tolerance", DEFAULT_GREY_TOLERANCE),
+                      spec.get("thermal_palette", "") if m == "thermal" else "")
         if size is not None and g.shape != size:
             g = cv2.resize(g, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
         parts.append(g[:, :, None].astype(np.float32))
