@@ -17,6 +17,7 @@ from cadet_d2.data import register_from_config
 from cadet_d2.evaluation import MissRateEvaluator
 from cadet_d2.evaluation.results_files import read_kaist_text
 from cadet_d2.evaluation.score_results import as_outputs
+from cadet_d2.utils.tool import run_tool
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.join(REPO, "..", "shared", "data", "kaist-eval")
@@ -66,15 +67,24 @@ def kaist_src(tmp_path_factory):
     return src
 
 
-def converted(kaist_src, tmp_path_factory, setting: str) -> str:
-    out = tmp_path_factory.mktemp(f"kaist_{setting}") / "root"
-    assert convert_main(["kaist", "--src", str(kaist_src), "--out", str(out), "--setting", setting]) == 0
-    return str(out)
+@pytest.fixture(scope="module")
+def converted(kaist_src, tmp_path_factory):
+    """setting -> a data root converted from ``kaist_src`` with it (each converted once)."""
+    roots = {}
+
+    def get(setting: str) -> str:
+        if setting not in roots:
+            out = tmp_path_factory.mktemp(f"kaist_{setting}") / "root"
+            assert convert_main(["kaist", "--src", str(kaist_src), "--out", str(out), "--setting", setting]) == 0
+            roots[setting] = str(out)
+        return roots[setting]
+
+    return get
 
 
 @pytest.fixture(scope="module", params=["reasonable", "all"])
-def kaist_root(request, kaist_src, tmp_path_factory):
-    return converted(kaist_src, tmp_path_factory, request.param)
+def kaist_root(request, converted):
+    return converted(request.param)
 
 
 @needs_shared
@@ -95,16 +105,17 @@ def test_tool_gives_the_devkit_numbers(kaist_root, tmp_path):
 
 
 @needs_shared
-def test_evaluator_fed_as_model_outputs(kaist_root, tmp_path):
-    """Each test set, the MBNet detections of its frames as the outputs of a model: the reasonable
-    numbers of the published table (day and night are the frames of each set)."""
-    cfg = load_config(CONFIG, ["CADET.DATA.ROOT", kaist_root, "OUTPUT_DIR", str(tmp_path)])
+def test_evaluator_fed_as_model_outputs(converted, tmp_path):
+    """Each test set of a root converted with ``--setting all`` (no person made an ignore region),
+    the MBNet detections of its frames as the outputs of a model: the reasonable numbers of the
+    published table (day and night are the frames of each set)."""
+    cfg = load_config(CONFIG, ["CADET.DATA.ROOT", converted("all"), "OUTPUT_DIR", str(tmp_path)])
     register_from_config(cfg)
     everything = DatasetCatalog.get("kaist_test")
     by_stem = read_kaist_text(MBNET, everything)
     stems = {r["stem"]: r["image_id"] for r in everything}
     for name, expected in SETS.items():
-        evaluator = MissRateEvaluator(cfg, name, output_dir=str(tmp_path / "curves"))
+        evaluator = MissRateEvaluator(cfg, name)
         records = DatasetCatalog.get(name)
         preds = {r["image_id"]: by_stem[stems[r["stem"]]] for r in records}
         evaluator.reset()
@@ -113,21 +124,22 @@ def test_evaluator_fed_as_model_outputs(kaist_root, tmp_path):
         result = evaluator.evaluate()["miss_rate"]
         assert round(result["MR-2 reasonable"], 2) == pytest.approx(expected, abs=1e-9), name
         assert ("MR-2 reasonable-day" in result) == (name == "kaist_test")  # a set of one time of day: left out
-        assert (tmp_path / "curves" / f"{name}.png").is_file()
 
 
 @needs_shared
-def test_per_frame_files_and_coco_json_give_the_same(kaist_src, tmp_path_factory, tmp_path):
-    """The MBNet file as per-frame 0-based files and as COCO results: the same numbers."""
-    root = converted(kaist_src, tmp_path_factory, "reasonable")
+def test_per_frame_files_and_coco_json_give_the_same(converted, tmp_path):
+    """The MBNet detections of the night set's frames as per-frame 0-based files and as COCO
+    results: the same numbers as the KAIST text file."""
+    root = converted("reasonable")
     cfg = load_config(CONFIG, ["CADET.DATA.ROOT", root])
     register_from_config(cfg)
-    records = DatasetCatalog.get("kaist_test")
-    preds = read_kaist_text(MBNET, records)
+    everything = DatasetCatalog.get("kaist_test")
+    preds = read_kaist_text(MBNET, everything)
+    stems = {r["stem"]: r["image_id"] for r in everything}
     frames, coco = tmp_path / "frames", []
     frames.mkdir()
-    for r in records[:1200]:  # the others: no file, no detections
-        boxes, scores = preds[r["image_id"]]
+    for r in DatasetCatalog.get("kaist_test_night"):
+        boxes, scores = preds[stems[r["stem"]]]
         with open(frames / f"{r['stem']}.txt", "w") as f:
             for (x1, y1, x2, y2), s in zip(boxes, scores):
                 f.write(f"person {x1 - 1:.4f} {y1 - 1:.4f} {x2 - 1:.4f} {y2 - 1:.4f} {s:.8f}\n")
@@ -135,11 +147,20 @@ def test_per_frame_files_and_coco_json_give_the_same(kaist_src, tmp_path_factory
                              "score": float(s)})
     (tmp_path / "coco.json").write_text(json.dumps(coco))
     metrics = tool().main(["--config-file", CONFIG, "--results", str(frames), "--results", str(tmp_path / "coco.json"),
-                           "--out", str(tmp_path / "out"), "CADET.DATA.ROOT", root, "CADET.TEST.MISS_RATE.SETTINGS",
-                           "['reasonable', 'far']"])
-    a, b = metrics[f"kaist_test {frames}"], metrics[f"kaist_test {tmp_path / 'coco.json'}"]
-    assert set(k for k in a if k.startswith("MR-2")) == {"MR-2 reasonable", "MR-2 far"}
-    assert a["MR-2 reasonable"] == pytest.approx(b["MR-2 reasonable"], abs=1e-3)
+                           "--dataset", "kaist_test_night", "--out", str(tmp_path / "out"), "CADET.DATA.ROOT", root,
+                           "CADET.TEST.MISS_RATE.SETTINGS", "['reasonable', 'far']"])
+    a, b = metrics[f"kaist_test_night {frames}"], metrics[f"kaist_test_night {tmp_path / 'coco.json'}"]
+    assert {k for k in a if k.startswith("MR-2")} == {"MR-2 reasonable", "MR-2 far"}
+    assert round(a["MR-2 reasonable"], 2) == round(b["MR-2 reasonable"], 2) == 7.86
     assert a["MR-2 far"] == pytest.approx(b["MR-2 far"], abs=1e-3)
-    assert a["MR-2 reasonable"] > 8.13  # 1,052 frames without their detections
-    assert (tmp_path / "out" / "miss_rate_kaist_test.png").is_file()
+    assert a["AP"] == pytest.approx(b["AP"], abs=1e-3)
+    assert (tmp_path / "out" / "miss_rate_kaist_test_night.png").is_file()
+
+
+@needs_shared
+def test_results_file_with_frames_the_set_lacks(converted, tmp_path):
+    """The 2,252-frame MBNet file against the 797-frame night set: an error naming file and line."""
+    with pytest.raises(SystemExit, match=r"error: .*MBNet_result.txt:\d+: frame 798 is not one of the set's "
+                                         r"frames 1..797"):
+        run_tool(lambda: tool().main(["--config-file", CONFIG, "--results", MBNET, "--dataset", "kaist_test_night",
+                                      "--out", str(tmp_path), "CADET.DATA.ROOT", converted("all")]))

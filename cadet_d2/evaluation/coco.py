@@ -13,6 +13,7 @@ from detectron2.utils import comm
 from tabulate import tabulate
 
 from ..utils.io import atomic_write_json
+from .curves import CURVES_FOLDER
 from .miss_rate import TASK as MISS_RATE_TASK
 from .miss_rate import MissRateEvaluator
 
@@ -55,7 +56,7 @@ def build_evaluator(cfg, dataset_name: str, output_dir: str | None = None) -> Da
     coco = build_coco_evaluator(cfg, dataset_name, output_dir)
     if not cfg.CADET.TEST.MISS_RATE.ENABLED:
         return coco
-    curves = output_dir or os.path.join(cfg.OUTPUT_DIR, "miss_rate")  # <curves>/<dataset>.json, .png
+    curves = output_dir or os.path.join(cfg.OUTPUT_DIR, CURVES_FOLDER)  # <curves>/<dataset>.json, .png
     return DatasetEvaluators([coco, MissRateEvaluator(cfg, dataset_name, output_dir=curves)])
 
 

@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 
 from ..utils.io import atomic_write_json
 
+CURVES_FOLDER = "miss_rate"  # OUTPUT_DIR/<this>/<dataset>.json, .png: a run's curves beside its metrics file
 #: Where a stored curve is sampled: 161 points evenly spaced in log space over [1e-4, 1e2].
 SAMPLE_FPPI = np.logspace(-4.0, 2.0, 161)
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f"]
