@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> dict:
     metrics, curves = {}, []
     for i, path in enumerate(args.results):
         key = dataset if len(args.results) == 1 else f"{dataset} {path}"
+        key += f" #{i + 1}" if key in metrics else ""  # the same file twice
         metrics[key], curve = score_file(cfg, dataset, path, os.path.join(out, str(i + 1)))
         if curve:
             curves.append((os.path.basename(os.path.normpath(path)), curve))

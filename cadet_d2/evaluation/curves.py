@@ -78,7 +78,7 @@ def draw_curves(series: list[tuple[str, dict]], path: str, title: str) -> bool:
         if not entry.get("fppi"):
             continue
         mr = entry.get("MR-2")
-        text = f"{label} ({'nan' if mr is None else f'{mr:.2f}'}%)"
+        text = f"{label}: MR$^{{-2}}$ {'nan' if mr is None else f'{mr:.2f}'}%"
         ax.step(entry["fppi"], np.maximum(entry["miss_rate"], 1e-4), where="post", color=COLORS[i % len(COLORS)],
                 label=text, linewidth=1.4)
         drawn = True
@@ -94,7 +94,7 @@ def draw_curves(series: list[tuple[str, dict]], path: str, title: str) -> bool:
     ax.set_title(title, fontsize=9)
     ax.grid(True, which="both", linewidth=0.3, alpha=0.5)
     if drawn:
-        ax.legend(fontsize=7, loc="lower left", title="MR$^{-2}$ in the legend", title_fontsize=7)
+        ax.legend(fontsize=7, loc="lower left")
     FigureCanvasAgg(fig)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
