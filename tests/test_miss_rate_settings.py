@@ -145,12 +145,13 @@ def test_kaist_text_frames_are_1_based_in_stem_order(tmp_path):
     np.testing.assert_allclose(preds[2][1], [0.25])
 
 
-def test_per_frame_files_get_the_devkit_plus_one(tmp_path):
+def test_per_frame_files_get_the_devkit_plus_one_and_rounding(tmp_path):
     folder = tmp_path / "det"
     folder.mkdir()
-    write(folder / "set06_V000_I00039.txt", "person 10 20 40 60 0.9\n")
+    write(folder / "set06_V000_I00039.txt", "person 10 20 40 60 0.9\nperson 1.00004 2.123456 3.5 4.25 0.123456789\n")
     preds = read_results(str(folder), RECORDS, "person", 1)
-    np.testing.assert_allclose(preds[1][0], [[11, 21, 41, 61]])
+    np.testing.assert_allclose(preds[1][0], [[11, 21, 41, 61], [2.0, 3.1235, 2.0 + 2.5, 3.1235 + 2.1265]])
+    np.testing.assert_allclose(preds[1][1], [0.9, 0.12345679])
     assert preds[0][0].shape == (0, 4) and preds[2][0].shape == (0, 4)
 
 

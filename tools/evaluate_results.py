@@ -17,7 +17,6 @@ the ``--json`` file's folder, else ``evaluate_results``) receives each file's cu
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 
 from detectron2.utils.logger import setup_logger
@@ -41,7 +40,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     args = parser.parse_args(argv)
     for name in ("cadet_d2", "detectron2"):
-        setup_logger(name=name, abbrev_name="cadet" if name == "cadet_d2" else name).setLevel(logging.WARNING)
+        setup_logger(name=name, abbrev_name="cadet" if name == "cadet_d2" else name)
     cfg = load_config(args.config_file, ["CADET.TEST.MISS_RATE.ENABLED", "True"] + list(args.opts))
     names = register_from_config(cfg)
     dataset = args.dataset or (cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else "")

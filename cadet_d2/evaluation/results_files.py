@@ -6,8 +6,9 @@ Three formats (:func:`read_results` tells them apart):
   the order of the set's stems, boxes as the annotations give them: the file the public KAIST
   evaluation scripts and MBNet's released results use);
 * a folder of per-frame files ``<stem>.txt`` (``person x1 y1 x2 y2 score`` per line, 0-based, as
-  KAIST devkit users write them): read with the devkit's +1 on every coordinate (its aggregation
-  writes ``x1 + 1, y1 + 1, x2 - x1, y2 - y1``); a frame without a file has no detections;
+  KAIST devkit users write them): read as the devkit's aggregation rewrites them, ``x1 + 1, y1 + 1,
+  x2 - x1, y2 - y1`` rounded to 4 decimals and the score to 8; a frame without a file has no
+  detections;
 * a COCO results JSON (``[{"image_id", "category_id", "bbox": [x, y, w, h], "score"}]``, the ids of
   the set's dataset dicts and of its COCO JSON, as Detectron2's COCOEvaluator writes them).
 
@@ -94,7 +95,9 @@ def read_frame_files(folder: str, records: list[dict], class_name: str) -> dict:
                 x1, y1, x2, y2, score = _numbers(path, lineno, fields[1:], line.strip())
                 if x2 < x1 or y2 < y1:
                     raise DataError(path, f"x2 < x1 or y2 < y1 in {line.strip()!r}", lineno)
-                rows[image_id].append(([x1 + 1, y1 + 1, x2 + 1, y2 + 1], score))
+                # as the devkit's aggregation prints them: x1 + 1, y1 + 1, x2 - x1, y2 - y1 (%.4f), score (%.8f)
+                x, y, w, h = (float(f"{v:.4f}") for v in (x1 + 1, y1 + 1, x2 - x1, y2 - y1))
+                rows[image_id].append(([x, y, x + w, y + h], float(f"{score:.8f}")))
     return _finish(rows)
 
 
