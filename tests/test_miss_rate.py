@@ -314,3 +314,38 @@ def test_setup_stops_on_unknown_class(tiny_root, tmp_path):
         "CADET.TEST.MISS_RATE.ENABLED", "True", "CADET.TEST.MISS_RATE.CLASS", "person"])
     with pytest.raises(ValueError, match=r"CLASS = 'person' is not a class of 'synth_test' \(classes: \['object'\]\)"):
         setup(args)
+
+
+def test_kaist_frames_without_bbgt_copies_are_warned_about():
+    """A set of KAIST stems without <set>/bbgt (a root converted before the copies): the miss rate
+    falls back on the dataset dicts and says that it is not the devkit's ground truth."""
+    import logging
+
+    name = "mr_old_kaist_root"
+    records = [{"image_id": 0, "stem": "set06_V000_I00019", "file_name": "x", "width": 640, "height": 512,
+                "annotations": [gt((100, 100, 140, 200))]}]
+    DatasetCatalog.register(name, lambda: [dict(r) for r in records])
+    MetadataCatalog.get(name).set(thing_classes=["person"])
+    warnings = []
+    handler = logging.Handler(logging.WARNING)  # on the logger: Detectron2's setup_logger stops propagation
+    handler.emit = lambda record: warnings.append(record.getMessage())
+    logger = logging.getLogger("cadet_d2.evaluation.miss_rate")
+    logger.addHandler(handler)
+    try:
+        ev = MissRateEvaluator(name, settings=("reasonable",))
+        ev.process([{"image_id": 0}], [{"instances": _instances([(100, 100, 140, 200)], [0.9])}])
+        out = ev.evaluate()["miss_rate"]
+    finally:
+        logger.removeHandler(handler)
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+    assert out["MR-2 reasonable"] == pytest.approx(0.0, abs=1e-6)
+    assert any("holds KAIST frames but no <set>/bbgt/ folder" in w for w in warnings), warnings
+
+
+def _instances(boxes, scores) -> Instances:
+    inst = Instances((512, 640))
+    inst.pred_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32))
+    inst.scores = torch.tensor(scores)
+    inst.pred_classes = torch.zeros(len(scores), dtype=torch.int64)
+    return inst

@@ -25,7 +25,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 
-from ..data.bbgt import BBGT_FOLDER
+from ..data.bbgt import BBGT_FOLDER, frame_time
 from .miss_rate_gt import SETTINGS, Setting, frames_of, ignore_table, record_objects
 
 logger = logging.getLogger(__name__)
@@ -289,6 +289,11 @@ class MissRateEvaluator(DatasetEvaluator):
         bbgt = bbgt_folder(self.dataset_name)
         logger.info(f"[cadet] miss rate of {self.dataset_name}: ground truth from "
                     + (f"the bbGt files in {bbgt}" if bbgt else "the dataset dicts' annotations"))
+        if not bbgt and any(frame_time(r.get("stem", "")) for r in chosen):
+            logger.warning(f"[cadet] {self.dataset_name} holds KAIST frames but no <set>/{BBGT_FOLDER}/ folder: its "
+                           "miss rates use the converted labels (clipped boxes, persons the converter made ignore "
+                           "regions), not the KAIST devkit's ground truth; convert the root again "
+                           "(tools/convert_dataset.py kaist) to get the published protocol")
         self.results = evaluate_settings(chosen, predictions, self.class_id, self.class_name, self.settings,
                                          self.iou, bbgt)
         metrics = {}
