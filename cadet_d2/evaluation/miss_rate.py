@@ -26,7 +26,7 @@ from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 
 from ..data.bbgt import BBGT_FOLDER, frame_time
-from .miss_rate_gt import SETTINGS, Setting, frames_of, ignore_table, record_objects
+from .miss_rate_gt import SETTINGS, Setting, frames_of, ignore_per_image, record_objects
 
 logger = logging.getLogger(__name__)
 
@@ -194,12 +194,7 @@ def evaluate_settings(records: list[dict], predictions: dict, class_id: int, cla
     covers = {s.name: frames_of(s, [r.get("stem", "") for r in records]) for s in settings}
     chosen = [s for s in settings if covers[s.name] is not None]
     objects = [record_objects(r, class_id, class_name, bbgt_dir) for r in records]
-    cat = lambda f: np.concatenate([f(o) for o in objects]) if objects else np.zeros(0)  # noqa: E731
-    ignore = ignore_table(cat(lambda o: o.boxes).reshape(-1, 4), cat(lambda o: o.labelled).astype(bool),
-                          cat(lambda o: o.flagged).astype(bool), cat(lambda o: o.occlusion),
-                          cat(lambda o: np.tile(np.asarray(o.size, dtype=np.float64), (len(o.boxes), 1))).reshape(-1, 2),
-                          tuple(chosen))  # (S, G over all images)
-    ends = np.cumsum([len(o.boxes) for o in objects])
+    ignore = ignore_per_image(objects, tuple(chosen))  # per image (S, G)
     per = {s.name: ([], [], 0) for s in chosen}
     for i, (r, obj) in enumerate(zip(records, objects)):
         boxes, scores = predictions[r["image_id"]]
@@ -209,7 +204,7 @@ def evaluate_settings(records: list[dict], predictions: dict, class_id: int, cla
         for k, s in enumerate(chosen):
             if not covers[s.name][i]:
                 continue
-            ign = ignore[k, ends[i] - len(obj.boxes):ends[i]]
+            ign = ignore[i][k]
             flags, n = match_overlaps(np.where(ign[None, :], ioa_m, iou_m), scores, ign, iou)
             all_scores, all_flags, num_pos = per[s.name]
             all_scores.append(np.asarray(scores, dtype=np.float64))

@@ -79,8 +79,8 @@ def _objects(rows: list[tuple], size: tuple[int, int]) -> Objects:
 def objects_from_bbgt(path: str, class_name: str, size: tuple[int, int]) -> Objects:
     """The boxes of a bbGt file labelled ``class_name`` or an ignore label (others are left out, as
     ``bbLoad`` with ``lbls``/``ilbls`` does)."""
-    rows = [(x, y, w, h, label == class_name, ign, occ)
-            for label, x, y, w, h, occ, ign, _ in (read_bbgt(path) or []) if label == class_name or label in IGNORE_LABELS]
+    rows = [(x, y, w, h, label == class_name, ign, occ) for label, x, y, w, h, occ, ign, _ in (read_bbgt(path) or [])
+            if label == class_name or label in IGNORE_LABELS]
     return _objects(rows, size)
 
 
@@ -112,26 +112,30 @@ def record_objects(record: dict, class_id: int, class_name: str, bbgt_dir: str =
 
 def ignore_flags(obj: Objects, setting: Setting) -> np.ndarray:
     """(G,) bool: the boxes that are ignore regions in ``setting`` (the others must be found)."""
-    return ignore_table(obj.boxes, obj.labelled, obj.flagged, obj.occlusion,
-                        np.broadcast_to(np.asarray(obj.size, dtype=np.float64), (len(obj.boxes), 2)), (setting,))[0]
+    return ignore_per_image([obj], (setting,))[0][0]
 
 
-def ignore_table(boxes: np.ndarray, labelled: np.ndarray, flagged: np.ndarray, occlusion: np.ndarray,
-                 sizes: np.ndarray, settings: tuple[Setting, ...]) -> np.ndarray:
-    """(S, G) bool: :func:`ignore_flags` of G boxes (of any images) in each of S settings; the
-    arrays are :class:`Objects`' fields concatenated, ``sizes`` (G, 2) each box's image (width, height)."""
+def ignore_per_image(objects: list[Objects], settings: tuple[Setting, ...]) -> list[np.ndarray]:
+    """:func:`ignore_flags` of every image in every setting, computed over all images at once:
+    per image, (S, G) bool."""
+    n = [len(o.boxes) for o in objects]
+    if not objects or not sum(n):
+        return [np.zeros((len(settings), k), dtype=bool) for k in n]
+    boxes = np.concatenate([o.boxes for o in objects])
     x, y, w, h = boxes.T
-    base = ~labelled | flagged
+    width, height = (np.repeat([float(o.size[i]) for o in objects], n) for i in (0, 1))
+    base = ~np.concatenate([o.labelled for o in objects]) | np.concatenate([o.flagged for o in objects])
+    occlusion = np.concatenate([o.occlusion for o in objects])
     outside = np.zeros(len(boxes), dtype=bool)
-    for lo, hi, limit in ((x, x + w, sizes[:, 0]), (y, y + h, sizes[:, 1])):
+    for lo, hi, limit in ((x, x + w, width), (y, y + h, height)):
         for v in (lo, hi):
             outside |= (v < BORDER) | (v > limit - BORDER)
-    out = np.empty((len(settings), len(boxes)), dtype=bool)
+    table = np.empty((len(settings), len(boxes)), dtype=bool)
     for k, s in enumerate(settings):
-        out[k] = base | (h < s.height[0]) | (h > s.height[1]) | ~np.isin(occlusion, s.occlusion)
+        table[k] = base | (h < s.height[0]) | (h > s.height[1]) | ~np.isin(occlusion, s.occlusion)
         if s.border:
-            out[k] |= outside
-    return out
+            table[k] |= outside
+    return np.split(table, np.cumsum(n)[:-1], axis=1)
 
 
 def frames_of(setting: Setting, stems: list[str]) -> np.ndarray | None:
