@@ -123,6 +123,9 @@ def test_evaluator_fed_as_model_outputs(converted, tmp_path):
             evaluator.process([inp], [out])
         result = evaluator.evaluate()["miss_rate"]
         assert round(result["MR-2 reasonable"], 2) == pytest.approx(expected, abs=1e-9), name
+        if name == "kaist_test":  # every devkit setting
+            for setting, (mr, _) in DEVKIT.items():
+                assert round(result[f"MR-2 {setting}"], 2) == pytest.approx(mr, abs=1e-9), setting
         assert ("MR-2 reasonable-day" in result) == (name == "kaist_test")  # a set of one time of day: left out
 
 
