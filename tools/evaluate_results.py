@@ -1,6 +1,8 @@
 #!/usr/bin/env python
-"""Score detections that did not come from this project against a registered test set: MR^-2 in
-every KAIST devkit setting, COCO AP, and the miss-rate curves of all the files in one figure.
+"""Score results files of other methods against a registered test set: MR^-2 and COCO AP.
+
+MR^-2 in every KAIST devkit setting (CADET.TEST.MISS_RATE.SETTINGS), COCO AP, and the miss-rate
+curves of all the files in one figure.
 
     python tools/evaluate_results.py --config-file configs/datasets/kaist/Base-KAIST.yaml \\
         --results MBNet_result.txt [--results dets/ --results coco.json] [--dataset kaist_test] \\
