@@ -14,8 +14,8 @@ import signal
 
 from detectron2.config import CfgNode as CN
 
-from .layout import (DEFAULT_GREY_TOLERANCE, DEFAULT_STOP_SIGNALS, LATE_MERGE_RULES, MIT_SIZES, MODALITY_CHANNELS, OCCLUSION_LEVELS,
-                     ON_ERROR_POLICIES, SIZE_MISMATCH_POLICIES, TEST_MODES, TRAIN_MODES, UNLABELED_POLICIES,
+from .layout import (DEFAULT_GREY_TOLERANCE, DEFAULT_STOP_SIGNALS, LATE_MERGE_RULES, MIT_SIZES, MISS_RATE_SETTINGS,
+                     MODALITY_CHANNELS, ON_ERROR_POLICIES, SIZE_MISMATCH_POLICIES, TEST_MODES, TRAIN_MODES, UNLABELED_POLICIES,
                      file_channel_indices, group_channels, group_modalities, modality_slices)
 
 
@@ -246,18 +246,17 @@ def add_cadet_config(cfg: CN) -> CN:
     _C.CADET.TEST.CORRUPT = ["zero"]
     # KAIST's log-average miss rate MR^-2 (FPPI 1e-2..1e0; cadet_d2/evaluation/miss_rate.py,
     # docs/evaluation.md) beside COCO AP on every DATASETS.TEST set, in the same table and
-    # METRICS_FILE: "MR-2 all" (every box of CLASS not an ignore region) and "MR-2 reasonable".
+    # METRICS_FILE ("MR-2 <setting>"), with its curves in OUTPUT_DIR/miss_rate/<set>.json and .png.
     _C.CADET.TEST.MISS_RATE = CN()
     _C.CADET.TEST.MISS_RATE.ENABLED = False
     # The class evaluated (a class name of the data set); "" = "person" if the data set has it, else class 0.
     _C.CADET.TEST.MISS_RATE.CLASS = ""
-    # "reasonable": boxes at least MIN_HEIGHT px tall (original image) with occlusion at most
-    # MAX_OCCLUSION (0 none, 1 partial, 2 heavy) count; the class's other boxes become ignore regions.
-    _C.CADET.TEST.MISS_RATE.MIN_HEIGHT = 55.0
-    _C.CADET.TEST.MISS_RATE.MAX_OCCLUSION = 1
-    # "reasonable": detections shorter than MIN_HEIGHT / HEIGHT_MARGIN are dropped before matching
-    # (the Caltech toolbox's expanded filtering, 1.25); 1.0 = cut at MIN_HEIGHT.
-    _C.CADET.TEST.MISS_RATE.HEIGHT_MARGIN = 1.25
+    # Settings evaluated, the KAIST devkit's (cadet_d2/evaluation/miss_rate_gt.py): "reasonable"
+    # (h >= 55, occlusion none/partial), "reasonable-day" / "reasonable-night" (its day / night frames,
+    # on a set holding both), scale "near" / "medium" / "far", occlusion "occ-none" / "occ-partial" /
+    # "occ-heavy"; and "all" (every box of CLASS; not a devkit setting).
+    _C.CADET.TEST.MISS_RATE.SETTINGS = ["reasonable", "reasonable-day", "reasonable-night", "near", "medium", "far",
+                                        "occ-none", "occ-partial", "occ-heavy"]
     # IoU a detection needs with a ground-truth box to match it (ignore regions: intersection over
     # the detection's area).
     _C.CADET.TEST.MISS_RATE.IOU = 0.5
@@ -447,15 +446,14 @@ def _validate_late(cfg: CN) -> None:
 
 
 def _validate_miss_rate(cfg: CN) -> None:
-    """CADET.TEST.MISS_RATE's limits are in range (its CLASS is checked against each test set's
-    classes when the sets are registered: cadet_d2/evaluation/miss_rate.py)."""
+    """CADET.TEST.MISS_RATE's settings are known and its IoU in range (its CLASS is checked against
+    each test set's classes when the sets are registered: cadet_d2/evaluation/miss_rate.py)."""
     mr = cfg.CADET.TEST.MISS_RATE
-    if not mr.MIN_HEIGHT >= 0:
-        raise ValueError(f"CADET.TEST.MISS_RATE.MIN_HEIGHT = {mr.MIN_HEIGHT} must be >= 0 (pixels)")
-    _check_choice("CADET.TEST.MISS_RATE.MAX_OCCLUSION", mr.MAX_OCCLUSION, OCCLUSION_LEVELS)
-    if not mr.HEIGHT_MARGIN >= 1.0:
-        raise ValueError(f"CADET.TEST.MISS_RATE.HEIGHT_MARGIN = {mr.HEIGHT_MARGIN} must be >= 1.0 (1.25 in the "
-                         "Caltech protocol)")
+    settings = list(mr.SETTINGS)
+    unknown = [v for v in settings if v not in MISS_RATE_SETTINGS]
+    if unknown or not settings or len(set(settings)) != len(settings):
+        raise ValueError(f"CADET.TEST.MISS_RATE.SETTINGS = {settings}: give each of {list(MISS_RATE_SETTINGS)} at "
+                         "most once, at least one" + (f" ({unknown} unknown)" if unknown else ""))
     if not 0.0 < mr.IOU <= 1.0:
         raise ValueError(f"CADET.TEST.MISS_RATE.IOU = {mr.IOU} must lie in (0, 1]")
 

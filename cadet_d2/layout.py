@@ -41,6 +41,10 @@ TEST_MODES = ("zero", "noise", "frozen")
 LATE_MERGE_RULES = ("nms", "proben")
 # Occlusion level of a box (annotation "occlusion", KAIST's labels): 0 none, 1 partial, 2 heavy.
 OCCLUSION_LEVELS = (0, 1, 2)
+# Miss-rate settings (CADET.TEST.MISS_RATE.SETTINGS; defined in cadet_d2/evaluation/miss_rate_gt.py):
+# the KAIST devkit's nine, then "all" (every box of the class, no limit; not a devkit setting).
+MISS_RATE_SETTINGS = ("reasonable", "reasonable-day", "reasonable-night", "near", "medium", "far",
+                      "occ-none", "occ-partial", "occ-heavy", "all")
 # Signals on which a run checkpoints and stops (CADET.CHECKPOINT.STOP_SIGNALS' default).
 DEFAULT_STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR1")
 

@@ -375,6 +375,13 @@ def test_kaist_official_tree(kaist_tree, tmp_path):
     rep_all = convert("kaist", kaist_tree, tmp_path / "all", "--setting", "all")
     assert rep_all["sets"]["test"]["boxes"] == {"person": 4}
     assert len(read_labels(tmp_path / "all", "test", "set06_V000_I00002", "ignore")) == 3
+    # each frame's bbGt file, as it is, for the miss rate (whatever the setting); none without one
+    for root in (out, tmp_path / "all"):
+        for s in ("test", "test_day"):
+            assert (root / s / "bbgt" / "set06_V000_I00002.txt").read_bytes() == \
+                (kaist_tree / "set06" / "V000" / "I00002.txt").read_bytes()
+        assert (root / "train" / "bbgt" / "set00_V000_I00001.txt").is_file()
+        assert not (root / "test" / "bbgt" / "set11_V000_I00006.txt").exists()
 
 
 def test_kaist_lists_and_sample_style_tree(kaist_tree, tmp_path):

@@ -16,16 +16,22 @@ from torch import nn
 
 from cadet_d2.engine import load_config
 from cadet_d2.evaluation import box_metrics, build_evaluator, format_table
-from cadet_d2.evaluation.miss_rate import (REF_FPPI, MissRateEvaluator, Subset, check_miss_rate_config,
-                                           evaluate_subset, log_average_miss_rate, match_image)
+from cadet_d2.evaluation.miss_rate import (REF_FPPI, MissRateEvaluator, check_miss_rate_config, evaluate_settings,
+                                           log_average_miss_rate, match_image)
+from cadet_d2.evaluation.miss_rate_gt import SETTINGS
 from cadet_d2.evaluation.coco import no_detections_as_zero
 
 from conftest import registered_cfg
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PERSON, CAR = 0, 1
-ALL = Subset("all")
-REASONABLE = Subset("reasonable", min_height=55.0, max_occlusion=1, height_margin=1.25)
+ALL, REASONABLE = SETTINGS["all"], SETTINGS["reasonable"]
+
+
+def evaluate_subset(records: list[dict], predictions: dict, class_id: int, setting) -> tuple[float, int]:
+    """(MR^-2 in [0, 1], regular gt boxes) of one setting, ground truth from the dataset dicts."""
+    res = evaluate_settings(records, predictions, class_id, "", (setting,))[setting.name]
+    return res.mr, res.num_pos
 
 
 def gt(box, cls=PERSON, occlusion=None, crowd=0) -> dict:
@@ -71,7 +77,7 @@ DETECTIONS = {
 # -> miss 0.8 (6 points); 0.316, 0.562, 1.0: D7 (the curve ends at 0.5) -> miss 0.2 (3 points).
 MISS_ALL = [0.8] * 6 + [0.2] * 3
 # "reasonable": positives G1, G4, G5 = 3 (G2 heavy and G3 short become ignore regions).
-# D4 (h 40 < 55 / 1.25 = 44) is dropped before matching; D3 on R1 and D2 on G2 are ignored:
+# Detections are not filtered: D3 on R1, D2 on G2 and D4 on G3 fall on ignore regions: ignored.
 #   D1 tp  fppi 0    miss 2/3
 #   D5 fp  fppi 1/4  miss 2/3
 #   D6 tp  fppi 1/4  miss 1/3
@@ -210,33 +216,40 @@ class HandModel(nn.Module):
 
 
 def test_evaluator_through_inference_on_dataset(hand_dataset, tmp_path):
-    cfg = mr_cfg("OUTPUT_DIR", str(tmp_path))
+    cfg = mr_cfg("OUTPUT_DIR", str(tmp_path), "CADET.TEST.MISS_RATE.SETTINGS", "['reasonable', 'all']")
     inputs = [[{"image_id": r["image_id"], "height": r["height"], "width": r["width"]}] for r in RECORDS]
     results = inference_on_dataset(HandModel(), inputs, build_evaluator(cfg, hand_dataset))
     assert set(results) == {"bbox", "miss_rate"}  # COCO AP stays
+    assert list(results["miss_rate"]) == ["MR-2 reasonable", "MR-2 all"]  # the order of SETTINGS
     assert results["miss_rate"]["MR-2 all"] == pytest.approx(100 * log_average(MISS_ALL))
     assert results["miss_rate"]["MR-2 reasonable"] == pytest.approx(100 * log_average(MISS_REASONABLE))
     metrics = box_metrics({hand_dataset: results})[hand_dataset]
     assert {"AP", "AP50", "MR-2 all", "MR-2 reasonable"} <= set(metrics)
     table = format_table({hand_dataset: metrics})
     assert "MR-2 reasonable" in table.splitlines()[0] and "50.40" in table and "52.91" in table
+    # the curves beside the metrics: OUTPUT_DIR/miss_rate/<set>.json (every setting) and .png (reasonable)
+    with open(tmp_path / "miss_rate" / f"{hand_dataset}.json", encoding="utf-8") as f:
+        curves = json.load(f)["settings"]
+    assert curves["reasonable"]["MR-2"] == pytest.approx(100 * log_average(MISS_REASONABLE))
+    assert curves["reasonable"]["positives"] == 3 and curves["reasonable"]["recall"] == pytest.approx(200 / 3)
+    # the sampled curve: miss 2/3 below FPPI 1/4, then 1/3 up to the curve's end at 1/2
+    fppi, miss = np.array(curves["reasonable"]["fppi"]), np.array(curves["reasonable"]["miss_rate"])
+    assert fppi[-1] == pytest.approx(0.5)
+    np.testing.assert_allclose(miss[fppi < 0.25], 2 / 3)
+    np.testing.assert_allclose(miss[fppi >= 0.25], 1 / 3)
+    assert (tmp_path / "miss_rate" / f"{hand_dataset}.png").stat().st_size > 1000
 
 
-def test_evaluator_class_by_name_and_limits_from_config(hand_dataset):
-    # CLASS car: the car is found (0.95), nothing else is a car -> miss 0; MIN_HEIGHT 0 keeps every person.
-    ev = MissRateEvaluator(mr_cfg("CADET.TEST.MISS_RATE.CLASS", "car"), hand_dataset)
+def test_evaluator_class_by_name_from_config(hand_dataset):
+    # CLASS car: the car (h 60, inside the border) is found (0.95), nothing else is a car -> miss 0.
+    ev = MissRateEvaluator(mr_cfg("CADET.TEST.MISS_RATE.CLASS", "car", "CADET.TEST.MISS_RATE.SETTINGS",
+                                  "['all', 'reasonable']"), hand_dataset)
     ev.reset()
     for r in RECORDS:
         x = {"image_id": r["image_id"], "height": r["height"], "width": r["width"]}
         ev.process([x], HandModel()([x]))
-    assert ev.evaluate()["miss_rate"]["MR-2 all"] == pytest.approx(0.0, abs=1e-6)
-    ev = MissRateEvaluator(mr_cfg("CADET.TEST.MISS_RATE.MIN_HEIGHT", "0.0", "CADET.TEST.MISS_RATE.MAX_OCCLUSION", "2"),
-                           hand_dataset)
-    for r in RECORDS:
-        x = {"image_id": r["image_id"], "height": r["height"], "width": r["width"]}
-        ev.process([x], HandModel()([x]))
     out = ev.evaluate()["miss_rate"]
-    assert out["MR-2 reasonable"] == pytest.approx(out["MR-2 all"])
+    assert out["MR-2 all"] == pytest.approx(0.0, abs=1e-6) and out["MR-2 reasonable"] == pytest.approx(0.0, abs=1e-6)
 
 
 def test_unknown_class_stops_before_training(hand_dataset):
@@ -245,13 +258,19 @@ def test_unknown_class_stops_before_training(hand_dataset):
         check_miss_rate_config(cfg)
 
 
+def test_default_settings_are_the_devkit_nine():
+    assert list(mr_cfg().CADET.TEST.MISS_RATE.SETTINGS) == [
+        "reasonable", "reasonable-day", "reasonable-night", "near", "medium", "far",
+        "occ-none", "occ-partial", "occ-heavy"]
+
+
 @pytest.mark.parametrize("key, value, needle", [
-    ("MIN_HEIGHT", "-1.0", "MIN_HEIGHT = -1.0 must be >= 0"),
-    ("MAX_OCCLUSION", "3", "MAX_OCCLUSION = 3 is not allowed"),
-    ("HEIGHT_MARGIN", "0.8", "HEIGHT_MARGIN = 0.8 must be >= 1.0"),
+    ("SETTINGS", "['reasonable', 'tall']", "(['tall'] unknown)"),
+    ("SETTINGS", "['far', 'far']", "at most once"),
+    ("SETTINGS", "[]", "at least one"),
     ("IOU", "0.0", "IOU = 0.0 must lie in (0, 1]"),
 ])
-def test_bad_limits_are_config_errors(key, value, needle):
+def test_bad_settings_are_config_errors(key, value, needle):
     with pytest.raises(ValueError, match=re.escape(needle)):
         mr_cfg(f"CADET.TEST.MISS_RATE.{key}", value)
 
@@ -272,15 +291,16 @@ def test_trainer_test_writes_miss_rate_for_every_set(tiny_root, tmp_path, caplog
     cfg = registered_cfg(tiny_root, out, "MODEL.BACKBONE.NAME", "build_dual_mit_fpn_backbone",
                          "CADET.FUSION.NAME", "sum", "CADET.FUSION.DEFAULT", "sum",
                          "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0", "CADET.TEST.MISS_RATE.ENABLED", "True",
-                         "CADET.TEST.MISS_RATE.MIN_HEIGHT", "10.0")
+                         "CADET.TEST.MISS_RATE.SETTINGS", "['all', 'far']")
     check_miss_rate_config(cfg)  # class "" -> class 0 ("object")
     CadetTrainer.test(cfg, build_model(cfg).eval())
     with open(os.path.join(out, "eval_metrics.json"), encoding="utf-8") as f:
         data = json.load(f)
     assert set(data["datasets"]) == {"synth_test", "synth_daytest1", "synth_nighttest1"}
-    for m in data["datasets"].values():
-        assert {"AP", "AP50", "MR-2 all", "MR-2 reasonable"} <= set(m)
-        assert 0.0 <= m["MR-2 all"] <= 100.0 and 0.0 <= m["MR-2 reasonable"] <= 100.0
+    for name, m in data["datasets"].items():
+        assert {"AP", "AP50", "MR-2 all", "MR-2 far"} <= set(m)
+        assert 0.0 <= m["MR-2 all"] <= 100.0
+        assert os.path.isfile(os.path.join(out, "miss_rate", f"{name}.png"))
 
 
 def test_setup_stops_on_unknown_class(tiny_root, tmp_path):
@@ -294,3 +314,38 @@ def test_setup_stops_on_unknown_class(tiny_root, tmp_path):
         "CADET.TEST.MISS_RATE.ENABLED", "True", "CADET.TEST.MISS_RATE.CLASS", "person"])
     with pytest.raises(ValueError, match=r"CLASS = 'person' is not a class of 'synth_test' \(classes: \['object'\]\)"):
         setup(args)
+
+
+def test_kaist_frames_without_bbgt_copies_are_warned_about():
+    """A set of KAIST stems without <set>/bbgt (a root converted before the copies): the miss rate
+    falls back on the dataset dicts and says that it is not the devkit's ground truth."""
+    import logging
+
+    name = "mr_old_kaist_root"
+    records = [{"image_id": 0, "stem": "set06_V000_I00019", "file_name": "x", "width": 640, "height": 512,
+                "annotations": [gt((100, 100, 140, 200))]}]
+    DatasetCatalog.register(name, lambda: [dict(r) for r in records])
+    MetadataCatalog.get(name).set(thing_classes=["person"])
+    warnings = []
+    handler = logging.Handler(logging.WARNING)  # on the logger: Detectron2's setup_logger stops propagation
+    handler.emit = lambda record: warnings.append(record.getMessage())
+    logger = logging.getLogger("cadet_d2.evaluation.miss_rate")
+    logger.addHandler(handler)
+    try:
+        ev = MissRateEvaluator(name, settings=("reasonable",))
+        ev.process([{"image_id": 0}], [{"instances": _instances([(100, 100, 140, 200)], [0.9])}])
+        out = ev.evaluate()["miss_rate"]
+    finally:
+        logger.removeHandler(handler)
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+    assert out["MR-2 reasonable"] == pytest.approx(0.0, abs=1e-6)
+    assert any("holds KAIST frames but no <set>/bbgt/ folder" in w for w in warnings), warnings
+
+
+def _instances(boxes, scores) -> Instances:
+    inst = Instances((512, 640))
+    inst.pred_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32))
+    inst.scores = torch.tensor(scores)
+    inst.pred_classes = torch.zeros(len(scores), dtype=torch.int64)
+    return inst

@@ -287,3 +287,37 @@ def test_an_unknown_fusion_module_stops_before_anything_runs(tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.startswith(f"study error: {path}: arm typo_s4: Unknown fusion module 'csa'. Registered: "), err
     assert not os.path.exists(out)
+
+
+def test_report_draws_every_arms_miss_rate_curve(tmp_path, capsys):
+    """Runs that stored miss-rate curves (OUTPUT_DIR/miss_rate/<set>.json, as the evaluator writes
+    them): the report's plots hold one figure of the test set with a curve per arm."""
+    import glob
+
+    import numpy as np
+
+    from cadet_d2.evaluation.curves import read_curves, write_curves
+    from cadet_d2.evaluation.miss_rate import SettingResult
+    from cadet_d2.study.plots import miss_rate_curves
+    from cadet_d2.study.report import Reporter, collect
+
+    path, out = _study_file(tmp_path, seeds=1)
+    plan = make_plan(load_study(path))
+    for i, run in enumerate(plan.runs):
+        _fake_run(plan, run, 10.0)
+        miss = np.array([0.75, 0.5, 0.25]) / (i + 1)
+        write_curves(os.path.join(run.dir, "miss_rate"), "synth_test",
+                     {"reasonable": SettingResult(0.1 * (i + 1), 4, 4, np.array([0.0, 0.25, 0.5]), miss, miss)})
+    stored = read_curves(os.path.join(plan.runs[1].dir, "miss_rate", "synth_test.json"))["reasonable"]
+    assert stored["MR-2"] == pytest.approx(20.0) and stored["recall"] == pytest.approx(87.5)
+    assert stored["fppi"][-1] == pytest.approx(0.5) and stored["miss_rate"][-1] == pytest.approx(0.125)
+    _fake_params(out)
+    rep = Reporter(plan, collect(plan, echo=lambda _: None), 10, lambda _: None)
+    label = next(k for k, v in rep.sets.items() if v == "synth_test")
+    names = miss_rate_curves(rep, plan, str(tmp_path))
+    assert names == [f"miss_rate_{label}.png"] and os.path.getsize(tmp_path / names[0]) > 1000
+    assert main(["report", path, "--output", out, "--resamples", "10"]) == 0
+    capsys.readouterr()
+    md = open(os.path.join(out, "report", "report.md"), encoding="utf-8").read()
+    assert f"![miss_rate_{label}.png](miss_rate_{label}.png)" in md
+    assert glob.glob(os.path.join(out, "report", "miss_rate_*.png"))

@@ -19,65 +19,25 @@ bbGt-based scripts: ``lbls person``, ``ilbls people person? cyclist``, ``hRng [5
 * with ``setting="reasonable"`` (default), a ``person`` box lower than 55 px, heavily occluded,
   or not inside [5, W - 5] x [5, H - 5] is an ignore region too (so it is neither a miss nor a
   false positive in evaluation, and not trained on); ``setting="all"`` keeps every ``person``.
+
+The setting decides what is trained on. Each frame's bbGt file is also copied as it is to
+``<set>/bbgt/<stem>.txt`` (:mod:`cadet_d2.data.bbgt`), and the miss rate picks its ground truth
+from that copy, so its numbers do not depend on the setting.
 """
 from __future__ import annotations
 
 import os
 import re
 
+from ..data.bbgt import BORDER, DAY_TEST_SETS, IGNORE_LABELS, NIGHT_TEST_SETS, read_bbgt
 from ..data.errors import DataError
 from .report import Report
 from .writer import fit_box, images_by_stem, make_pair, match_pairs
 
 CLASSES = ["person"]
-IGNORE_LABELS = ("people", "cyclist", "person?")
 TRAIN_SETS = tuple(f"set{i:02d}" for i in range(0, 6))
-DAY_TEST_SETS = ("set06", "set07", "set08")
-NIGHT_TEST_SETS = ("set09", "set10", "set11")
 MIN_HEIGHT = 55
-BORDER = 5
 SETTINGS = ("reasonable", "all")
-
-
-def read_bbgt(path: str) -> list[tuple[str, float, float, float, float, int, bool, int]] | None:
-    """(label, left, top, width, height, occlusion, ign, line number) per object of a bbGt file;
-    ``ign`` is the 11th field (False when the line is shorter).
-
-    An empty file (no bytes or only white space) gives None. A first line that is not ``% bbGt version=...``, a line with fewer
-    than 6 fields, a non-numeric field, an occlusion level outside 0-2 or an ``ign`` flag other
-    than 0/1 raises DataError naming the file and line.
-    """
-    try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(path, f"unreadable annotation file: {e}") from None
-    if not any(line.strip() for line in lines):
-        return None
-    if not lines[0].startswith("% bbGt"):
-        raise DataError(path, f"first line {lines[0]!r} is not a '% bbGt version=3' header", 1)
-    out = []
-    for lineno, line in enumerate(lines[1:], start=2):
-        fields = line.split()
-        if not fields:
-            continue
-        if len(fields) < 6:
-            raise DataError(path, f"expected 'label left top width height occlusion ...', got {line!r}", lineno)
-        try:
-            left, top, width, height = (float(v) for v in fields[1:5])
-            occ = int(float(fields[5]))
-        except ValueError:
-            raise DataError(path, f"non-numeric box or occlusion in {line!r}", lineno) from None
-        if occ not in (0, 1, 2):
-            raise DataError(path, f"occlusion level {fields[5]} is not 0, 1 or 2", lineno)
-        try:
-            ign = float(fields[10]) if len(fields) > 10 else 0.0
-        except ValueError:
-            ign = None
-        if ign not in (0.0, 1.0):
-            raise DataError(path, f"ign flag (11th field) {fields[10]!r} is not 0 or 1", lineno)
-        out.append((fields[0], left, top, width, height, occ, ign == 1.0, lineno))
-    return out
 
 
 def read_frame_list(path: str) -> set[str]:
@@ -136,6 +96,7 @@ def convert_kaist(src: str, report: Report, boxes_outside: str = "clip", annotat
         ann = os.path.join(ann_root, set_name, video, frame + ".txt")
         if os.path.isfile(ann):
             pair.boxes, pair.ignore = _boxes(report, ann, pair.width, pair.height, boxes_outside, setting)
+            pair.annotation = ann  # the evaluation's ground truth, whatever the setting
         elif os.path.isfile(ann[:-4] + ".xml"):
             raise DataError(ann[:-4] + ".xml", "a VOC-style XML annotation (e.g. annotations-xml-new of the "
                             "kaist-cvpr15 release): the KAIST converter reads the bbGt text files of KAIST's "

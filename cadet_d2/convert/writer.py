@@ -10,6 +10,8 @@ Layout (read by :mod:`cadet_d2.data`)::
                                    (KAIST adds a 6th column, the occlusion level 0/1/2); an empty
                                    file = labeled, no objects; no file = unlabeled
     OUT/<set>/ignore/<stem>.txt    ignore regions, same 5-column format (read as iscrowd=1)
+    OUT/<set>/bbgt/<stem>.txt      KAIST only: the frame's bbGt annotation file as it is, from which
+                                   the miss-rate evaluation picks its ground truth (cadet_d2/data/bbgt.py)
     OUT/convert_report.json        the :class:`~cadet_d2.convert.report.Report`
 
 With ``to_npy=True`` ``OUT/<set>/images/<stem>.npy`` (H x W x 4 uint8: R, G, B, thermal) replace
@@ -23,6 +25,7 @@ import shutil
 from dataclasses import dataclass, field
 from typing import Optional
 
+from ..data.bbgt import BBGT_FOLDER
 from ..data.errors import DataError
 from ..data.images import image_size as header_size
 from .report import Report
@@ -54,6 +57,7 @@ class Pair:
     height: int
     boxes: Optional[list] = None
     ignore: list = field(default_factory=list)
+    annotation: str = ""  # a source annotation file copied to <set>/bbgt/<stem>.txt ("" = none)
 
 
 def image_size(path: str) -> tuple[int, int]:
@@ -201,6 +205,9 @@ def write_root(out: str, classes: list[str], sets: dict[str, list[Pair]], report
                     stats["boxes"][classes[b.cls]] += 1
                 _write_lines(os.path.join(folder, "labels", p.stem + ".txt"),
                              [yolo_line(b, p.width, p.height, occlusion) for b in p.boxes])
+            if p.annotation:
+                os.makedirs(os.path.join(folder, BBGT_FOLDER), exist_ok=True)
+                shutil.copyfile(p.annotation, os.path.join(folder, BBGT_FOLDER, p.stem + ".txt"))
             if p.ignore:
                 stats["ignore_boxes"] += len(p.ignore)
                 _write_lines(os.path.join(folder, "ignore", p.stem + ".txt"),

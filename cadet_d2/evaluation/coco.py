@@ -13,6 +13,7 @@ from detectron2.utils import comm
 from tabulate import tabulate
 
 from ..utils.io import atomic_write_json
+from .curves import CURVES_FOLDER
 from .miss_rate import TASK as MISS_RATE_TASK
 from .miss_rate import MissRateEvaluator
 
@@ -50,11 +51,13 @@ def _point_metadata_at(dataset_name: str, json_file: str) -> None:
 
 def build_evaluator(cfg, dataset_name: str, output_dir: str | None = None) -> DatasetEvaluator:
     """The evaluator of a test set: COCO box AP (:func:`build_coco_evaluator`), plus KAIST's
-    log-average miss rate (:class:`MissRateEvaluator`) when ``CADET.TEST.MISS_RATE.ENABLED``."""
+    log-average miss rate (:class:`MissRateEvaluator`) when ``CADET.TEST.MISS_RATE.ENABLED``, its
+    curves in ``output_dir`` (default ``OUTPUT_DIR/miss_rate``, beside the metrics file)."""
     coco = build_coco_evaluator(cfg, dataset_name, output_dir)
     if not cfg.CADET.TEST.MISS_RATE.ENABLED:
         return coco
-    return DatasetEvaluators([coco, MissRateEvaluator(cfg, dataset_name)])
+    curves = output_dir or os.path.join(cfg.OUTPUT_DIR, CURVES_FOLDER)  # <curves>/<dataset>.json, .png
+    return DatasetEvaluators([coco, MissRateEvaluator(cfg, dataset_name, output_dir=curves)])
 
 
 def box_metrics(results: dict) -> dict[str, dict[str, float]]:
@@ -82,7 +85,7 @@ def no_detections_as_zero(metrics: dict[str, dict[str, float]]) -> dict[str, dic
 
 def format_table(metrics: dict[str, dict[str, float]]) -> str:
     """A markdown table: one row per data set, columns AP AP50 AP75 APs APm APl, then any other
-    metric of the sets (the miss rates "MR-2 all", "MR-2 reasonable", in %, lower is better)."""
+    metric of the sets (the miss rates "MR-2 reasonable", "MR-2 near", ..., in %, lower is better)."""
     extra = [k for k in dict.fromkeys(k for m in metrics.values() for k in m) if k not in METRICS]
     columns = [*METRICS, *extra]
     rows = [[name] + [m.get(k, float("nan")) for k in columns] for name, m in metrics.items()]

@@ -9,6 +9,7 @@ import os
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from ..evaluation.curves import CURVES_FOLDER, draw_curves, main_setting, read_curves
 from .plan import Plan
 from .stats import mean_std as _mean_std
 
@@ -120,8 +121,35 @@ def day_vs_night(rep, plan: Plan, path: str) -> bool:
     return drawn
 
 
+def miss_rate_curves(rep, plan: Plan, out_dir: str) -> list[str]:
+    """Per test set, ``miss_rate_<label>.png``: each arm's miss rate against FPPI (the main setting
+    of the curves its first finished seed stored in ``<run>/miss_rate/<set>.json``), its MR^-2 in
+    the legend; sets no run has curves of are left out. Returns the file names written."""
+    names = []
+    for label, dataset in rep.sets.items():
+        series = []
+        for a in plan.arms:
+            res = rep.results[a.name]
+            for seed, run_dir, _ in res.done:
+                path = os.path.join(run_dir, CURVES_FOLDER, f"{dataset}.json")
+                if os.path.isfile(path):
+                    settings = read_curves(path)
+                    main = main_setting(settings)
+                    if main is not None:
+                        series.append((f"{a.label or a.name} (seed {seed}) {main}", settings[main]))
+                    break
+        if series:
+            name = f"miss_rate_{label}.png"
+            draw_curves(series, os.path.join(out_dir, name), f"{dataset}: miss rate against FPPI per arm")
+            names.append(name)
+    return names
+
+
 def write_plots(rep, plan: Plan, out_dir: str) -> list[str]:
     """Write the plots; return the file names written."""
+    for name in os.listdir(out_dir):
+        if name.startswith("miss_rate_") and name.endswith(".png"):
+            os.remove(os.path.join(out_dir, name))
     names = []
     for name, fn in (("ap_vs_fusion_params.png", ap_vs_fusion_params), ("ap_per_stage_set.png", ap_per_stage_set),
                      ("day_vs_night.png", day_vs_night)):
@@ -131,4 +159,4 @@ def write_plots(rep, plan: Plan, out_dir: str) -> list[str]:
         fn(rep, plan, path)
         if os.path.exists(path):
             names.append(name)
-    return names
+    return names + miss_rate_curves(rep, plan, out_dir)
