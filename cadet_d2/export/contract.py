@@ -58,7 +58,7 @@ def build_meta(cfg, export_hw: tuple[int, int], files: dict[str, str], **extra) 
             "channels": channels,
             "paired_files": {
                 "modalities": list(cfg.CADET.INPUT.MODALITIES),
-                "channels": {m: PAIR_CHANNELS[m] for m in cfg.CADET.INPUT.MODALITIES},
+                "channels": {m: len(layout[m]) if m == "event" else PAIR_CHANNELS[m] for m in cfg.CADET.INPUT.MODALITIES},
                 "rgb_order": "RGB", "thermal_percentiles": list(cfg.CADET.INPUT.THERMAL_PERCENTILES),
                 "thermal_range": list(cfg.CADET.INPUT.THERMAL_RANGE), "partners_resized_to": "rgb",
             },

@@ -1,0 +1,51 @@
+"""Reading the event modality's file of a pair: a grey image (one channel, :func:`.images.read_grey`)
+or an ``.npy`` event frame of ``CADET.INPUT.EVENT_CHANNELS`` channels, (H, W, E) uint8 (or (H, W)
+for E = 1), as tools/convert_events.py writes them for multi-channel representations."""
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import DataError
+from .images import image_size, read_grey
+from .npy import open_array
+
+# Files an event folder of CADET.DATA.FOLDERS may hold besides images.
+EVENT_FRAME_EXTENSIONS = (".npy",)
+
+
+def is_event_frame(path: str) -> bool:
+    return path.lower().endswith(EVENT_FRAME_EXTENSIONS)
+
+
+def _check(path: str, array: np.ndarray, channels: int) -> None:
+    if array.dtype != np.uint8:
+        raise DataError(path, f"event frame dtype is {array.dtype}, expected uint8")
+    shape_ok = (array.ndim == 3 and array.shape[2] == channels) or (array.ndim == 2 and channels == 1)
+    if not shape_ok:
+        raise DataError(path, f"event frame shape is {tuple(array.shape)}, expected (H, W, {channels}) "
+                              f"(CADET.INPUT.EVENT_CHANNELS = {channels})")
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise DataError(path, f"zero-size event frame {tuple(array.shape)}")
+
+
+def event_file_size(path: str) -> tuple[int, int]:
+    """(height, width) of an event file from its header."""
+    if not is_event_frame(path):
+        return image_size(path)
+    array = open_array(path, mmap=True)
+    if array.ndim not in (2, 3):
+        raise DataError(path, f"event frame shape is {tuple(array.shape)}, expected (H, W, E)")
+    return int(array.shape[0]), int(array.shape[1])
+
+
+def read_event_file(path: str, channels: int, factor: int = 1, percentiles=(1.0, 99.0),
+                    value_range=()) -> np.ndarray:
+    """(H, W, channels) uint8 event input of one pair (``factor``: reduced JPEG decoding)."""
+    if is_event_frame(path):
+        array = open_array(path)
+        _check(path, array, channels)
+        return array if array.ndim == 3 else array[:, :, None]
+    if channels != 1:
+        raise DataError(path, f"an event image has 1 channel but CADET.INPUT.EVENT_CHANNELS is {channels}; "
+                              "multi-channel event frames are .npy (H, W, E) files (tools/convert_events.py)")
+    return read_grey(path, factor, percentiles, value_range)[:, :, None]
