@@ -56,38 +56,33 @@ def checked_chunks(rec: Recording, stats: EventStats, on_error: str = "raise") -
         counts = np.bincount(chunk.p, minlength=2)
         stats.by_polarity[0] += int(counts[0])
         stats.by_polarity[1] += int(counts[1])
-        keep = np.ones(n, bool)
-        bad_p = chunk.p > 1
-        keep &= _check(rec, chunk, bad_p, on_error, lambda i: f"polarity {chunk.p[i]} (expected 0 or 1)")
-        stats.bad_polarity += int(bad_p.sum())
+        faults = [(chunk.p > 1, lambda i: f"polarity {chunk.p[i]} (expected 0 or 1)")]
         if rec.sensor is not None:
             w, h = rec.sensor
-            out = (chunk.x >= w) | (chunk.y >= h)
-            keep &= _check(rec, chunk, out, on_error,
-                           lambda i: f"at x={chunk.x[i]}, y={chunk.y[i]}, outside the declared sensor size {w}x{h}")
-            stats.outside_sensor += int(out.sum())
+            faults.append(((chunk.x >= w) | (chunk.y >= h),
+                           lambda i: f"at x={chunk.x[i]}, y={chunk.y[i]}, outside the declared sensor size {w}x{h}"))
         run = np.maximum.accumulate(chunk.t if last is None else np.concatenate([[last], chunk.t]))
         before = run[:-1] if last is not None else np.concatenate([[chunk.t[0]], run[:-1]])
-        back = chunk.t < before
-        keep &= _check(rec, chunk, back, on_error,
-                       lambda i: f"t={chunk.t[i]} µs is before an earlier event's t={before[i]} µs "
-                                 "(timestamps go backwards)")
-        stats.backwards += int(back.sum())
+        faults.append((chunk.t < before, lambda i: f"t={chunk.t[i]} µs is before an earlier event's "
+                                                   f"t={before[i]} µs (timestamps go backwards)"))
+        bad = np.zeros(n, bool)
+        for mask, _ in faults:
+            bad |= mask
+        if bad.any() and on_error == "raise":  # the first faulty event of the chunk
+            i = int(np.argmax(bad))
+            what = next(describe for mask, describe in faults if mask[i])
+            raise DataError(rec.path, f"event {chunk.offset + i}: {what(i)} ({rec.format}; --on-error skip drops "
+                                      "such events and counts them)")
+        stats.bad_polarity += int(faults[0][0].sum())
+        stats.outside_sensor += int(faults[1][0].sum()) if rec.sensor is not None else 0
+        stats.backwards += int(faults[-1][0].sum())
+        keep = ~bad
         last = int(run[-1])
         kept = chunk if keep.all() else chunk.take(keep)
         if len(kept):
             stats.t_first = int(kept.t[0]) if stats.t_first is None else stats.t_first
             stats.t_last = int(kept.t[-1])
             yield kept
-
-
-def _check(rec: Recording, chunk: EventChunk, bad: np.ndarray, on_error: str, what) -> np.ndarray:
-    """~bad, or a DataError about the first bad event when ``on_error`` is "raise"."""
-    if on_error == "raise" and bad.any():
-        i = int(np.argmax(bad))
-        raise DataError(rec.path, f"event {chunk.offset + i}: {what(i)} ({rec.format}; --on-error skip drops "
-                                  "such events and counts them)")
-    return ~bad
 
 
 def read_all(rec: Recording, on_error: str = "raise") -> tuple[EventChunk, EventStats]:
