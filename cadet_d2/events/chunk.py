@@ -63,5 +63,5 @@ def last_fill(mask: np.ndarray) -> np.ndarray:
 
     The vectorised form of "the value last set before here" in a sequential stream: index the
     values with the result (and use the carried state where it is -1)."""
-    idx = np.where(mask, np.arange(mask.shape[0], dtype=np.int64), -1)
+    idx = np.where(mask, np.arange(mask.shape[0], dtype=np.int32 if mask.shape[0] < 2**31 else np.int64), -1)
     return np.maximum.accumulate(idx) if idx.size else idx

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .chunk import EventChunk, last_fill, make_chunk
+from .chunk import EventChunk, make_chunk
 
 CD_OFF, CD_ON, TIME_HIGH = 0x0, 0x1, 0x8
 _TH_RANGE = 1 << 28
@@ -32,24 +32,24 @@ class Evt2Decoder:
         self.last_high = -1  # payload of the last TIME_HIGH (-1: none yet)
 
     def __call__(self, words: np.ndarray, byte_offset: int = 0) -> EventChunk:
-        w = words.astype(np.int64)
-        kind = w >> 28
-        is_th = kind == TIME_HIGH
-        th_vals = w[is_th] & (_TH_RANGE - 1)
-        step = np.zeros(w.shape[0], np.int64)
-        if th_vals.size:
-            prev = np.concatenate([[self.last_high], th_vals[:-1]])
-            delta = (th_vals - prev + _TH_RANGE // 2) % _TH_RANGE - _TH_RANGE // 2
+        kind = (words >> 28).astype(np.uint8)
+        th_pos = np.flatnonzero(kind == TIME_HIGH)
+        cd = np.flatnonzero(kind <= CD_ON)
+        counter = np.empty(0, np.int64)
+        if th_pos.size:
+            th_vals = (words[th_pos] & (_TH_RANGE - 1)).astype(np.int64)
+            delta = (th_vals - np.concatenate([[self.last_high], th_vals[:-1]]) + _TH_RANGE // 2) % _TH_RANGE \
+                - _TH_RANGE // 2
             if self.last_high < 0:  # the file's first TIME_HIGH sets the counter
                 delta[0] = th_vals[0]
-            step[is_th] = delta
+            counter = self.high + np.cumsum(delta)
             self.last_high = int(th_vals[-1])
-        high = self.high + np.cumsum(step)
-        if high.size:
-            self.high = int(high[-1])
-        cd = np.flatnonzero((kind == CD_OFF) | (kind == CD_ON))
-        e = w[cd]
-        return make_chunk((high[cd] << 6) + ((e >> 22) & 0x3F), (e >> 11) & 0x7FF, e & 0x7FF, kind[cd])
+        rank = np.searchsorted(th_pos, cd, "right") - 1  # the TIME_HIGH in force at each event
+        high = np.where(rank >= 0, counter[np.maximum(rank, 0)] if counter.size else 0, self.high)
+        if counter.size:
+            self.high = int(counter[-1])
+        e = words[cd]
+        return make_chunk((high << 6) + ((e >> 22) & 0x3F), (e >> 11) & 0x7FF, e & 0x7FF, kind[cd])
 
 
 def encode_evt2(t: np.ndarray, x: np.ndarray, y: np.ndarray, p: np.ndarray) -> np.ndarray:

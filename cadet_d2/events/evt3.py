@@ -52,75 +52,95 @@ class Evt3Decoder:
         self.base_pol = 0
 
     def __call__(self, words: np.ndarray, byte_offset: int = 0) -> EventChunk:
-        w = words.astype(np.int64)
-        kind = w >> 12
-        payload = w & 0xFFF
-        n = w.shape[0]
+        n = words.shape[0]
+        kind = (words >> 12).astype(np.uint8)
+        payload = (words & 0xFFF).astype(np.int32)
+        is_x, is_v12, is_v8 = kind == ADDR_X, kind == VECT_12, kind == VECT_8
+        is_vec = is_v12 | is_v8
+        ev = np.flatnonzero(is_x | is_vec)  # the words that carry events
 
         # time: the counter of 4096-µs periods moves by each TIME_HIGH's step from the TIME_HIGH
         # before (signed, modulo 4096) and by 1 at each TIME_LOW below the TIME_LOW before
         is_th, is_tl = kind == TIME_HIGH, kind == TIME_LOW
-        th_vals, tl_vals = payload[is_th], payload[is_tl]
-        step = np.zeros(n, np.int64)
+        th_pos, tl_pos = np.flatnonzero(is_th), np.flatnonzero(is_tl)
+        th_vals, tl_vals = payload[th_pos], payload[tl_pos]
+        step = np.zeros(n, np.int32)
         if th_vals.size:
-            prev = np.concatenate([[self.last_high], th_vals[:-1]])
-            delta = (th_vals - prev + 2048) % 4096 - 2048
+            delta = (th_vals - np.concatenate([[self.last_high], th_vals[:-1]]) + 2048) % 4096 - 2048
             if self.last_high < 0:  # the file's first TIME_HIGH sets the counter
                 delta[0] = th_vals[0]
-            step[is_th] = delta
+            step[th_pos] = delta
         if tl_vals.size:
-            prev = np.concatenate([[self.time_low], tl_vals[:-1]])
-            step[is_tl] = tl_vals < prev
-        high = self.high + np.cumsum(step)
-        tl_at = last_fill(is_tl)
-        low = np.where(tl_at >= 0, payload[np.maximum(tl_at, 0)], self.time_low)
-        time = (high << 12) + low
-
+            step[tl_pos] = tl_vals < np.concatenate([[self.time_low], tl_vals[:-1]])
+        high = np.cumsum(step, dtype=np.int64)
+        high += self.high
+        low_fill = last_fill(is_tl)
         is_y = kind == ADDR_Y
-        y_at = last_fill(is_y)
-        row = np.where(y_at >= 0, payload[np.maximum(y_at, 0)] & 0x7FF, self.y)
+        y_fill = last_fill(is_y)
+        time_ev = (high[ev] << 12) + _fill(payload, low_fill[ev], self.time_low)
+        row_ev = _fill(payload & 0x7FF, y_fill[ev], self.y)
+        p_ev = payload[ev] >> 11
+        x_ev = payload[ev] & 0x7FF
 
-        # vectors: base x in force at each word = last VECT_BASE_X + the advances since it
-        is_base = kind == VECT_BASE_X
-        is_v12, is_v8 = kind == VECT_12, kind == VECT_8
-        advance = np.where(is_v12, 12, np.where(is_v8, 8, 0))
-        cum = np.cumsum(advance) - advance  # advances before each word
-        base_at = last_fill(is_base)
-        safe = np.maximum(base_at, 0)
-        base = np.where(base_at >= 0, (payload[safe] & 0x7FF) + cum - cum[safe], self.base + cum)
-        vpol = np.where(base_at >= 0, payload[safe] >> 11, self.base_pol)
+        if is_vec.any():
+            t, x, y, p = self._vectors(kind, payload, is_vec, is_v12, ev, time_ev, row_ev, x_ev, p_ev)
+        else:
+            t, x, y, p = time_ev, x_ev, row_ev, p_ev
+            self._carry_base(kind, payload)
 
-        # events: one per ADDR_X, popcount(mask) per vector, in word order then bit order
-        is_x = kind == ADDR_X
-        is_vec = is_v12 | is_v8
-        vec_idx = np.flatnonzero(is_vec)
-        masks = payload[vec_idx] & np.where(is_v12[vec_idx], 0xFFF, 0xFF)
-        bits = ((masks[:, None] >> _BITS12) & 1).astype(bool)
-        per_word = np.zeros(n, dtype=np.int64)
-        per_word[is_x] = 1
-        per_word[vec_idx] = bits.sum(axis=1)
-        start = np.cumsum(per_word) - per_word
-        total = int(per_word.sum())
-        t = np.empty(total, np.int64)
-        x = np.empty(total, np.int64)
-        y = np.empty(total, np.int64)
-        p = np.empty(total, np.int64)
-        xi = np.flatnonzero(is_x)
-        dst = start[xi]
-        t[dst], x[dst], y[dst], p[dst] = time[xi], payload[xi] & 0x7FF, row[xi], payload[xi] >> 11
-        r, k = np.nonzero(bits)
-        src = vec_idx[r]
-        dst = start[src] + (np.cumsum(bits, axis=1)[r, k] - 1)
-        t[dst], x[dst], y[dst], p[dst] = time[src], base[src] + k, row[src], vpol[src]
-
-        # carry the state
         if th_vals.size:
             self.last_high = int(th_vals[-1])
+        if tl_vals.size:
+            self.time_low = int(tl_vals[-1])
+        if y_fill.size and y_fill[-1] >= 0:
+            self.y = int(payload[y_fill[-1]] & 0x7FF)
         if n:
-            self.high, self.time_low, self.y = int(high[-1]), int(low[-1]), int(row[-1])
-            self.base = int(base[-1] + advance[-1])
-            self.base_pol = int(vpol[-1])
+            self.high = int(high[-1])
         return make_chunk(t, x, y, p)
+
+    def _carry_base(self, kind, payload) -> None:
+        """A chunk without vectors: the base in force afterwards is its last VECT_BASE_X's, if any."""
+        base_pos = np.flatnonzero(kind == VECT_BASE_X)
+        if base_pos.size:
+            self.base, self.base_pol = int(payload[base_pos[-1]] & 0x7FF), int(payload[base_pos[-1]] >> 11)
+
+    def _vectors(self, kind, payload, is_vec, is_v12, ev, time_ev, row_ev, x_ev, p_ev):
+        """Events of a chunk with vector words: one per ADDR_X, popcount(mask) per vector, in word
+        order then bit order. The vector base in force at a word is the last VECT_BASE_X plus the
+        advances (12 or 8) of the vectors since it."""
+        n = kind.shape[0]
+        is_base = kind == VECT_BASE_X
+        advance = np.where(is_v12, 12, np.where(is_vec, 8, 0)).astype(np.int32)
+        cum = np.cumsum(advance, dtype=np.int64) - advance  # advances before each word
+        base_fill = last_fill(is_base)
+        safe = np.maximum(base_fill, 0)
+        base = np.where(base_fill >= 0, (payload[safe] & 0x7FF) + cum - cum[safe], self.base + cum)
+        vpol = np.where(base_fill >= 0, payload[safe] >> 11, self.base_pol)
+        self.base, self.base_pol = int(base[-1] + advance[-1]), int(vpol[-1])
+
+        vec_of_ev = is_vec[ev]
+        vec_idx = ev[vec_of_ev]
+        masks = payload[vec_idx] & np.where(is_v12[vec_idx], 0xFFF, 0xFF)
+        bits = ((masks[:, None] >> _BITS12) & 1).astype(bool)
+        per_ev = np.ones(ev.shape[0], np.int64)
+        per_ev[vec_of_ev] = bits.sum(axis=1)
+        start = np.cumsum(per_ev) - per_ev
+        total = int(per_ev.sum())
+        t, x, y, p = (np.empty(total, np.int64) for _ in range(4))
+        single = ~vec_of_ev
+        dst = start[single]
+        t[dst], x[dst], y[dst], p[dst] = time_ev[single], x_ev[single], row_ev[single], p_ev[single]
+        r, k = np.nonzero(bits)
+        rows = np.flatnonzero(vec_of_ev)[r]  # position in ev of each vector event
+        dst = start[rows] + (np.cumsum(bits, axis=1)[r, k] - 1)
+        src = vec_idx[r]
+        t[dst], x[dst], y[dst], p[dst] = time_ev[rows], base[src] + k, row_ev[rows], vpol[src]
+        return t, x, y, p
+
+
+def _fill(values: np.ndarray, at: np.ndarray, state: int) -> np.ndarray:
+    """values[at], ``state`` where ``at`` is -1 (nothing set yet in this chunk)."""
+    return np.where(at >= 0, values[np.maximum(at, 0)], state)
 
 
 def encode_evt3(t: np.ndarray, x: np.ndarray, y: np.ndarray, p: np.ndarray) -> np.ndarray:

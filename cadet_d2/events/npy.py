@@ -47,4 +47,4 @@ def read_npy(path: str, chunk_events: int = CHUNK_EVENTS):
     f = field_map(path, array)
     for start in range(0, array.shape[0], chunk_events):
         part = array[start:start + chunk_events]
-        yield make_chunk(part[f["t"]], part[f["x"]], part[f["y"]], part[f["p"]], start)
+        yield make_chunk(*(np.ascontiguousarray(part[f[k]]) for k in "txyp"), start)

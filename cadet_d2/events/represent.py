@@ -58,9 +58,7 @@ def represent(name: str, index: np.ndarray, t: np.ndarray, p: np.ndarray, height
     if name == "signed_count":
         out = np.bincount(index, weights=2.0 * p - 1.0, minlength=hw)[:, None]
     elif name == "polarity_counts":
-        on = np.bincount(index, weights=p.astype(np.float64), minlength=hw)
-        total = np.bincount(index, minlength=hw).astype(np.float64)
-        out = np.stack([total - on, on], axis=1)
+        out = np.bincount(index * 2 + p, minlength=2 * hw).reshape(hw, 2)  # [OFF, ON] per pixel
     elif name == "time_surface":
         last = np.full(hw, np.iinfo(np.int64).min, np.int64)
         np.maximum.at(last, index, t)
