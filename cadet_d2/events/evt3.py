@@ -108,18 +108,20 @@ class Evt3Decoder:
         """Events of a chunk with vector words: one per ADDR_X, popcount(mask) per vector, in word
         order then bit order. The vector base in force at a word is the last VECT_BASE_X plus the
         advances (12 or 8) of the vectors since it."""
-        n = kind.shape[0]
         is_base = kind == VECT_BASE_X
         advance = np.where(is_v12, 12, np.where(is_vec, 8, 0)).astype(np.int32)
         cum = np.cumsum(advance, dtype=np.int64) - advance  # advances before each word
         base_fill = last_fill(is_base)
-        safe = np.maximum(base_fill, 0)
-        base = np.where(base_fill >= 0, (payload[safe] & 0x7FF) + cum - cum[safe], self.base + cum)
-        vpol = np.where(base_fill >= 0, payload[safe] >> 11, self.base_pol)
-        self.base, self.base_pol = int(base[-1] + advance[-1]), int(vpol[-1])
-
         vec_of_ev = is_vec[ev]
         vec_idx = ev[vec_of_ev]
+        at = np.concatenate([base_fill[vec_idx], base_fill[-1:]])  # the vectors, then the chunk's end
+        where = np.concatenate([vec_idx, [kind.shape[0] - 1]])
+        safe = np.maximum(at, 0)
+        base_all = np.where(at >= 0, (payload[safe] & 0x7FF) + cum[where] - cum[safe], self.base + cum[where])
+        vpol_all = np.where(at >= 0, payload[safe] >> 11, self.base_pol)
+        base, vpol = base_all[:-1], vpol_all[:-1]
+        self.base, self.base_pol = int(base_all[-1] + advance[-1]), int(vpol_all[-1])
+
         masks = payload[vec_idx] & np.where(is_v12[vec_idx], 0xFFF, 0xFF)
         bits = ((masks[:, None] >> _BITS12) & 1).astype(bool)
         per_ev = np.ones(ev.shape[0], np.int64)
@@ -133,8 +135,7 @@ class Evt3Decoder:
         r, k = np.nonzero(bits)
         rows = np.flatnonzero(vec_of_ev)[r]  # position in ev of each vector event
         dst = start[rows] + (np.cumsum(bits, axis=1)[r, k] - 1)
-        src = vec_idx[r]
-        t[dst], x[dst], y[dst], p[dst] = time_ev[rows], base[src] + k, row_ev[rows], vpol[src]
+        t[dst], x[dst], y[dst], p[dst] = time_ev[rows], base[r] + k, row_ev[rows], vpol[r]
         return t, x, y, p
 
 
