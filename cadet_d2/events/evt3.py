@@ -106,35 +106,39 @@ class Evt3Decoder:
 
     def _vectors(self, kind, payload, is_vec, is_v12, ev, time_ev, row_ev, x_ev, p_ev):
         """Events of a chunk with vector words: one per ADDR_X, popcount(mask) per vector, in word
-        order then bit order. The vector base in force at a word is the last VECT_BASE_X plus the
-        advances (12 or 8) of the vectors since it."""
-        is_base = kind == VECT_BASE_X
-        advance = np.where(is_v12, 12, np.where(is_vec, 8, 0)).astype(np.int32)
-        cum = np.cumsum(advance, dtype=np.int64) - advance  # advances before each word
-        base_fill = last_fill(is_base)
+        order then bit order. The vector base in force at a vector is the last VECT_BASE_X's x
+        plus the advances (12 or 8) of the vectors between them."""
+        base_fill = last_fill(kind == VECT_BASE_X)
         vec_of_ev = is_vec[ev]
         vec_idx = ev[vec_of_ev]
-        at = np.concatenate([base_fill[vec_idx], base_fill[-1:]])  # the vectors, then the chunk's end
-        where = np.concatenate([vec_idx, [kind.shape[0] - 1]])
+        adv = np.where(is_v12[vec_idx], 12, 8)
+        cum = np.concatenate([[0], np.cumsum(adv)])  # cum[j]: advances of the vectors before vector j
+        at = base_fill[vec_idx]
         safe = np.maximum(at, 0)
-        base_all = np.where(at >= 0, (payload[safe] & 0x7FF) + cum[where] - cum[safe], self.base + cum[where])
-        vpol_all = np.where(at >= 0, payload[safe] >> 11, self.base_pol)
-        base, vpol = base_all[:-1], vpol_all[:-1]
-        self.base, self.base_pol = int(base_all[-1] + advance[-1]), int(vpol_all[-1])
+        since = cum[:-1] - cum[np.searchsorted(vec_idx, safe)]  # advances since that VECT_BASE_X
+        base = np.where(at >= 0, (payload[safe] & 0x7FF) + since, self.base + cum[:-1])
+        vpol = np.where(at >= 0, payload[safe] >> 11, self.base_pol)
+        last = int(base_fill[-1])
+        if last >= 0:
+            self.base = int(payload[last] & 0x7FF) + int(cum[-1] - cum[np.searchsorted(vec_idx, last)])
+            self.base_pol = int(payload[last] >> 11)
+        else:
+            self.base += int(cum[-1])
 
         masks = payload[vec_idx] & np.where(is_v12[vec_idx], 0xFFF, 0xFF)
-        bits = ((masks[:, None] >> _BITS12) & 1).astype(bool)
+        r, k = np.nonzero((masks[:, None] >> _BITS12) & 1)  # (vector, bit) of each event, in order
+        per_vec = np.bincount(r, minlength=vec_idx.shape[0])
         per_ev = np.ones(ev.shape[0], np.int64)
-        per_ev[vec_of_ev] = bits.sum(axis=1)
+        per_ev[vec_of_ev] = per_vec
         start = np.cumsum(per_ev) - per_ev
-        total = int(per_ev.sum())
-        t, x, y, p = (np.empty(total, np.int64) for _ in range(4))
+        total = int(start[-1] + per_ev[-1]) if ev.size else 0
+        t, x, y, p = (np.empty(total, dt) for dt in (np.int64, np.uint16, np.uint16, np.uint8))
         single = ~vec_of_ev
         dst = start[single]
         t[dst], x[dst], y[dst], p[dst] = time_ev[single], x_ev[single], row_ev[single], p_ev[single]
-        r, k = np.nonzero(bits)
         rows = np.flatnonzero(vec_of_ev)[r]  # position in ev of each vector event
-        dst = start[rows] + (np.cumsum(bits, axis=1)[r, k] - 1)
+        rank = np.arange(r.shape[0]) - (np.cumsum(per_vec) - per_vec)[r]  # its rank within its vector
+        dst = start[rows] + rank
         t[dst], x[dst], y[dst], p[dst] = time_ev[rows], base[r] + k, row_ev[rows], vpol[r]
         return t, x, y, p
 

@@ -13,7 +13,7 @@ For a window [t0, t1) and the events (x_i, y_i, t_i, p_i) mapped into the frame,
 Stored as uint8 (the event modality's images and ``.npy`` frames): ``signed_count`` and
 ``voxel_grid`` as clip(128 + scale * value, 0, 255), ``polarity_counts`` as clip(scale * n, 0, 255),
 ``time_surface`` as round(255 * value); ``scale`` (grey levels per event, default 16) and rounding
-to the nearest level. Binning is one ``np.bincount`` per channel (no per-event Python loop).
+to the nearest level. Binning is one ``np.bincount`` per frame (the time surface: ``np.maximum.at``); no per-event Python loop.
 """
 from __future__ import annotations
 
@@ -75,17 +75,15 @@ def represent(name: str, index: np.ndarray, t: np.ndarray, p: np.ndarray, height
         frac = ts - lo
         s = 2.0 * p - 1.0
         base = index * b + lo
-        out = (np.bincount(base, weights=s * (1.0 - frac), minlength=hw * b)
-               + np.bincount(base + 1, weights=s * frac, minlength=hw * b)).reshape(hw, b)
+        out = np.bincount(np.concatenate([base, base + 1]), weights=np.concatenate([s * (1.0 - frac), s * frac]),
+                          minlength=hw * b).reshape(hw, b)
     return out.reshape(height, width, c).astype(np.float32)
 
 
 def to_uint8(name: str, frame: np.ndarray, params: RepresentationParams) -> np.ndarray:
     """The stored uint8 form of a frame of ``represent`` (module docstring)."""
-    if name == "time_surface":
-        v = 255.0 * frame
-    elif name == "polarity_counts":
-        v = params.scale * frame
-    else:
-        v = 128.0 + params.scale * frame
-    return np.clip(np.floor(v + 0.5), 0, 255).astype(np.uint8)
+    v = frame * np.float32(255.0 if name == "time_surface" else params.scale)
+    v += np.float32(0.5 if name in ("time_surface", "polarity_counts") else 128.5)
+    np.floor(v, out=v)
+    np.clip(v, 0, 255, out=v)
+    return v.astype(np.uint8)
