@@ -49,7 +49,8 @@ def read_aedat4(path: str, chunk_events: int = CHUNK_EVENTS):
     except DataError:
         raise
     except Exception as e:
-        raise DataError(path, f"AEDAT 4.0 packet after event {count + pending}: {e} (truncated or corrupt file)") from None
+        raise DataError(path, f"AEDAT 4.0 packet after event {count + pending}: {e} "
+                              "(truncated or corrupt file)") from None
     if parts:
         yield _join(parts, count)
 

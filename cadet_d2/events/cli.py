@@ -27,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rgb-dir", help="name frame k after the k-th image (sorted by name) of this RGB folder, so "
                                      "that the paired-file source pairs them by stem; default frame_000000, ...")
     w = p.add_mutually_exclusive_group()
-    w.add_argument("--window-ms", type=float, help=f"events of the Δt before each frame (default {DEFAULT_WINDOW_MS:g} ms)")
+    w.add_argument("--window-ms", type=float,
+                   help=f"events of the Δt before each frame (default {DEFAULT_WINDOW_MS:g} ms)")
     w.add_argument("--window-events", type=int, help="instead: the last N events before each frame")
     p.add_argument("--representation", choices=REPRESENTATIONS, default="signed_count",
                    help="signed_count (1 channel, PNG), polarity_counts (2), time_surface (1), voxel_grid (--bins)")

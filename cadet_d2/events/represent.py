@@ -13,7 +13,8 @@ For a window [t0, t1) and the events (x_i, y_i, t_i, p_i) mapped into the frame,
 Stored as uint8 (the event modality's images and ``.npy`` frames): ``signed_count`` and
 ``voxel_grid`` as clip(128 + scale * value, 0, 255), ``polarity_counts`` as clip(scale * n, 0, 255),
 ``time_surface`` as round(255 * value); ``scale`` (grey levels per event, default 16) and rounding
-to the nearest level. Binning is one ``np.bincount`` per frame (the time surface: ``np.maximum.at``); no per-event Python loop.
+to the nearest level. Binning is one ``np.bincount`` per frame (the time surface:
+``np.maximum.at``); no per-event Python loop.
 """
 from __future__ import annotations
 
