@@ -279,6 +279,13 @@ def test_multi_channel_event_frames_feed_an_event_stream_of_that_many_channels(t
     convert_main([str(root / "events.raw"), "--timestamps", str(root / "timestamps.txt"), "--rgb-dir",
                   str(root / "rgb"), "--out", str(root / "event"), "--representation", "voxel_grid", "--bins", "3"])
     (root / "pairs.csv").write_text((root / "pairs.csv").read_text().replace(".png\n", ".npy\n"))
+    from cadet_d2.data.check import main as check_main
+
+    (root / "daytest1" / "pairs.csv").unlink()
+    (root / "nighttest1" / "pairs.csv").unlink()
+    assert check_main([str(root), "--json", str(tmp_path / "check.json")]) == 0
+    with open(tmp_path / "check.json") as f:
+        assert "'event.2'" in str(json.load(f))  # three event channels measured for PIXEL_MEAN/STD
     opts = ["CADET.DATA.TEST_SETS", "[]", "DATASETS.TEST", "()", "CADET.INPUT.EVENT_CHANNELS", "3",
             "CADET.INPUT.LAYOUT.event", "[4, 5, 6]", "CADET.INPUT.FILE_CHANNELS", "7",
             "MODEL.PIXEL_MEAN", "[74, 76, 75, 92, 128, 128, 128]", "MODEL.PIXEL_STD", "[65, 66, 68, 46, 24, 24, 24]"]

@@ -19,7 +19,7 @@ import time
 import numpy as np
 
 from cadet_d2.data.synthetic import make_synthetic_dataset, synthetic_params
-from cadet_d2.data.synthetic_events import STREAM_FORMATS, make_event_stream_dataset
+from cadet_d2.data.synthetic_events import STREAM_FORMATS, event_stream_params, make_event_stream_dataset
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -112,6 +112,11 @@ def save_preview(out: str, manifest: dict, path: str) -> None:
 
 def write_event_streams(args: argparse.Namespace) -> int:
     """The event-stream form of the set, and the commands that turn its recordings into frames."""
+    params = event_stream_params(args.num_images, args.num_day_test, args.num_night_test, args.classes, args.seed,
+                                 args.unlabeled_fraction, args.event_stream)
+    if check_existing(args.out, params, args.force) == "skip":
+        print(f"{args.out}: already there (same parameters; --force regenerates)")
+        return 0
     start = time.perf_counter()
     manifest = make_event_stream_dataset(args.out, args.num_images, args.num_day_test, args.num_night_test,
                                          args.classes, args.seed, args.unlabeled_fraction, args.event_stream)

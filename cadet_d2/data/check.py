@@ -35,6 +35,7 @@ import numpy as np
 
 from .datasets import read_classes
 from .errors import DataError
+from .event_frames import event_file_size, file_channels, read_event_file
 from .images import image_size, is_jpeg, read_grey, read_rgb
 from .npy import load_image, read_image_size
 from .pairs import PAIRS_FILE, Pair, read_pairs_csv
@@ -255,7 +256,7 @@ class _Scanner:
                     self.problem("error", csv_path, f"{m} file {path} not found", pair.line)
                     continue
                 try:
-                    hw[m] = image_size(path)
+                    hw[m] = event_file_size(path) if m == "event" else image_size(path)
                 except DataError as e:
                     self.problem("error", e.path, e.problem)
             sizes[pair.stem] = hw.get("rgb")
@@ -343,7 +344,10 @@ def _pair_stats(pairs: list[Pair], progress) -> tuple[list[float], list[float], 
         for m in names:
             f = 4 if is_jpeg(pair.files[m]) else 1
             reduced |= f > 1
-            x = read_rgb(pair.files[m], f) if m == "rgb" else read_grey(pair.files[m], f)[:, :, None]
+            if m == "event":  # a grey image, or an (H, W, E) .npy event frame
+                x = read_event_file(pair.files[m], file_channels(pair.files[m]), f)
+            else:
+                x = read_rgb(pair.files[m], f) if m == "rgb" else read_grey(pair.files[m], f)[:, :, None]
             x = x.reshape(-1, x.shape[2]).astype(np.float64)
             total[m] = total[m] + x.sum(0)
             total_sq[m] = total_sq[m] + (x * x).sum(0)
@@ -352,7 +356,10 @@ def _pair_stats(pairs: list[Pair], progress) -> tuple[list[float], list[float], 
     mean = np.concatenate([np.atleast_1d(total[m] / count[m]) for m in names])
     mean_sq = np.concatenate([np.atleast_1d(total_sq[m] / count[m]) for m in names])
     std = np.sqrt(np.maximum(mean_sq - mean * mean, 0.0))
-    labels = [c for m in names for c in (["rgb.R", "rgb.G", "rgb.B"] if m == "rgb" else [m])]
+    n_event = file_channels(pairs[0].files["event"]) if "event" in names else 1
+    labels = [c for m in names for c in (["rgb.R", "rgb.G", "rgb.B"] if m == "rgb" else
+                                         [f"event.{i}" for i in range(n_event)] if m == "event" and n_event > 1
+                                         else [m])]
     return mean.tolist(), std.tolist(), labels, reduced
 
 

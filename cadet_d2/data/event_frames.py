@@ -38,6 +38,14 @@ def event_file_size(path: str) -> tuple[int, int]:
     return int(array.shape[0]), int(array.shape[1])
 
 
+def file_channels(path: str) -> int:
+    """Channels of an event file: E of an (H, W, E) ``.npy`` event frame, 1 for an image."""
+    if not is_event_frame(path):
+        return 1
+    array = open_array(path, mmap=True)
+    return int(array.shape[2]) if array.ndim == 3 else 1
+
+
 def read_event_file(path: str, channels: int, factor: int = 1, percentiles=(1.0, 99.0),
                     value_range=()) -> np.ndarray:
     """(H, W, channels) uint8 event input of one pair (``factor``: reduced JPEG decoding)."""

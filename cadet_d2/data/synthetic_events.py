@@ -104,14 +104,21 @@ def _write_stream_set(root: str, set_index: int, n: int, seed: int, num_classes:
             "events_by_polarity": {"0": int(counts[0]), "1": int(counts[1])}}
 
 
+def event_stream_params(num_images: int, num_day_test: int, num_night_test: int, num_classes: int, seed: int,
+                        unlabeled_fraction: float, fmt: str, frame_us: int = FRAME_US) -> dict:
+    """The generation parameters as stored in ``manifest.json``."""
+    return {**synthetic_params(num_images, num_day_test, num_night_test, num_classes, seed, unlabeled_fraction),
+            "event_stream": fmt, "frame_us": int(frame_us)}
+
+
 def make_event_stream_dataset(out: str, num_images: int = 400, num_day_test: int = 60, num_night_test: int = 60,
                               num_classes: int = 1, seed: int = 0, unlabeled_fraction: float = 0.05,
                               fmt: str = "evt3", frame_us: int = FRAME_US) -> dict:
     """Write the event-stream form of the synthetic set at ``out`` (module docstring); the manifest."""
     if fmt not in STREAM_FORMATS:
         raise ValueError(f"event stream format {fmt!r}: choose from {list(STREAM_FORMATS)}")
-    params = {**synthetic_params(num_images, num_day_test, num_night_test, num_classes, seed, unlabeled_fraction),
-              "event_stream": fmt, "frame_us": int(frame_us)}
+    params = event_stream_params(num_images, num_day_test, num_night_test, num_classes, seed, unlabeled_fraction,
+                                 fmt, frame_us)
     os.makedirs(out, exist_ok=True)
     manifest_path = os.path.join(out, "manifest.json")
     if os.path.exists(manifest_path):
