@@ -33,6 +33,12 @@ from conftest import tiny_cfg
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLES = os.path.join(REPO, "..", "shared", "data", "event-samples")
 EVT3_FILE = os.path.join(SAMPLES, "prophesee_evt3_imx636.raw")
+# A tiny, short training run (MiT-b0 at 64 px, 2 iterations; as tests/conftest.py's tiny_cfg).
+SMOKE = ["MODEL.DEVICE", "cpu", "CADET.BACKBONE.SIZE", "b0", "INPUT.MIN_SIZE_TRAIN", "(64,)",
+         "INPUT.MAX_SIZE_TRAIN", "96", "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "96",
+         "DATALOADER.NUM_WORKERS", "0", "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", "2",
+         "SOLVER.WARMUP_ITERS", "1", "SOLVER.STEPS", "()", "MODEL.RPN.POST_NMS_TOPK_TRAIN", "100",
+         "MODEL.RPN.POST_NMS_TOPK_TEST", "50", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32"]
 needs_samples = pytest.mark.skipif(not os.path.isdir(SAMPLES), reason="no ../shared/data/event-samples")
 
 
@@ -267,7 +273,7 @@ def test_frame_times_outside_the_recording_and_bad_timestamp_files(tmp_path):
 
 # ---- event frames through the paired-file source and the model ------------------------------------------
 
-def test_multi_channel_event_frames_feed_an_event_stream_of_that_many_channels(tmp_path):
+def test_multi_channel_event_frames_feed_an_event_stream_of_that_many_channels(tmp_path, one_thread):
     from detectron2.data import DatasetCatalog
 
     from cadet_d2.data import register_from_config
@@ -297,6 +303,15 @@ def test_multi_channel_event_frames_feed_an_event_stream_of_that_many_channels(t
     assert image.shape[0] == 7 and np.array_equal(image[4:].permute(1, 2, 0).numpy(), frame.astype(np.float32))
     model = CadetTrainer.build_model(cfg)
     assert model.backbone.bottom_up.aux_stream.in_chans == 4  # thermal + 3 event channels
+    from detectron2.engine import default_argument_parser
+
+    from cadet_d2.engine.train import main as train_main
+
+    out = tmp_path / "run"  # and it trains on them
+    train_main(default_argument_parser().parse_args(["--config-file", os.path.join(REPO, "configs", "Base-CADET.yaml"),
+                                                     *SMOKE, "CADET.DATA.ROOT", str(root), "OUTPUT_DIR", str(out),
+                                                     *opts]))
+    assert os.path.isfile(out / "model_final.pth")
     with pytest.raises(ValueError, match=r"CADET.INPUT.EVENT_CHANNELS = 3 but CADET.INPUT.LAYOUT.event = \[4\]"):
         tiny_cfg(str(root), str(tmp_path / "out"), "CADET.INPUT.EVENT_CHANNELS", "3")
 
@@ -321,12 +336,7 @@ def test_synthetic_streams_to_frames_to_training_and_evaluation(tmp_path, one_th
     assert events == int((image != 128).sum()) > 0
     out = tmp_path / "run"
     args = default_argument_parser().parse_args([
-        "--config-file", os.path.join(REPO, "configs", "Base-CADET.yaml"),
-        "MODEL.DEVICE", "cpu", "CADET.BACKBONE.SIZE", "b0", "INPUT.MIN_SIZE_TRAIN", "(64,)",
-        "INPUT.MAX_SIZE_TRAIN", "96", "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "96",
-        "DATALOADER.NUM_WORKERS", "0", "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", "2",
-        "SOLVER.WARMUP_ITERS", "1", "SOLVER.STEPS", "()", "MODEL.RPN.POST_NMS_TOPK_TRAIN", "100",
-        "MODEL.RPN.POST_NMS_TOPK_TEST", "50", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32",
+        "--config-file", os.path.join(REPO, "configs", "Base-CADET.yaml"), *SMOKE,
         "MODEL.PIXEL_MEAN", "[74, 76, 75, 92, 128]", "CADET.DATA.ROOT", str(root), "OUTPUT_DIR", str(out),
         "DATASETS.TEST", "('synth_daytest1', 'synth_nighttest1')"])
     train_main(args)
