@@ -218,6 +218,8 @@ def test_header_contradicting_the_format(tmp_path):
     bad.write_bytes(b"% evt 3.0\n% format EVT2;height=48;width=64\n% end\n" + b"\x00" * 8)
     with pytest.raises(DataError, match=r"bad.raw: the header's '% evt' and '% format' lines disagree"):
         open_recording(str(bad))
+    with pytest.raises(DataError, match=r"rec.raw: the file's header says the sensor is 64x48, the sensor size given"):
+        open_recording(path, sensor=(640, 480))
     dat = tmp_path / "x.dat"
     dat.write_bytes(b"% Version 2\n" + bytes([0x0C, 16]) + b"\x00" * 16)
     with pytest.raises(DataError, match=r"x.dat: header at byte offset 12 declares event type 0x0c of 16 bytes"):

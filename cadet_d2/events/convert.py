@@ -87,6 +87,8 @@ def convert_recording(recording: str, frame_times: np.ndarray, out_dir: str, ste
 
     def outside_recording(k: int, where: str) -> None:
         source = timestamps_source or "frame times"
+        if stats.t_first is None:
+            where = "outside the recording (it holds no events)"
         if on_error == "raise":
             raise DataError(source, f"frame {k} ({stems[k]}) at {int(times[k])} µs is {where} of {recording} "
                                     f"({stats.t_first}-{stats.t_last} µs so far); --on-error skip leaves it out")

@@ -70,10 +70,19 @@ def detect_format(path: str) -> str:
     raise DataError(path, f"unknown event format (first bytes {head[:8]!r}); give it (one of {list(FORMATS)})")
 
 
+def _sensor(path: str, header: tuple[int, int] | None, given: tuple[int, int] | None) -> tuple[int, int] | None:
+    """The header's sensor size, else the one given; both, differing, is a DataError."""
+    if header is not None and given is not None and tuple(given) != tuple(header):
+        raise DataError(path, f"the file's header says the sensor is {header[0]}x{header[1]}, the sensor size "
+                              f"given is {given[0]}x{given[1]}")
+    return tuple(header) if header is not None else (tuple(given) if given is not None else None)
+
+
 def open_recording(path: str, fmt: str | None = None, sensor: tuple[int, int] | None = None,
                    chunk_events: int | None = None) -> Recording:
     """Open ``path`` as ``fmt`` (None: :func:`detect_format`). ``sensor`` (width, height) is used
-    where the file gives none; a file whose header contradicts ``fmt`` is a DataError."""
+    where the file gives none (and must agree where it gives one); a file whose header
+    contradicts ``fmt`` is a DataError."""
     if fmt is not None and fmt not in FORMATS:
         raise ValueError(f"event format {fmt!r}: choose from {list(FORMATS)}")
     if not os.path.isfile(path):
@@ -93,22 +102,22 @@ def open_recording(path: str, fmt: str | None = None, sensor: tuple[int, int] | 
             reader = lambda: decode_raw(path, start, Evt3Decoder(), np.uint16, **words)  # noqa: E731
         else:
             reader = lambda: decode_raw(path, start, Evt2Decoder(), np.uint32, **words)  # noqa: E731
-        return Recording(path, name, size or sensor, reader)
+        return Recording(path, name, _sensor(path, size, sensor), reader)
     if fmt is not None and fmt != detect_format(path):
         raise DataError(path, f"opened as {fmt} but the file's header says {detect_format(path)}")
     if detected == "dat":
         from .dat import dat_header, read_dat
 
         size, start = dat_header(path)
-        return Recording(path, "dat", size or sensor, lambda: read_dat(path, start, **kw))
+        return Recording(path, "dat", _sensor(path, size, sensor), lambda: read_dat(path, start, **kw))
     if detected == "aedat4":
         from .aedat4 import aedat_sensor, read_aedat4
 
-        return Recording(path, "aedat4", aedat_sensor(path) or sensor, lambda: read_aedat4(path, **kw))
+        return Recording(path, "aedat4", _sensor(path, aedat_sensor(path), sensor), lambda: read_aedat4(path, **kw))
     if detected == "hdf5":
         from .hdf5 import hdf5_sensor, read_hdf5
 
-        return Recording(path, "hdf5", hdf5_sensor(path) or sensor, lambda: read_hdf5(path, **kw))
+        return Recording(path, "hdf5", _sensor(path, hdf5_sensor(path), sensor), lambda: read_hdf5(path, **kw))
     from .npy import read_npy
 
     return Recording(path, "npy", sensor, lambda: read_npy(path, **kw))
