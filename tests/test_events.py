@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from cadet_d2.data.errors import DataError
-from cadet_d2.data.synthetic_events import make_event_stream_dataset, raw_header, write_raw
+from cadet_d2.events.synthetic import make_event_stream_dataset, raw_header, write_raw
 from cadet_d2.events import open_recording
 from cadet_d2.events.chunk import EVENT_DTYPE
 from cadet_d2.events.cli import main as convert_main

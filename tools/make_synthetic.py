@@ -19,7 +19,7 @@ import time
 import numpy as np
 
 from cadet_d2.data.synthetic import make_synthetic_dataset, synthetic_params
-from cadet_d2.data.synthetic_events import STREAM_FORMATS, event_stream_params, make_event_stream_dataset
+from cadet_d2.events.synthetic import STREAM_FORMATS, event_stream_params, make_event_stream_dataset
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -35,7 +35,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--preview", metavar="PNG", help="also write a montage of 2 day and 2 night images")
     p.add_argument("--event-stream", choices=STREAM_FORMATS,
                    help="write the event channel as one RAW recording per set (this format) with the frame "
-                        "times, beside RGB/thermal PNGs (cadet_d2/data/synthetic_events.py; then convert_events)")
+                        "times, beside RGB/thermal PNGs (cadet_d2/events/synthetic.py; then convert_events)")
     return p.parse_args(argv)
 
 

@@ -26,7 +26,7 @@ SENSOR = (1280, 720)
 
 
 def _write_all(folder: str, t, x, y, p) -> dict[str, str]:
-    from ..data.synthetic_events import write_raw
+    from .synthetic import write_raw
     from .dat import RECORD
 
     paths = {}

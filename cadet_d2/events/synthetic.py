@@ -1,4 +1,4 @@
-"""The synthetic scenes (:mod:`.synthetic`) as an event camera would give them: per set one
+"""The synthetic scenes (:mod:`cadet_d2.data.synthetic`) as an event camera would give them: per set one
 recording (Prophesee RAW EVT 3.0 or 2.0) of the event channel and the RGB frames' times, beside
 RGB and thermal PNG files, so that the path recording -> event frames (tools/convert_events.py)
 -> training -> evaluation runs without a download.
@@ -27,7 +27,7 @@ import os
 import cv2
 import numpy as np
 
-from .synthetic import (EVENT_OFF, EVENT_ON, HEIGHT_RANGE, SET_NAMES, SETS, WIDTH_RANGE, _unlabeled, class_names,
+from ..data.synthetic import (EVENT_OFF, EVENT_ON, HEIGHT_RANGE, SET_NAMES, SETS, WIDTH_RANGE, _unlabeled, class_names,
                         image_rng, render_scene, synthetic_params, yolo_lines)
 
 SENSOR = (WIDTH_RANGE[1], HEIGHT_RANGE[1])  # (width, height): every scene fits
@@ -45,8 +45,8 @@ def raw_header(fmt: str, width: int, height: int) -> bytes:
 
 def write_raw(path: str, fmt: str, t, x, y, p, sensor: tuple[int, int]) -> None:
     """Write events (time order) as a Prophesee RAW file of ``fmt`` ("evt3" or "evt2")."""
-    from ..events.evt2 import encode_evt2
-    from ..events.evt3 import encode_evt3
+    from .evt2 import encode_evt2
+    from .evt3 import encode_evt3
 
     words = (encode_evt3 if fmt == "evt3" else encode_evt2)(t, x, y, p)
     with open(path, "wb") as f:
@@ -130,7 +130,7 @@ def make_event_stream_dataset(out: str, num_images: int = 400, num_day_test: int
     for s, n in enumerate((num_images, num_day_test, num_night_test)):
         unlabeled = _unlabeled(seed, n, unlabeled_fraction) if s == 0 else set()
         sets[SET_NAMES[s]] = _write_stream_set(out, s, n, seed, num_classes, unlabeled, fmt, frame_us)
-    manifest = {"generator": "cadet_d2.data.synthetic_events", "params": params, "classes": names,
+    manifest = {"generator": "cadet_d2.events.synthetic", "params": params, "classes": names,
                 "sensor": list(SENSOR), "sets": sets}
     with open(manifest_path, "w", encoding="utf-8", newline="\n") as f:
         json.dump(manifest, f, indent=1, sort_keys=True)
