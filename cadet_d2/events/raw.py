@@ -11,8 +11,8 @@ from ..data.errors import DataError
 from .chunk import EventChunk
 from .header import declared_evt, read_header, sensor_size
 
-# Words read per chunk: 8 Mi words (16 or 32 MiB of file).
-CHUNK_WORDS = 1 << 23
+# Words read per chunk: 4 Mi words (8 or 16 MiB of file; the decoders hold a few arrays of this length).
+CHUNK_WORDS = 1 << 22
 
 
 def raw_header(path: str, expected: str | None = None) -> tuple[str, tuple[int, int] | None, int]:
