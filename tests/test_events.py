@@ -303,6 +303,12 @@ def test_multi_channel_event_frames_feed_an_event_stream_of_that_many_channels(t
     image = torch.as_tensor(MultiModalDatasetMapper(cfg, is_train=False).load(d)).permute(2, 0, 1)
     frame = np.load(d["pair"]["event"])
     assert image.shape[0] == 7 and np.array_equal(image[4:].permute(1, 2, 0).numpy(), frame.astype(np.float32))
+    from cadet_d2.export.contract import build_meta, preprocess_pair
+
+    meta = build_meta(cfg, (64, 80), {})  # the export contract reads them as the test mapper does
+    assert meta["input"]["paired_files"]["channels"]["event"] == 3
+    test_mapper = MultiModalDatasetMapper(cfg, False)
+    assert torch.equal(torch.from_numpy(preprocess_pair(d["pair"], meta)[0]), test_mapper(d)["image"])
     model = CadetTrainer.build_model(cfg)
     assert model.backbone.bottom_up.aux_stream.in_chans == 4  # thermal + 3 event channels
     from detectron2.engine import default_argument_parser
