@@ -69,6 +69,11 @@ def add_cadet_config(cfg: CN) -> CN:
     _C.CADET.INPUT.FILE_CHANNELS = 5
     # Which file channels hold each modality.
     _C.CADET.INPUT.LAYOUT = CN({k: list(v) for k, v in MODALITY_CHANNELS.items()})
+    # Channels E of the event input: 1 = one grey event image (the default layout); E > 1 = a
+    # multi-channel representation (per-polarity counts 2, voxel grid of B bins B; docs/events.md),
+    # paired files as (H, W, E) .npy event frames. LAYOUT.event must then name E file channels
+    # (and MODEL.PIXEL_MEAN/STD hold one value per channel); the event stream takes E channels.
+    _C.CADET.INPUT.EVENT_CHANNELS = 1
     # Paired image files: 16-bit thermal/event images are scaled to 0-255 between these two
     # percentiles of each image (8-bit images are kept as they are) ...
     _C.CADET.INPUT.THERMAL_PERCENTILES = [1.0, 99.0]
@@ -290,6 +295,13 @@ def validate_cadet_config(cfg: CN) -> None:
         bad = [c for c in layout[m] if not 0 <= c < n_file]
         if bad:
             raise ValueError(f"CADET.INPUT.LAYOUT.{m} = {list(layout[m])} has channels outside 0..{n_file - 1}")
+    n_event = cfg.CADET.INPUT.EVENT_CHANNELS
+    if not isinstance(n_event, int) or isinstance(n_event, bool) or n_event < 1:
+        raise ValueError(f"CADET.INPUT.EVENT_CHANNELS = {n_event!r} must be an integer >= 1")
+    if "event" in mods and len(layout["event"]) != n_event:
+        raise ValueError(f"CADET.INPUT.EVENT_CHANNELS = {n_event} but CADET.INPUT.LAYOUT.event = "
+                         f"{list(layout['event'])} names {len(layout['event'])} file channel(s); name one per event "
+                         f"channel (e.g. {list(range(4, 4 + n_event))} with CADET.INPUT.FILE_CHANNELS {4 + n_event})")
     n_in = len(file_channel_indices(cfg))
     for key in ("PIXEL_MEAN", "PIXEL_STD"):
         n = len(cfg.MODEL[key])

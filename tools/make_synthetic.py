@@ -4,6 +4,7 @@
     python tools/make_synthetic.py                      # datasets/synth, 400 + 60 + 60 images
     python tools/make_synthetic.py --classes 3 --out datasets/synth3
     python tools/make_synthetic.py --force --preview docs/images/synthetic_samples.jpg
+    python tools/make_synthetic.py --event-stream evt3 --out datasets/synth_events   # RAW recordings + PNGs
 
 A root whose manifest.json holds the same parameters is left as it is ("already there").
 """
@@ -18,6 +19,7 @@ import time
 import numpy as np
 
 from cadet_d2.data.synthetic import make_synthetic_dataset, synthetic_params
+from cadet_d2.events.synthetic import STREAM_FORMATS, event_stream_params, make_event_stream_dataset
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -31,6 +33,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--unlabeled-fraction", type=float, default=0.05, help="root images without a label file")
     p.add_argument("--force", action="store_true", help="regenerate even if the root exists")
     p.add_argument("--preview", metavar="PNG", help="also write a montage of 2 day and 2 night images")
+    p.add_argument("--event-stream", choices=STREAM_FORMATS,
+                   help="write the event channel as one RAW recording per set (this format) with the frame "
+                        "times, beside RGB/thermal PNGs (cadet_d2/events/synthetic.py; then convert_events)")
     return p.parse_args(argv)
 
 
@@ -105,8 +110,31 @@ def save_preview(out: str, manifest: dict, path: str) -> None:
         cv2.imwrite(path, np.vstack(rows), [cv2.IMWRITE_PNG_COMPRESSION, 9])
 
 
+def write_event_streams(args: argparse.Namespace) -> int:
+    """The event-stream form of the set, and the commands that turn its recordings into frames."""
+    params = event_stream_params(args.num_images, args.num_day_test, args.num_night_test, args.classes, args.seed,
+                                 args.unlabeled_fraction, args.event_stream)
+    if check_existing(args.out, params, args.force) == "skip":
+        print(f"{args.out}: already there (same parameters; --force regenerates)")
+        return 0
+    start = time.perf_counter()
+    manifest = make_event_stream_dataset(args.out, args.num_images, args.num_day_test, args.num_night_test,
+                                         args.classes, args.seed, args.unlabeled_fraction, args.event_stream)
+    for name, s in manifest["sets"].items():
+        d = os.path.normpath(os.path.join(args.out, s["dir"]))
+        print(f"{name}: {s['frames']} frames, {s['boxes']} boxes, {s['events_total']} events in {d}/events.raw")
+    print(f"{args.out}: written in {time.perf_counter() - start:.1f} s; event frames for each set:")
+    for s in manifest["sets"].values():
+        d = os.path.normpath(os.path.join(args.out, s["dir"]))
+        print(f"  python tools/convert_events.py {d}/events.raw --timestamps {d}/timestamps.txt --rgb-dir {d}/rgb "
+              f"--out {d}/event")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.event_stream:
+        return write_event_streams(args)
     params = synthetic_params(args.num_images, args.num_day_test, args.num_night_test,
                               args.classes, args.seed, args.unlabeled_fraction)
     if check_existing(args.out, params, args.force) == "skip":

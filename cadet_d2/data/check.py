@@ -40,6 +40,7 @@ import numpy as np
 from .datasets import read_classes
 from .errors import DataError
 from ..layout import DEFAULT_GREY_TOLERANCE
+from .event_frames import decode_event_file, event_file_header, file_channels, read_event_file
 from .images import ORIENTATIONS, decode_grey, image_header, is_jpeg, read_grey, read_rgb
 from .npy import load_image, read_image_size
 from .pairs import PAIRS_FILE, Pair, read_pairs_csv
@@ -200,9 +201,10 @@ def decode_pair_files(files: dict[str, str], tolerance: int, palette: str) -> di
             if m == "rgb":
                 read_rgb(path, 8 if is_jpeg(path) else 1)
                 out[m] = None
+            elif m == "event":  # a grey image, or an (H, W, E) .npy event frame (verdict None)
+                out[m] = decode_event_file(path, file_channels(path), tolerance=tolerance, verdict_only=True)[1]
             else:
-                out[m] = decode_grey(path, 1, tolerance=tolerance, palette=palette if m == "thermal" else "",
-                                     verdict_only=True)[1]
+                out[m] = decode_grey(path, 1, tolerance=tolerance, palette=palette, verdict_only=True)[1]
         except DataError as e:
             out[m] = (e.path, e.problem)
         except Exception as e:  # noqa: BLE001  (a decoder's own failure is this file's problem, not a traceback)
@@ -307,7 +309,7 @@ class _Scanner:
                     self.problem("error", csv_path, f"{m} file {path} not found", pair.line)
                     continue
                 try:
-                    h, w, turns[m] = image_header(path)
+                    h, w, turns[m] = event_file_header(path) if m == "event" else image_header(path)
                     hw[m] = (h, w)
                 except DataError as e:
                     self.problem("error", e.path, e.problem)
@@ -437,9 +439,15 @@ def _pair_stats(pairs: list[Pair], tolerance: int, palette: str,
     reduced = False
     for pair in pairs:
         try:
-            xs = {m: read_rgb(pair.files[m], 4 if is_jpeg(pair.files[m]) else 1) if m == "rgb" else
-                  read_grey(pair.files[m], 4 if is_jpeg(pair.files[m]) else 1, tolerance=tolerance,
-                            palette=palette if m == "thermal" else "")[:, :, None] for m in names}
+            xs = {}
+            for m in names:
+                f = 4 if is_jpeg(pair.files[m]) else 1
+                if m == "rgb":
+                    xs[m] = read_rgb(pair.files[m], f)
+                elif m == "event":  # a grey image, or an (H, W, E) .npy event frame
+                    xs[m] = read_event_file(pair.files[m], file_channels(pair.files[m]), f, tolerance=tolerance)
+                else:
+                    xs[m] = read_grey(pair.files[m], f, tolerance=tolerance, palette=palette)[:, :, None]
         except DataError as e:
             problems.append(Problem("error", e.path, f"{e.problem} (met by the mean/std pass)"))
             continue
@@ -454,7 +462,10 @@ def _pair_stats(pairs: list[Pair], tolerance: int, palette: str,
     mean = np.concatenate([np.atleast_1d(total[m] / count[m]) for m in names])
     mean_sq = np.concatenate([np.atleast_1d(total_sq[m] / count[m]) for m in names])
     std = np.sqrt(np.maximum(mean_sq - mean * mean, 0.0))
-    labels = [c for m in names for c in (["rgb.R", "rgb.G", "rgb.B"] if m == "rgb" else [m])]
+    n_event = file_channels(pairs[0].files["event"]) if "event" in names else 1
+    labels = [c for m in names for c in (["rgb.R", "rgb.G", "rgb.B"] if m == "rgb" else
+                                         [f"event.{i}" for i in range(n_event)] if m == "event" and n_event > 1
+                                         else [m])]
     return mean.tolist(), std.tolist(), labels, reduced
 
 

@@ -20,6 +20,7 @@ import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from .errors import DataError
+from .event_frames import event_file_size
 from .images import image_size
 from .memo import FileMemo, folder_entries, stat_entry
 from .npy import read_image_size
@@ -180,7 +181,7 @@ def load_pair_dicts(
         height, width = record["height"], record["width"]
         if size_mismatch == "error":
             for m in (m for m in modalities if m != "rgb"):  # the RGB size is the record's
-                hw = image_size(pair.files[m])
+                hw = event_file_size(pair.files[m]) if m == "event" else image_size(pair.files[m])
                 if hw != (height, width):
                     raise DataError(pair.files[m], f"{m} image is {hw[0]}x{hw[1]}, the RGB image "
                                     f"{pair.files['rgb']} is {height}x{width} (CADET.INPUT.SIZE_MISMATCH "

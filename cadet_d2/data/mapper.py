@@ -14,6 +14,7 @@ from detectron2.data import transforms as T
 from ..layout import DEFAULT_GREY_TOLERANCE, PAIR_CHANNELS, file_channel_indices, modality_slices
 from .corrupt import Condition, ModalityDropout
 from .errors import DataError
+from .event_frames import read_event_file
 from .images import read_grey, read_rgb, reduced_shape, reduction_factor
 from .npy import load_image, select_channels
 
@@ -82,6 +83,7 @@ class MultiModalDatasetMapper:
         thermal_range: tuple[float, ...] = (),
         grey_tolerance: int = DEFAULT_GREY_TOLERANCE,
         thermal_palette: str = "",
+        event_channels: int = 1,
     ):
         self.is_train = is_train
         self.augmentations = T.AugmentationList(augmentations)
@@ -98,6 +100,7 @@ class MultiModalDatasetMapper:
         self.thermal_percentiles = tuple(thermal_percentiles)
         self.thermal_range = tuple(thermal_range)
         self.grey_tolerance, self.thermal_palette = grey_tolerance, thermal_palette
+        self.event_channels = int(event_channels)
         self.frozen = None
         if condition is not None and condition.mode == "frozen":
             if frozen_file is None:
@@ -131,6 +134,7 @@ class MultiModalDatasetMapper:
             "thermal_range": tuple(cfg.CADET.INPUT.THERMAL_RANGE),
             "grey_tolerance": cfg.CADET.INPUT.GREY_TOLERANCE,
             "thermal_palette": cfg.CADET.INPUT.THERMAL_PALETTE,
+            "event_channels": cfg.CADET.INPUT.EVENT_CHANNELS,
         }
 
     def load(self, dataset_dict: dict) -> np.ndarray:
@@ -174,20 +178,26 @@ class MultiModalDatasetMapper:
             if m not in pair:
                 raise DataError(dataset_dict["file_name"], f"this pair has no {m} file (CADET.INPUT.MODALITIES "
                                                            f"has {m}; the pair has {sorted(pair)})")
-            if n != PAIR_CHANNELS[m]:
+            expected = self.event_channels if m == "event" else PAIR_CHANNELS[m]
+            if n != expected:
                 raise ValueError(f"CADET.INPUT.LAYOUT.{m} has {n} channels; a paired {m} file gives "
-                                 f"{PAIR_CHANNELS[m]} (keep the default LAYOUT with paired files)")
+                                 f"{expected} (keep the default LAYOUT with paired files"
+                                 + (", or one channel per CADET.INPUT.EVENT_CHANNELS)" if m == "event" else ")"))
             if m == "rgb":
                 part = read_rgb(pair[m], factor)
                 if part.shape[:2] != size:
                     raise DataError(pair[m], f"image is {part.shape[:2]} at 1/{factor} size, registered as "
                                              f"{(dataset_dict['height'], dataset_dict['width'])} at full size")
             else:
-                part = read_grey(pair[m], factor, self.thermal_percentiles, self.thermal_range, self.grey_tolerance,
-                                 self.thermal_palette if m == "thermal" else "")
+                if m == "event":  # a grey image, or an (H, W, EVENT_CHANNELS) .npy event frame
+                    part = read_event_file(pair[m], n, factor, self.thermal_percentiles, self.thermal_range,
+                                           self.grey_tolerance)
+                else:
+                    part = read_grey(pair[m], factor, self.thermal_percentiles, self.thermal_range,
+                                     self.grey_tolerance, self.thermal_palette)[:, :, None]
                 if part.shape[:2] != size:  # CADET.INPUT.SIZE_MISMATCH "error" stopped at registration
-                    part = cv2.resize(part, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
-                part = part[:, :, None]
+                    part = cv2.resize(part, (size[1], size[0]), interpolation=cv2.INTER_LINEAR).reshape(
+                        size[0], size[1], part.shape[2])
             parts.append(part)
         image = np.empty((size[0], size[1], sum(p.shape[2] for p in parts)), dtype=np.float32)
         start = 0

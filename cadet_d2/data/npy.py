@@ -22,6 +22,11 @@ def _open(path: str, mmap: bool) -> np.ndarray:
         raise DataError(path, f"unreadable .npy: {e}") from None
 
 
+def open_array(path: str, mmap: bool = False) -> np.ndarray:
+    """The array of an ``.npy`` file (never unpickled; memory-mapped with ``mmap``); DataError when unreadable."""
+    return _open(path, mmap)
+
+
 def check_image_array(path: str, array: np.ndarray, channels: int) -> None:
     """Raise :class:`DataError` unless ``array`` is a non-empty (H, W, channels) uint8 array."""
     if array.dtype != np.uint8:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from ..layout import IMAGE_EXTENSIONS, PAIR_CHANNELS
 from .errors import DataError
+from .event_frames import EVENT_FRAME_EXTENSIONS
 from .images import check_complete, image_size
 
 PAIRS_FILE = "pairs.csv"
@@ -99,14 +100,14 @@ def read_pairs_csv(path: str) -> list[Pair]:
     return pairs
 
 
-def _by_stem(folder: str) -> dict[str, str]:
-    """{stem: path} of the image files of ``folder``; two files with one stem are an error."""
+def _by_stem(folder: str, extensions=IMAGE_EXTENSIONS) -> dict[str, str]:
+    """{stem: path} of the image files (``extensions``) of ``folder``; two files with one stem are an error."""
     if not os.path.isdir(folder):
         raise DataError(folder, "folder not found (CADET.DATA.FOLDERS)")
     out: dict[str, str] = {}
     for f in sorted(os.listdir(folder)):
         stem, ext = os.path.splitext(f)
-        if ext.lower() not in IMAGE_EXTENSIONS:
+        if ext.lower() not in extensions:
             continue
         path = os.path.join(folder, f)
         if stem in out:
@@ -123,7 +124,9 @@ def scan_folders(folders: dict[str, str]) -> list[Pair]:
     if "rgb" not in folders:
         raise ValueError(f"CADET.DATA.FOLDERS names no rgb folder ({folders}); the labels are normalised to the "
                          "RGB image, so the RGB folder defines the pairs")
-    index = {m: _by_stem(d) for m, d in folders.items()}
+    # an event folder may also hold .npy event frames of several channels (CADET.INPUT.EVENT_CHANNELS)
+    index = {m: _by_stem(d, IMAGE_EXTENSIONS + (EVENT_FRAME_EXTENSIONS if m == "event" else ()))
+             for m, d in folders.items()}
     if not index["rgb"]:
         raise DataError(folders["rgb"], f"no image files ({', '.join(IMAGE_EXTENSIONS)})")
     pairs = []

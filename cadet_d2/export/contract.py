@@ -60,7 +60,8 @@ def build_meta(cfg, export_hw: tuple[int, int], files: dict[str, str], **extra) 
             "channels": channels,
             "paired_files": {
                 "modalities": list(cfg.CADET.INPUT.MODALITIES),
-                "channels": {m: PAIR_CHANNELS[m] for m in cfg.CADET.INPUT.MODALITIES},
+                "channels": {m: len(layout[m]) if m == "event" else PAIR_CHANNELS[m]
+                             for m in cfg.CADET.INPUT.MODALITIES},
                 "rgb_order": "RGB", "thermal_percentiles": list(cfg.CADET.INPUT.THERMAL_PERCENTILES),
                 "thermal_range": list(cfg.CADET.INPUT.THERMAL_RANGE), "partners_resized_to": "rgb",
                 "grey_tolerance": int(cfg.CADET.INPUT.GREY_TOLERANCE),
@@ -124,6 +125,7 @@ def preprocess(image: np.ndarray, meta: dict) -> np.ndarray:
 
 def paired_image(files: dict[str, str], meta: dict) -> np.ndarray:
     """{modality: image file} -> (H0, W0, C) float32 stack of ``paired_files.modalities``, full size."""
+    from ..data.event_frames import read_event_file
     from ..data.images import image_size, read_grey, read_rgb
 
     spec = meta["input"]["paired_files"]
@@ -133,12 +135,16 @@ def paired_image(files: dict[str, str], meta: dict) -> np.ndarray:
         if m == "rgb":
             parts.append(read_rgb(files[m]).astype(np.float32))
             continue
-        g = read_grey(files[m], 1, spec["thermal_percentiles"], spec["thermal_range"],
-                      spec.get("grey_tolerance", DEFAULT_GREY_TOLERANCE),
-                      spec.get("thermal_palette", "") if m == "thermal" else "")
-        if size is not None and g.shape != size:
-            g = cv2.resize(g, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
-        parts.append(g[:, :, None].astype(np.float32))
+        tolerance = spec.get("grey_tolerance", DEFAULT_GREY_TOLERANCE)
+        if m == "event":  # a grey image, or an (H, W, E) .npy event frame
+            g = read_event_file(files[m], spec["channels"][m], 1, spec["thermal_percentiles"], spec["thermal_range"],
+                                tolerance)
+        else:
+            g = read_grey(files[m], 1, spec["thermal_percentiles"], spec["thermal_range"], tolerance,
+                          spec.get("thermal_palette", ""))[:, :, None]
+        if size is not None and g.shape[:2] != size:
+            g = cv2.resize(g, (size[1], size[0]), interpolation=cv2.INTER_LINEAR).reshape(size[0], size[1], -1)
+        parts.append(g.astype(np.float32))
     return np.ascontiguousarray(np.concatenate(parts, axis=2))
 
 
