@@ -203,6 +203,10 @@ def add_cadet_config(cfg: CN) -> CN:
     # Autocast dtype when SOLVER.AMP.ENABLED: "float16" (CUDA only, with a grad scaler) or
     # "bfloat16" (CUDA with bf16 support, or CPU; no grad scaler).
     _C.CADET.SOLVER.AMP_DTYPE = "float16"
+    # Whether bf16 autocast pays on this CPU, for the advice logged at the start of CPU training
+    # (engine/bf16_check.py): "cached" (measure the configured model's step once per machine and
+    # cache it in ~/.cache/cadet_d2), "measure" (measure again), "off" (no check, no advice).
+    _C.CADET.SOLVER.BF16_CHECK = "cached"
     # Gradient accumulation: each optimizer step (one iteration: MAX_ITER, STEPS, WARMUP_ITERS,
     # CHECKPOINT_PERIOD and EVAL_PERIOD count these) sums the gradients of ACCUM_STEPS micro-batches
     # of SOLVER.IMS_PER_BATCH images each (IMS_PER_BATCH is per micro-batch, over all processes):
@@ -348,6 +352,7 @@ def validate_cadet_config(cfg: CN) -> None:
             "False (the deterministic, resumable stream samples uniformly: TrainingSampler)"
         )
     _check_choice("CADET.SOLVER.AMP_DTYPE", cfg.CADET.SOLVER.AMP_DTYPE, ("float16", "bfloat16"))
+    _check_choice("CADET.SOLVER.BF16_CHECK", cfg.CADET.SOLVER.BF16_CHECK, ("cached", "measure", "off"))
     if cfg.SOLVER.AMP.ENABLED and not cfg.MODEL.DEVICE.startswith("cuda") and cfg.CADET.SOLVER.AMP_DTYPE != "bfloat16":
         raise ValueError("SOLVER.AMP.ENABLED with CADET.SOLVER.AMP_DTYPE float16 needs MODEL.DEVICE cuda (fp16 "
                          "autocast and its grad scaler are CUDA-only); on the CPU set CADET.SOLVER.AMP_DTYPE bfloat16")
