@@ -110,6 +110,10 @@ def add_cadet_config(cfg: CN) -> CN:
     # checkpoint keys unchanged). Needs a C++ compiler on CPU; the first iterations are slow.
     # The fusion modules' training statistics (fusion/stage*/...) are not logged when compiled.
     _C.CADET.BACKBONE.COMPILE = False
+    # MiT stage outputs in channels-last memory order (the tokens' own order: no copy to NCHW),
+    # so the convolutions after them (patch embeddings, fusion convs, FPN) run without layout
+    # reorders (modeling/backbone/mit.py). Same values; speed in docs/benchmarks.md.
+    _C.CADET.BACKBONE.CHANNELS_LAST = False
 
     # ---- fusion (dual-stream backbone) ------------------------------------------------------
     _C.CADET.FUSION = CN()
