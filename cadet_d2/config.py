@@ -112,9 +112,8 @@ def add_cadet_config(cfg: CN) -> CN:
     _C.CADET.BACKBONE.COMPILE = False
     # MiT stage outputs in channels-last memory order (the tokens' own order: no copy to NCHW),
     # so the convolutions after them (patch embeddings, fusion convs, FPN) run without layout
-    # reorders (modeling/backbone/mit.py): "on", "off", or "auto" = on under CPU bf16 autocast
-    # only (measured faster there, slower in fp32: docs/benchmarks.md). Same values.
-    _C.CADET.BACKBONE.CHANNELS_LAST = "auto"
+    # reorders (modeling/backbone/mit.py). Same values; speed in docs/benchmarks.md.
+    _C.CADET.BACKBONE.CHANNELS_LAST = False
 
     # ---- fusion (dual-stream backbone) ------------------------------------------------------
     _C.CADET.FUSION = CN()
@@ -313,7 +312,6 @@ def validate_cadet_config(cfg: CN) -> None:
         raise ValueError(f"CADET.INIT.FREEZE_ITERS {freeze}: must be >= 0, and > 0 only with "
                          "CADET.INIT.RGB_DETECTOR (it freezes the tensors copied from that detector)")
     _check_choice("CADET.BACKBONE.SIZE", cfg.CADET.BACKBONE.SIZE, MIT_SIZES)
-    _check_choice("CADET.BACKBONE.CHANNELS_LAST", cfg.CADET.BACKBONE.CHANNELS_LAST, ("auto", "on", "off"))
     _check_choice("CADET.DATA.UNLABELED", cfg.CADET.DATA.UNLABELED, UNLABELED_POLICIES)
     _check_choice("CADET.DATA.ON_ERROR", cfg.CADET.DATA.ON_ERROR, ON_ERROR_POLICIES)
     _check_choice("CADET.SOLVER.OPTIMIZER", cfg.CADET.SOLVER.OPTIMIZER.upper(), ("SGD", "ADAMW"))

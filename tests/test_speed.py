@@ -324,7 +324,7 @@ def test_compile_option_compiles_the_backbone_in_place(tmp_path, monkeypatch):
     traced: dict[str, list[bool]] = {"plain": [], "compiled": []}
     for name, model in (("plain", plain), ("compiled", compiled)):
         # inside the backbone: runs under torch.compile's tracing only when the backbone is compiled
-        model.backbone.bottom_up.rgb_stream.stages[0].register_forward_pre_hook(
+        model.backbone.bottom_up.rgb_stream.stages[0].blocks[0].register_forward_pre_hook(
             lambda m, i, n=name: traced[n].append(torch.compiler.is_compiling()))
     image = random_batch(1, 5, 64, 96, seed=4)
     with torch.no_grad():

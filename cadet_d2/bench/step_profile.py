@@ -4,9 +4,10 @@
 op input shapes recorded and, for the forward pass, a profiler range per model part (each
 stream of the backbone, each fusion module, the FPN, the RPN, the RoI heads: the children of
 ``model``, ``model.backbone`` and ``model.backbone.bottom_up``, named ``fwd:<module path>``).
+A MiT stream, run stage by stage, is timed as the sum of its patch embeddings, blocks and norms.
 The report has three tables:
 
-* the forward time of each model part (inclusive CPU time of its range; parts nest);
+* the forward time of each model part (inclusive CPU time of its ranges; parts nest);
 * every op of the step by self CPU time (forward, backward and the optimizer together: the
   backward of an op is its own op, e.g. ``aten::convolution_backward``);
 * every (op, input shapes) pair by self CPU time, which tells the layers apart
@@ -24,9 +25,21 @@ from ..utils.timing import profiled
 PART_PREFIX = "fwd:"
 
 
-def model_parts(model: nn.Module) -> dict[str, nn.Module]:
+def _called_modules(module: nn.Module) -> list[nn.Module]:
+    """The modules whose forward runs when ``module`` does its work: a MiT stream is run stage
+    by stage (``forward_stage``), not by its own forward, so its patch embeddings, blocks and
+    norms stand for it."""
+    if not hasattr(module, "forward_stage"):
+        return [module]
+    mods = [module.patch_embed]
+    for stage in module.stages:
+        mods += [m for m in (stage.downsample, *stage.blocks, stage.norm) if m is not None]
+    return mods
+
+
+def model_parts(model: nn.Module) -> dict[str, list[nn.Module]]:
     """The parts timed in the forward: children of the model, of its backbone and of the
-    backbone's bottom-up network, by module path."""
+    backbone's bottom-up network, by module path, each with the modules that run it."""
     parts = {}
     for prefix in ("", "backbone", "backbone.bottom_up"):
         try:
@@ -34,23 +47,24 @@ def model_parts(model: nn.Module) -> dict[str, nn.Module]:
         except AttributeError:
             continue
         for name, child in parent.named_children():
-            parts[f"{prefix}.{name}" if prefix else name] = child
+            parts[f"{prefix}.{name}" if prefix else name] = _called_modules(child)
             if isinstance(child, nn.ModuleList):
                 for i, sub in enumerate(child):
-                    parts[f"{prefix}.{name}.{i}" if prefix else f"{name}.{i}"] = sub
+                    parts[f"{prefix}.{name}.{i}" if prefix else f"{name}.{i}"] = _called_modules(sub)
     return parts
 
 
 class _PartRanges:
     """Forward hooks that open a profiler range before each part's forward and close it after."""
 
-    def __init__(self, parts: dict[str, nn.Module]):
+    def __init__(self, parts: dict[str, list[nn.Module]]):
         self.parts, self.handles, self.open = parts, [], {}
 
     def __enter__(self):
-        for name, module in self.parts.items():
-            self.handles.append(module.register_forward_pre_hook(self._pre(name)))
-            self.handles.append(module.register_forward_hook(self._post(name)))
+        for name, modules in self.parts.items():
+            for module in modules:
+                self.handles.append(module.register_forward_pre_hook(self._pre(name)))
+                self.handles.append(module.register_forward_hook(self._post(name)))
         return self
 
     def _pre(self, name: str):

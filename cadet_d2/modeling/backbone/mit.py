@@ -14,8 +14,6 @@ from torch import nn
 
 from ...layout import MIT_HEADS, MIT_SPECS, MIT_SR_RATIOS, MIT_STRIDES  # noqa: F401 (re-exported)
 
-CHANNELS_LAST_MODES = ("auto", "on", "off")
-
 
 class MiT(nn.Module):
     """A MiT encoder run stage by stage.
@@ -30,10 +28,8 @@ class MiT(nn.Module):
     order (a (B, C, H, W) view with channels-last strides; the first stage's input is made
     channels-last), so that the convolutions after it (the next patch embedding, the fusion
     modules' convs, the FPN) take it without reordering and the next stage's tokens need no
-    copy; otherwise the output is copied to contiguous NCHW, as timm's stage does. Same values
-    either way (up to the kernels' summation order). ``channels_last`` (:meth:`set_channels_last`):
-    "on", "off", or "auto": channels-last under CPU bf16 autocast only (the measured rule: on an
-    AMX Xeon it made the bf16 step faster and the fp32 step slower, docs/benchmarks.md).
+    copy; otherwise (the default) the output is copied to contiguous NCHW, as timm's stage does.
+    Same values either way (up to the kernels' summation order); :meth:`set_channels_last`.
     """
 
     def __init__(self, size: str = "b0", in_chans: int = 3, drop_path_rate: float = 0.1):
@@ -50,7 +46,7 @@ class MiT(nn.Module):
         self.embed_dims = tuple(spec["embed_dims"])
         self.patch_embed = net.patch_embed  # (B, C_in, H, W) -> (B, H/4, W/4, C1)
         self.stages = net.stages
-        self.channels_last = "off"
+        self.channels_last = False
         self.feature_info = [
             dict(num_chs=c, reduction=r, module=f"stages.{i}")
             for i, (c, r) in enumerate(zip(self.embed_dims, MIT_STRIDES))
@@ -61,25 +57,16 @@ class MiT(nn.Module):
         for i, stage in enumerate(self.stages):
             stage.grad_checkpointing = (i + 1) in stages
 
-    def set_channels_last(self, mode: str) -> None:
-        """Stage outputs in channels-last memory order: "on", "off" or "auto" (see the class doc)."""
-        if mode not in CHANNELS_LAST_MODES:
-            raise ValueError(f"channels-last mode {mode!r}: choose from {list(CHANNELS_LAST_MODES)}")
-        self.channels_last = mode
-
-    def _use_channels_last(self, x: torch.Tensor) -> bool:
-        if self.channels_last == "auto":
-            return (x.device.type == "cpu" and torch.is_autocast_enabled("cpu")
-                    and torch.get_autocast_dtype("cpu") == torch.bfloat16)
-        return self.channels_last == "on"
+    def set_channels_last(self, on: bool) -> None:
+        """Stage outputs in channels-last memory order (see the class doc)."""
+        self.channels_last = bool(on)
 
     def forward_stage(self, i: int, x: torch.Tensor) -> torch.Tensor:
         """Stage ``i`` (timm's stage: downsampling patch embedding, blocks, norm) on
         (B, C_in, H, W) -> (B, C_i, H / s_i, W / s_i)."""
         stage = self.stages[i]
-        channels_last = self._use_channels_last(x)
         if i == 0:
-            if channels_last:
+            if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             x = self.patch_embed(x)  # (B, H, W, C)
         elif stage.downsample is not None:
@@ -92,7 +79,7 @@ class MiT(nn.Module):
             else:
                 x = blk(x, (h, w))
         x = stage.norm(x).reshape(b, h, w, c).permute(0, 3, 1, 2)
-        return x if channels_last else x.contiguous()
+        return x if self.channels_last else x.contiguous()
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """(B, C_in, H, W) -> four maps (B, C_i, H / s_i, W / s_i)."""
