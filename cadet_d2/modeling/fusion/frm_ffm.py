@@ -70,6 +70,24 @@ class FeatureRectify(nn.Module):
         return rgb_r, aux_r
 
 
+# fp32 probabilities below this are set to 0 in the context softmax: the context is a softmax
+# over k's channel of sums over all N tokens, so most of its entries underflow to denormal
+# numbers, and MKL's fp32 matrix products run 100-800x slower on denormal inputs (oneDNN's
+# kernels, used in bf16, flush them). An entry below 1e-30 of the largest (1) changes no fp32
+# sum that holds the largest.
+CONTEXT_FLUSH_BELOW = 1e-30
+
+
+def context_softmax(logits: torch.Tensor, dim: int) -> torch.Tensor:
+    """``logits.softmax(dim)`` without denormal numbers, forward and backward, in fp32 (entries
+    below ``CONTEXT_FLUSH_BELOW`` before normalisation are 0); other dtypes: ``softmax``."""
+    if logits.dtype != torch.float32:
+        return logits.softmax(dim)
+    e = torch.exp(logits - logits.detach().amax(dim, keepdim=True))  # softmax is shift-invariant
+    e = e.masked_fill(e < CONTEXT_FLUSH_BELOW, 0.0)  # the gradient is 0 there: none reaches exp's output
+    return e / e.sum(dim, keepdim=True)
+
+
 class CrossExchange(nn.Module):
     """FFM stage 1: token maps (B, N, C) x 2 -> (B, N, C) x 2 by efficient cross-attention."""
 
@@ -94,7 +112,7 @@ class CrossExchange(nn.Module):
             i_s, u_s = F.relu(self.embed[i](t)).chunk(2, dim=-1)
             k, v = self.kv[i](i_s).chunk(2, dim=-1)
             k, v = self._heads(k), self._heads(v)
-            ctx.append((k.transpose(-2, -1) @ v * self.scale).softmax(dim=-2))  # (B, h, d, d)
+            ctx.append(context_softmax(k.transpose(-2, -1) @ v * self.scale, dim=-2))  # (B, h, d, d)
             inter.append(self._heads(i_s))
             resid.append(u_s)
         out = []
