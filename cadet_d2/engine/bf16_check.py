@@ -92,7 +92,7 @@ def _write_cache(path: str, key: str, entry: dict) -> None:
 def measure_bf16_speed(cfg, height: int = PROBE_SIZE[0], width: int = PROBE_SIZE[1], rounds: int = PROBE_ROUNDS,
                        warmup: int = PROBE_WARMUP) -> dict:
     """fp32 and bf16 training steps of ``cfg``'s model (built afresh on the CPU, random
-    weights, not compiled) on one random (C, height, width) image, alternating. Returns
+    weights, not compiled; SGD with lr 0) on one random (C, height, width) image, alternating. Returns
     ``speed`` (fp32 s / bf16 s, summed over the timed rounds), ``fp32_s``, ``bf16_s``,
     ``seconds`` (the whole measure), ``size``, ``threads``."""
     from detectron2.modeling import build_model
@@ -113,8 +113,8 @@ def measure_bf16_speed(cfg, height: int = PROBE_SIZE[0], width: int = PROBE_SIZE
     steps = {}
     with torch.random.fork_rng(devices=[]):  # the caller's random stream stays as it was
         torch.manual_seed(0)
+        model = build_model(probe)  # one model for both: lr 0 leaves its weights as they are
         for name, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
-            model = build_model(probe)
             opt = torch.optim.SGD(model.parameters(), lr=0.0, momentum=0.9)
             steps[name] = AccumAMPTrainer(model, itertools.repeat(data), opt, precision=Precision("cpu", dtype)).run_step
         with EventStorage(0):
