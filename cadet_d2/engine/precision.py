@@ -65,9 +65,14 @@ def advise_cpu_precision(cfg) -> None:
     """Log the bf16 advice for a CPU run of ``cfg`` (:mod:`cadet_d2.engine.bf16_check`): a
     warning where bf16 autocast is configured and slower than fp32 on this CPU (measured once
     per machine and model, or no native bf16), a line where fp32 is configured and the cache says
-    bf16 is clearly faster; nothing where bf16 is configured and faster."""
+    bf16 is clearly faster; nothing where bf16 is configured and faster. Main process only
+    (the other processes of a multi-process run would measure at the same time)."""
+    from detectron2.utils import comm
+
     from .bf16_check import bf16_advice, bf16_speed
 
+    if not comm.is_main_process():
+        return
     bf16 = bool(cfg.SOLVER.AMP.ENABLED) and cfg.CADET.SOLVER.AMP_DTYPE == "bfloat16"
     advice = bf16_advice(bf16_speed(cfg, measure=bf16), bf16)
     if advice:
