@@ -135,6 +135,10 @@ def add_cadet_config(cfg: CN) -> CN:
     _C.CADET.FUSION.FRM_FFM.LAMBDA_S = 0.5
     # Rectified features continue in the two streams (CMX); False = streams stay untouched.
     _C.CADET.FUSION.FRM_FFM.FEEDBACK = True
+    # FFM context softmax without denormal numbers in fp32 (probabilities below 1e-30 set to 0,
+    # fusion/frm_ffm.py): MKL's fp32 matrix products run up to 800x slower on denormals. False =
+    # plain softmax (to re-measure the difference).
+    _C.CADET.FUSION.FRM_FFM.FLUSH_DENORMALS = True
 
     _C.CADET.FUSION.CSSA = CN()
     # Channel switching threshold tau in [0, 1]: channels with ECA weight < tau are switched.

@@ -5,8 +5,8 @@ one random image of ``PROBE_SIZE``, fp32 and bf16 autocast alternating (``PROBE_
 rounds, then ``PROBE_ROUNDS`` timed): ``speed`` = fp32 time / bf16 time (> 1: bf16 is faster).
 The step's parts keep their shares at a small image better than a set of ops does: the RoI
 box head, the FPN and the RPN see as many RoIs and channels as in training, only the maps are
-smaller. It costs a few steps of the small image: 2-4 s for dual MiT-b1 + FRM+FFM on an AMX
-Xeon or a Zen 5 (2 threads).
+smaller. It costs one model build and six steps of the small image (docs/benchmarks.md has
+the figures and the command that times it).
 
 CPUs without native bf16 in oneDNN (no AVX-512; e.g. Zen 3 with AVX2) are not measured: there
 bf16 convolutions and matrix products run reference kernels, 10-50x slower than fp32
