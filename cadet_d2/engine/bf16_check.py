@@ -5,7 +5,7 @@ one random image of ``PROBE_SIZE``, fp32 and bf16 autocast alternating (``PROBE_
 rounds, then ``PROBE_ROUNDS`` timed): ``speed`` = fp32 time / bf16 time (> 1: bf16 is faster).
 The step's parts keep their shares at a small image better than a set of ops does: the RoI
 box head, the FPN and the RPN see as many RoIs and channels as in training, only the maps are
-smaller. It costs one model build and six steps of the small image (docs/benchmarks.md has
+smaller. It costs one model build and four steps of the small image (docs/benchmarks.md has
 the figures and the command that times it).
 
 CPUs without native bf16 in oneDNN (no AVX-512; e.g. Zen 3 with AVX2) are not measured: there
@@ -38,7 +38,7 @@ logger = logging.getLogger("cadet_d2")
 
 CHECK_MODES = ("cached", "measure", "off")
 PROBE_SIZE = (160, 224)  # (H, W), multiples of 32: no padding
-PROBE_WARMUP, PROBE_ROUNDS = 1, 2
+PROBE_WARMUP, PROBE_ROUNDS = 1, 1
 CACHE_FILE = "bf16_speed.json"
 # bf16 counts as faster (advice for fp32 configs) only above this measured speed
 FASTER = 1.15
