@@ -124,6 +124,10 @@ def add_cadet_config(cfg: CN) -> CN:
     # checkpoint keys unchanged). Needs a C++ compiler on CPU; the first iterations are slow.
     # The fusion modules' training statistics (fusion/stage*/...) are not logged when compiled.
     _C.CADET.BACKBONE.COMPILE = False
+    # MiT stage outputs in channels-last memory order (the tokens' own order: no copy to NCHW),
+    # so the convolutions after them (patch embeddings, fusion convs, FPN) run without layout
+    # reorders (modeling/backbone/mit.py). Same values; speed in docs/benchmarks.md.
+    _C.CADET.BACKBONE.CHANNELS_LAST = False
 
     # ---- fusion (dual-stream backbone) ------------------------------------------------------
     _C.CADET.FUSION = CN()
@@ -145,6 +149,10 @@ def add_cadet_config(cfg: CN) -> CN:
     _C.CADET.FUSION.FRM_FFM.LAMBDA_S = 0.5
     # Rectified features continue in the two streams (CMX); False = streams stay untouched.
     _C.CADET.FUSION.FRM_FFM.FEEDBACK = True
+    # FFM context softmax without denormal numbers in fp32 (probabilities below 1e-30 set to 0,
+    # fusion/frm_ffm.py): MKL's fp32 matrix products run up to 800x slower on denormals. False =
+    # plain softmax (to re-measure the difference).
+    _C.CADET.FUSION.FRM_FFM.FLUSH_DENORMALS = True
 
     _C.CADET.FUSION.CSSA = CN()
     # Channel switching threshold tau in [0, 1]: channels with ECA weight < tau are switched.
@@ -217,6 +225,10 @@ def add_cadet_config(cfg: CN) -> CN:
     # Autocast dtype when SOLVER.AMP.ENABLED: "float16" (CUDA only, with a grad scaler) or
     # "bfloat16" (CUDA with bf16 support, or CPU; no grad scaler).
     _C.CADET.SOLVER.AMP_DTYPE = "float16"
+    # Whether bf16 autocast pays on this CPU, for the advice logged at the start of CPU training
+    # (engine/bf16_check.py): "cached" (measure the configured model's step once per machine and
+    # cache it in ~/.cache/cadet_d2), "measure" (measure again), "off" (no check, no advice).
+    _C.CADET.SOLVER.BF16_CHECK = "cached"
     # Gradient accumulation: each optimizer step (one iteration: MAX_ITER, STEPS, WARMUP_ITERS,
     # CHECKPOINT_PERIOD and EVAL_PERIOD count these) sums the gradients of ACCUM_STEPS micro-batches
     # of SOLVER.IMS_PER_BATCH images each (IMS_PER_BATCH is per micro-batch, over all processes):
@@ -368,6 +380,7 @@ def validate_cadet_config(cfg: CN) -> None:
             "False (the deterministic, resumable stream samples uniformly: TrainingSampler)"
         )
     _check_choice("CADET.SOLVER.AMP_DTYPE", cfg.CADET.SOLVER.AMP_DTYPE, ("float16", "bfloat16"))
+    _check_choice("CADET.SOLVER.BF16_CHECK", cfg.CADET.SOLVER.BF16_CHECK, ("cached", "measure", "off"))
     if cfg.SOLVER.AMP.ENABLED and not cfg.MODEL.DEVICE.startswith("cuda") and cfg.CADET.SOLVER.AMP_DTYPE != "bfloat16":
         raise ValueError("SOLVER.AMP.ENABLED with CADET.SOLVER.AMP_DTYPE float16 needs MODEL.DEVICE cuda (fp16 "
                          "autocast and its grad scaler are CUDA-only); on the CPU set CADET.SOLVER.AMP_DTYPE bfloat16")

@@ -312,6 +312,33 @@ def test_ffm_exchange_is_cross_modal():
     assert not torch.allclose(e_aux, own_aux, atol=1e-3)
 
 
+def test_ffm_context_softmax_is_softmax_without_denormals():
+    # fp32: equal to softmax (forward and backward) to 1e-6; no denormal number in the output
+    # or in the input gradient, where softmax gives many (logits spread over hundreds)
+    torch.manual_seed(0)
+    small = torch.randn(2, 3, 8, 8, dtype=torch.float64).float().requires_grad_()
+    g = torch.randn(2, 3, 8, 8)
+    ref = small.softmax(dim=-2)
+    (ref_grad,) = torch.autograd.grad(ref, small, g)
+    out = frm_ffm.context_softmax(small, dim=-2)
+    (grad,) = torch.autograd.grad(out, small, g)
+    torch.testing.assert_close(out, ref, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(grad, ref_grad, atol=1e-6, rtol=1e-6)
+    wide = (torch.randn(2, 1, 64, 64) * 40).requires_grad_()
+    tiny = torch.finfo(torch.float32).tiny
+
+    def denormals(t):
+        return int(((t != 0) & (t.abs() < tiny)).sum())
+    assert denormals(wide.softmax(dim=-2)) > 0  # the case it is for
+    out = frm_ffm.context_softmax(wide, dim=-2)
+    (grad,) = torch.autograd.grad(out, wide, torch.randn(2, 1, 64, 64))
+    assert denormals(out) == 0 and denormals(grad) == 0
+    torch.testing.assert_close(out, wide.softmax(dim=-2), atol=1e-6, rtol=0)
+    torch.testing.assert_close(out.sum(dim=-2), torch.ones(2, 1, 64))
+    bf16 = wide.detach().bfloat16()
+    assert torch.equal(frm_ffm.context_softmax(bf16, dim=-2), bf16.softmax(dim=-2))  # other dtypes: softmax
+
+
 def test_frm_ffm_heads_must_divide_channels():
     with pytest.raises(ValueError, match="heads"):
         build("frm_ffm", 32, 3, {})  # stage 3 has 5 heads

@@ -324,7 +324,7 @@ def test_compile_option_compiles_the_backbone_in_place(tmp_path, monkeypatch):
     traced: dict[str, list[bool]] = {"plain": [], "compiled": []}
     for name, model in (("plain", plain), ("compiled", compiled)):
         # inside the backbone: runs under torch.compile's tracing only when the backbone is compiled
-        model.backbone.bottom_up.rgb_stream.stages[0].register_forward_pre_hook(
+        model.backbone.bottom_up.rgb_stream.stages[0].blocks[0].register_forward_pre_hook(
             lambda m, i, n=name: traced[n].append(torch.compiler.is_compiling()))
     image = random_batch(1, 5, 64, 96, seed=4)
     with torch.no_grad():
@@ -380,6 +380,30 @@ def test_paired_benchmark_alternates_settings(tmp_path):
     # 2 rounds: the upper median is the slower step; 1 image x 2 micro-batches per step
     assert s["accum"]["median_step_s"] == max(times)
     assert s["accum"]["images_per_s"] == pytest.approx(2 / max(times))
+
+
+def test_paired_benchmark_names_a_diverged_setting_and_runs_the_others(tmp_path):
+    from cadet_d2.bench.speed import paired_benchmark
+
+    base = tiny_cfg(str(tmp_path), str(tmp_path / "o"), *FAST, "CADET.FUSION.NAME", "sum")
+    inf = tiny_cfg(str(tmp_path), str(tmp_path / "o"), *FAST, "CADET.FUSION.NAME", "sum",
+                   "MODEL.PIXEL_MEAN", "[1e999, 0, 0, 0, 0]")  # an infinite mean: non-finite losses
+    r = paired_benchmark({"base": base, "inf mean": inf}, rounds=2, warmup=0, batch=1, height=64, width=96)
+    assert set(r["diverged"]) == {"inf mean"} and r["settings"]["inf mean"]["median_step_s"] is None
+    assert "Training has diverged" in r["settings"]["inf mean"]["diverged"]
+    assert len(r["settings"]["base"]["step_times_s"]) == 2 and r["settings"]["base"]["ratio_to_first"] == 1.0
+
+
+def test_step_profile_lists_every_op_and_model_part(tmp_path):
+    cfg = tiny_cfg(str(tmp_path), str(tmp_path / "o"), *FAST)
+    out = tmp_path / "step.md"
+    r = benchmark(cfg, "train", iters=1, warmup=0, batch=1, height=64, width=96, step_profile=str(out))
+    text = out.read_text()
+    assert r["step_profile"] == str(out) and text.startswith("# Whole-step profile: fp32")
+    for part in ("backbone.bottom_up.rgb_stream", "backbone.bottom_up.aux_stream", "backbone.bottom_up.fusions.0",
+                 "proposal_generator", "roi_heads"):
+        assert f"| {part} |" in text, part
+    assert "| aten::convolution_backward |" in text and "## Every op and input shapes" in text
 
 
 # ---- exact resume with accumulation (tools/train_net.py, SIGKILL, --resume) -------------------------

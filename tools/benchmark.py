@@ -32,7 +32,11 @@
         --size 320 416 --batch 2 --iters 5 --warmup 1
 
 --memory adds the peak live tensor memory of one extra step (any device; see
-cadet_d2/utils/memory.py); --profile N the N ops with the most self CPU time in one extra step.
+cadet_d2/utils/memory.py); --profile N the N ops with the most self CPU time in one extra step;
+--step-profile FILE every op of one extra step (forward and backward, with input shapes, and the
+forward time of each model part: streams, fusion modules, FPN, RPN, RoI heads) written to FILE,
+one section per setting with --vs. A --vs setting whose training diverges is named on stderr
+and in the JSON ("diverged"); the other settings go on.
 """
 import argparse
 import json
@@ -142,6 +146,8 @@ def main(argv=None) -> dict:
     p.add_argument("--flops", action="store_true", help="also count GFLOPs per image (fvcore)")
     p.add_argument("--memory", action="store_true", help="also the peak live tensor memory of one step")
     p.add_argument("--profile", type=int, default=0, metavar="N", help="also the top N ops of one step (profiler)")
+    p.add_argument("--step-profile", default="", metavar="FILE",
+                   help="train/infer mode: write every op of one extra step (per setting with --vs) to FILE")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     p.add_argument("--vs", action="append", default=[], metavar="'KEY VALUE ...'",
                    help="train mode: also time the config with these extra overrides, alternating steps with "
@@ -172,6 +178,8 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
     if args.vs and args.mode != "train":
         p.error("--vs compares training steps: use it with --mode train")
+    if args.step_profile and args.mode not in ("train", "infer"):
+        p.error("--step-profile profiles a train or infer step")
     if (args.mode == "deploy") != bool(args.export_dir):
         p.error("--export-dir goes with --mode deploy (and deploy needs it)")
     if (args.mode == "plan") != (args.gpu_memory > 0):
@@ -213,10 +221,13 @@ def main(argv=None) -> dict:
         from cadet_d2.bench.speed import paired_benchmark
 
         cfgs = {"base": cfg, **{v: load_config(args.config_file, args.opts + v.split()) for v in args.vs}}
-        result = paired_benchmark(cfgs, args.iters, args.warmup, args.batch, *args.size)
+        result = paired_benchmark(cfgs, args.iters, args.warmup, args.batch, *args.size,
+                                  step_profile=args.step_profile)
+        for name, message in result["diverged"].items():
+            print(f"setting {name!r} diverged (dropped from the rounds): {message}", file=sys.stderr)
     else:
         result = benchmark(cfg, args.mode, args.iters, args.warmup, args.batch, *args.size, flops=args.flops,
-                           memory=args.memory, profile=args.profile)
+                           memory=args.memory, profile=args.profile, step_profile=args.step_profile)
     result["config"] = args.config_file
     result["opts"] = args.opts
     text = json.dumps(result, indent=2)

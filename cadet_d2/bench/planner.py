@@ -92,7 +92,7 @@ def measure_points(cfg, points, compute: bool = False) -> list[dict]:
     channels = len(cfg.MODEL.PIXEL_MEAN)
     feed: list = [random_batch(1, channels, 64, 64)]
     trainer = AccumAMPTrainer(model, iter(lambda: feed[0], None), opt, accum_steps=1,
-                              precision=resolve_precision(cfg))
+                              precision=resolve_precision(cfg, advise=False))
     grad_bytes = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
     skip = None if compute else SkipArithmetic(device=str(model.device))
 

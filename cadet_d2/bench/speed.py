@@ -17,27 +17,12 @@ import time
 
 import torch
 from detectron2.modeling import build_model
-from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
 from ..utils.machine import machine_label
 from ..utils.params import count_params
+from ..utils.synthetic import random_batch
 from ..utils.timing import alternating_timings, profile_step, sync, upper_median
-
-
-def random_batch(batch: int, channels: int, height: int, width: int, boxes: int = 3, seed: int = 0) -> list[dict]:
-    """``batch`` dicts with a uniform random ``image`` (C, H, W) in [0, 255] and ``boxes`` GT boxes."""
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for _ in range(batch):
-        xy = torch.rand(boxes, 2, generator=g) * torch.tensor([width * 0.7, height * 0.7])
-        wh = 12 + torch.rand(boxes, 2, generator=g) * torch.tensor([width * 0.25, height * 0.25])
-        inst = Instances((height, width))
-        inst.gt_boxes = Boxes(torch.cat([xy, xy + wh], dim=1))
-        inst.gt_classes = torch.zeros(boxes, dtype=torch.int64)
-        out.append({"image": torch.rand(channels, height, width, generator=g) * 255, "instances": inst,
-                    "height": height, "width": width})
-    return out
 
 
 def _peak_memory_mb(device: torch.device) -> float:
@@ -64,11 +49,12 @@ def measure_peak_tensor_memory(step, model: torch.nn.Module, optimizer, data: li
 
 def benchmark(cfg, mode: str = "train", iters: int = 10, warmup: int = 3, batch: int = 2,
               height: int = 301, width: int = 391, flops: bool = False, memory: bool = False,
-              profile: int = 0) -> dict:
+              profile: int = 0, step_profile: str = "") -> dict:
     """Time ``iters`` steps after ``warmup`` of ``mode`` (train: forward + backward + SGD step
     over ``SOLVER.ACCUM_STEPS`` micro-batches of ``batch`` images; infer: forward in eval mode
     without grad). ``memory``: also the peak tensor memory of one more step; ``profile`` > 0:
-    the top ``profile`` ops of one more step. Returns a JSON-ready dict."""
+    the top ``profile`` ops of one more step; ``step_profile``: write every op of one more step
+    to this file (:mod:`cadet_d2.bench.step_profile`). Returns a JSON-ready dict."""
     from ..engine.precision import resolve_precision
     from ..engine.step import AccumAMPTrainer
 
@@ -80,9 +66,9 @@ def benchmark(cfg, mode: str = "train", iters: int = 10, warmup: int = 3, batch:
     device = model.device
     channels = len(cfg.MODEL.PIXEL_MEAN)
     data = random_batch(batch, channels, height, width)
-    precision = resolve_precision(cfg)
+    precision = resolve_precision(cfg, advise=False)
     accum = int(cfg.SOLVER.ACCUM_STEPS) if mode == "train" else 1
-    opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+    opt = benchmark_optimizer(model)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
@@ -110,6 +96,9 @@ def benchmark(cfg, mode: str = "train", iters: int = 10, warmup: int = 3, batch:
             result_extra.update(measure_peak_tensor_memory(step, model, opt, data, device))
         if profile:
             result_extra["profile"] = profile_step(step, device, profile)
+        if step_profile:
+            write_step_profile(step_profile, {precision.name: (step, model)}, device)
+            result_extra["step_profile"] = step_profile
     sec = upper_median(timed)
     images = batch * accum
     result = {
@@ -136,13 +125,44 @@ def benchmark(cfg, mode: str = "train", iters: int = 10, warmup: int = 3, batch:
     return result
 
 
+def benchmark_optimizer(model: torch.nn.Module) -> torch.optim.Optimizer:
+    """The benchmarks' optimizer: SGD with momentum, lr 1e-4."""
+    return torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+
+
+def write_step_profile(path: str, steps: dict, device: torch.device) -> None:
+    """Profile one more step of each ``name: (step, model)`` and write the reports to ``path``."""
+    from ..utils.io import atomic_write_bytes
+    from .step_profile import whole_step_profile
+
+    with EventStorage(0):
+        text = "\n".join(whole_step_profile(step, model, device, title=name) for name, (step, model) in steps.items())
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _guarded(name: str, step, diverged: dict):
+    """``step`` that records a FloatingPointError (a diverged training) in ``diverged[name]``
+    and does nothing from then on, so that the other settings of a paired run go on."""
+    def run() -> None:
+        if name in diverged:
+            return
+        try:
+            step()
+        except FloatingPointError as e:
+            diverged[name] = str(e)
+    return run
+
+
 def paired_benchmark(cfgs: dict, rounds: int = 5, warmup: int = 1, batch: int = 2, height: int = 301,
-                     width: int = 391) -> dict:
+                     width: int = 391, step_profile: str = "") -> dict:
     """Training steps of several configs in one process, alternating A, B, C, A, B, C, ...
 
     On a shared machine the load drifts over minutes; alternating puts every setting under the
     same drift. Returns per setting the median step, images/s, and the median over rounds of its
-    step time divided by the first setting's in the same round (``ratio_to_first``).
+    step time divided by the first setting's in the same round (``ratio_to_first``). A setting
+    whose training diverges (FloatingPointError: non-finite losses or boxes) is dropped from
+    the rounds and reported by name (``diverged``: the message; its ``median_step_s`` None);
+    the others go on. ``step_profile``: write every op of one more step of each setting there.
     """
     from ..engine.precision import resolve_precision
     from ..engine.step import AccumAMPTrainer
@@ -152,16 +172,27 @@ def paired_benchmark(cfgs: dict, rounds: int = 5, warmup: int = 1, batch: int = 
         torch.manual_seed(0)
         model = build_model(cfg)
         data = random_batch(batch, len(cfg.MODEL.PIXEL_MEAN), height, width)
-        opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+        opt = benchmark_optimizer(model)
         steps[name] = (AccumAMPTrainer(model, itertools.repeat(data), opt, accum_steps=int(cfg.SOLVER.ACCUM_STEPS),
-                                       precision=resolve_precision(cfg)), batch * int(cfg.SOLVER.ACCUM_STEPS))
+                                       precision=resolve_precision(cfg, advise=False)),
+                       batch * int(cfg.SOLVER.ACCUM_STEPS))
+    diverged: dict[str, str] = {}
     with EventStorage(0):
-        times, _ = alternating_timings({n: trainer.run_step for n, (trainer, _) in steps.items()}, rounds, warmup)
+        times, _ = alternating_timings({n: _guarded(n, trainer.run_step, diverged) for n, (trainer, _) in steps.items()},
+                                       rounds, warmup)
     first = next(iter(cfgs))
     out = {"rounds": rounds, "batch": batch, "height": height, "width": width, "threads": torch.get_num_threads(),
-           "machine": machine_label(), "load_avg_after": os.getloadavg()[0], "settings": {}}
+           "machine": machine_label(), "load_avg_after": os.getloadavg()[0], "settings": {}, "diverged": diverged}
     for name, ts in times.items():
+        if name in diverged:
+            out["settings"][name] = {"median_step_s": None, "images_per_s": None, "ratio_to_first": None,
+                                     "diverged": diverged[name]}
+            continue
         med = upper_median(ts)
+        ratio = None if first in diverged else upper_median([a / b for a, b in zip(ts, times[first])])
         out["settings"][name] = {"median_step_s": med, "images_per_s": steps[name][1] / med, "step_times_s": ts,
-                                 "ratio_to_first": upper_median([a / b for a, b in zip(ts, times[first])])}
+                                 "ratio_to_first": ratio}
+    if step_profile:
+        write_step_profile(step_profile, {n: (t.run_step, t.model) for n, (t, _) in steps.items() if n not in diverged},
+                           torch.device(next(iter(cfgs.values())).MODEL.DEVICE))
     return out

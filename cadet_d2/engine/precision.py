@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 from dataclasses import dataclass
 
@@ -62,35 +61,33 @@ def cpu_has_fast_bf16() -> bool:
         return True
 
 
-@functools.lru_cache(maxsize=1)
-def cpu_bf16_speed() -> float:
-    """fp32 time / bf16 autocast time of MiT-b1's stage-1 ops, forward + backward, measured on
-    this CPU once per process (about half a second; > 1: bf16 is faster here)."""
-    from ..utils.op_benchmark import bf16_step_speed
+def advise_cpu_precision(cfg) -> None:
+    """Log the bf16 advice for a CPU run of ``cfg`` (:mod:`cadet_d2.engine.bf16_check`): a
+    warning where bf16 autocast is configured and slower than fp32 on this CPU (measured once
+    per machine and model, or no native bf16), a line where fp32 is configured and the cache says
+    bf16 is clearly faster; nothing where bf16 is configured and faster. Main process only
+    (the other processes of a multi-process run would measure at the same time)."""
+    from detectron2.utils import comm
 
-    return bf16_step_speed()
+    from .bf16_check import bf16_advice, bf16_speed
 
-
-def cpu_bf16_warning(speed: float, native: bool) -> str | None:
-    """The warning for bf16 autocast on a CPU where it ran at ``speed`` x fp32 (None when it is
-    faster); ``native``: whether oneDNN reports native bf16 support."""
-    if speed >= 1.0:
-        return None
-    why = ("oneDNN reports native bf16 support, yet some ops run slower" if native else
-           "no native bf16 support in oneDNN (no AVX-512): convolutions and matrix products fall back to "
-           "slow kernels")
-    return (f"[cadet] bf16 autocast ran at {speed:.2f}x fp32's speed on this CPU (MiT-b1 stage-1 ops, forward + "
-            f"backward): {why}; consider SOLVER.AMP.ENABLED False. `tools/benchmark.py --mode ops` times each op "
-            "(docs/benchmarks.md)")
+    if not comm.is_main_process():
+        return
+    bf16 = bool(cfg.SOLVER.AMP.ENABLED) and cfg.CADET.SOLVER.AMP_DTYPE == "bfloat16"
+    advice = bf16_advice(bf16_speed(cfg, measure=bf16), bf16)
+    if advice:
+        logger.log(*advice)
 
 
-def resolve_precision(cfg) -> Precision:
+def resolve_precision(cfg, advise: bool = True) -> Precision:
     """The :class:`Precision` of a validated ``cfg`` (``SOLVER.AMP.ENABLED``,
     ``CADET.SOLVER.AMP_DTYPE``, ``MODEL.DEVICE``), checked against this machine: CUDA must be
-    there for a CUDA device, bf16 on CUDA needs a GPU that supports it, bf16 on a CPU where it
-    measures slower than fp32 gets a warning. Which dtype a device allows (fp16: CUDA only) is
-    ``validate_cadet_config``'s rule."""
+    there for a CUDA device, bf16 on CUDA needs a GPU that supports it; on a CPU, with
+    ``advise``, :func:`advise_cpu_precision` (benchmarks, which time both, pass False). Which
+    dtype a device allows (fp16: CUDA only) is ``validate_cadet_config``'s rule."""
     device_type = torch.device(cfg.MODEL.DEVICE).type
+    if device_type == "cpu" and advise:
+        advise_cpu_precision(cfg)
     if not cfg.SOLVER.AMP.ENABLED:
         return Precision(device_type)
     dtype = AMP_DTYPES[cfg.CADET.SOLVER.AMP_DTYPE]
@@ -99,11 +96,6 @@ def resolve_precision(cfg) -> Precision:
             raise RuntimeError("SOLVER.AMP.ENABLED with MODEL.DEVICE cuda, but CUDA is not available")
         if dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
             raise ValueError("CADET.SOLVER.AMP_DTYPE bfloat16: this GPU does not support bf16; use float16")
-    elif device_type == "cpu":
-        if dtype == torch.bfloat16:
-            warning = cpu_bf16_warning(cpu_bf16_speed(), cpu_has_fast_bf16())
-            if warning:
-                logger.warning(warning)
-    else:
+    elif device_type != "cpu":
         raise ValueError(f"SOLVER.AMP.ENABLED is supported on cuda and cpu, not on {cfg.MODEL.DEVICE!r}")
     return Precision(device_type, dtype)

@@ -9,9 +9,6 @@ each, fp32 and under ``torch.autocast("cpu", torch.bfloat16)``, alternating the 
 names what ran in each: the aten op with the most self time (``aten::_slow_conv2d_forward``
 is PyTorch's reference convolution, used where oneDNN has no kernel) and the oneDNN
 implementations seen (from oneDNN's verbose output; ``ref`` marks oneDNN's reference code).
-
-``bf16_step_speed()`` is the quick version: stage-1 ops at a small size, the ratio of total
-fp32 time to total bf16 time (> 1: bf16 is faster on this CPU).
 """
 from __future__ import annotations
 
@@ -202,11 +199,3 @@ def format_op_table(rows: list[dict]) -> str:
     lines.append(f"| **all** | | {fp32:.1f} | {bf16:.1f} | **{fp32 / bf16:.2f}x** | | |")
     return "\n".join(lines)
 
-
-def bf16_step_speed(height: int = 96, width: int = 128, rounds: int = 3) -> float:
-    """fp32 time / bf16 time summed over MiT-b1's stage-1 ops at (2, 3, height, width): a
-    quick (well under a second where bf16 is native) measure of whether bf16 autocast pays here."""
-    rows = op_table(mit_ops("b1", height, width, batch=2, stages=(1,), heads=False), rounds=rounds, warmup=1,
-                    kernels=False)
-    fp32, bf16 = totals(rows)
-    return fp32 / bf16

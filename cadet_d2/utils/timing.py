@@ -1,6 +1,7 @@
 """Timing helpers shared by the benchmarks: device sync, one profiled step, alternating rounds."""
 from __future__ import annotations
 
+import os
 import time
 from typing import Any, Callable
 
@@ -12,14 +13,32 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def profile_step(step, device: torch.device, top: int | None = 15) -> list[dict]:
-    """Run ``step()`` once under torch.profiler; the ``top`` ops by self CPU time (None: all)."""
+# Kineto, torch.profiler's backend, logs at levels 0 (verbose) to 5 ("USDT": a profiler_start and a
+# profiler_stop line per profile, and "gpuGetDeviceCount failed" on a machine without a GPU, both on
+# stderr); level 6 prints none of them. It reads KINETO_LOG_LEVEL when it starts, at the first profile.
+QUIET_KINETO_LOG_LEVEL = "6"
+
+
+def quiet_profiler() -> None:
+    """Silence kineto's log lines for this process (a KINETO_LOG_LEVEL the user set stays)."""
+    os.environ.setdefault("KINETO_LOG_LEVEL", QUIET_KINETO_LOG_LEVEL)
+
+
+def profiled(step, device: torch.device, record_shapes: bool = False):
+    """Run ``step()`` once under torch.profiler (quiet); the profiler object."""
     from torch.profiler import ProfilerActivity, profile
 
+    quiet_profiler()
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    with profile(activities=acts) as prof:
+    with profile(activities=acts, record_shapes=record_shapes) as prof:
         step()
         sync(device)
+    return prof
+
+
+def profile_step(step, device: torch.device, top: int | None = 15) -> list[dict]:
+    """Run ``step()`` once under torch.profiler; the ``top`` ops by self CPU time (None: all)."""
+    prof = profiled(step, device)
     events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
     total = sum(e.self_cpu_time_total for e in events) or 1.0
     return [{"op": e.key, "self_cpu_ms": e.self_cpu_time_total / 1e3, "percent": 100 * e.self_cpu_time_total / total,

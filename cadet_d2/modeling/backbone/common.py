@@ -16,7 +16,8 @@ def build_stream(cfg, in_chans: int) -> MiT:
     """One MiT stream of ``CADET.BACKBONE.SIZE`` for ``in_chans`` input channels.
 
     Loads ``CADET.BACKBONE.PRETRAINED`` when set (first patch embedding adapted to
-    ``in_chans``) and turns on activation checkpointing for ``CHECKPOINT_STAGES``.
+    ``in_chans``), turns on activation checkpointing for ``CHECKPOINT_STAGES`` and sets the
+    stage outputs' memory order (``CHANNELS_LAST``).
     """
     b = cfg.CADET.BACKBONE
     stream = MiT(b.SIZE, in_chans, drop_path_rate=b.DROP_PATH_RATE)
@@ -25,6 +26,7 @@ def build_stream(cfg, in_chans: int) -> MiT:
 
         load_pretrained_mit(stream, b.PRETRAINED)
     stream.set_grad_checkpointing(list(b.CHECKPOINT_STAGES))
+    stream.set_channels_last(b.CHANNELS_LAST)
     return stream
 
 

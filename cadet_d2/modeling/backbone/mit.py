@@ -8,6 +8,7 @@ spatial reduction 8/4/2/1, Mix-FFN with a depth-wise 3x3 conv) and parameter cou
 from __future__ import annotations
 
 import torch
+from timm.models._manipulate import checkpoint
 from timm.models.pvt_v2 import PyramidVisionTransformerV2
 from torch import nn
 
@@ -21,6 +22,14 @@ class MiT(nn.Module):
     (B, embed_dims[i], H / stride_i, W / stride_i) with strides 4, 8, 16, 32
     (stage 0 takes the image, stage i > 0 the previous stage's output).
     ``feature_info`` lists ``num_chs`` and ``reduction`` per stage, as in timm.
+
+    Layout: the blocks work on tokens (B, H*W, C), which is the memory order of a
+    channels-last (B, C, H, W) map. In channels-last mode each stage's output stays in that
+    order (a (B, C, H, W) view with channels-last strides; the first stage's input is made
+    channels-last), so that the convolutions after it (the next patch embedding, the fusion
+    modules' convs, the FPN) take it without reordering and the next stage's tokens need no
+    copy; otherwise (the default) the output is copied to contiguous NCHW, as timm's stage does.
+    Same values either way (up to the kernels' summation order); :meth:`set_channels_last`.
     """
 
     def __init__(self, size: str = "b0", in_chans: int = 3, drop_path_rate: float = 0.1):
@@ -37,6 +46,7 @@ class MiT(nn.Module):
         self.embed_dims = tuple(spec["embed_dims"])
         self.patch_embed = net.patch_embed  # (B, C_in, H, W) -> (B, H/4, W/4, C1)
         self.stages = net.stages
+        self.channels_last = False
         self.feature_info = [
             dict(num_chs=c, reduction=r, module=f"stages.{i}")
             for i, (c, r) in enumerate(zip(self.embed_dims, MIT_STRIDES))
@@ -47,10 +57,29 @@ class MiT(nn.Module):
         for i, stage in enumerate(self.stages):
             stage.grad_checkpointing = (i + 1) in stages
 
+    def set_channels_last(self, on: bool) -> None:
+        """Stage outputs in channels-last memory order (see the class doc)."""
+        self.channels_last = bool(on)
+
     def forward_stage(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        """Stage ``i`` (timm's stage: downsampling patch embedding, blocks, norm) on
+        (B, C_in, H, W) -> (B, C_i, H / s_i, W / s_i)."""
+        stage = self.stages[i]
         if i == 0:
-            x = self.patch_embed(x)
-        return self.stages[i](x)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            x = self.patch_embed(x)  # (B, H, W, C)
+        elif stage.downsample is not None:
+            x = stage.downsample(x)  # (B, H, W, C)
+        b, h, w, c = x.shape
+        x = x.reshape(b, h * w, c)
+        for blk in stage.blocks:
+            if stage.grad_checkpointing and not torch.jit.is_scripting():
+                x = checkpoint(blk, x, (h, w))
+            else:
+                x = blk(x, (h, w))
+        x = stage.norm(x).reshape(b, h, w, c).permute(0, 3, 1, 2)
+        return x if self.channels_last else x.contiguous()
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """(B, C_in, H, W) -> four maps (B, C_i, H / s_i, W / s_i)."""

@@ -70,14 +70,33 @@ class FeatureRectify(nn.Module):
         return rgb_r, aux_r
 
 
+# fp32 probabilities below this are set to 0 in the context softmax: the context is a softmax
+# over k's channel of sums over all N tokens, so most of its entries underflow to denormal
+# numbers, and MKL's fp32 matrix products run 100-800x slower on denormal inputs (oneDNN's
+# kernels, used in bf16, flush them). An entry below 1e-30 of the largest (1) changes no fp32
+# sum that holds the largest.
+CONTEXT_FLUSH_BELOW = 1e-30
+
+
+def context_softmax(logits: torch.Tensor, dim: int) -> torch.Tensor:
+    """``logits.softmax(dim)`` without denormal numbers, forward and backward, in fp32 (entries
+    below ``CONTEXT_FLUSH_BELOW`` before normalisation are 0); other dtypes: ``softmax``."""
+    if logits.dtype != torch.float32:
+        return logits.softmax(dim)
+    e = torch.exp(logits - logits.detach().amax(dim, keepdim=True))  # softmax is shift-invariant
+    e = e.masked_fill(e < CONTEXT_FLUSH_BELOW, 0.0)  # the gradient is 0 there: none reaches exp's output
+    return e / e.sum(dim, keepdim=True)
+
+
 class CrossExchange(nn.Module):
     """FFM stage 1: token maps (B, N, C) x 2 -> (B, N, C) x 2 by efficient cross-attention."""
 
-    def __init__(self, channels: int, num_heads: int) -> None:
+    def __init__(self, channels: int, num_heads: int, flush_denormals: bool = True) -> None:
         super().__init__()
         if channels % num_heads:
             raise ValueError(f"frm_ffm: {channels} channels do not split into {num_heads} heads")
         self.num_heads = num_heads
+        self.flush_denormals = flush_denormals  # context_softmax (True) or softmax
         self.scale = (channels // num_heads) ** -0.5
         self.embed = nn.ModuleList([nn.Linear(channels, 2 * channels) for _ in range(2)])
         self.kv = nn.ModuleList([nn.Linear(channels, 2 * channels, bias=False) for _ in range(2)])
@@ -94,7 +113,8 @@ class CrossExchange(nn.Module):
             i_s, u_s = F.relu(self.embed[i](t)).chunk(2, dim=-1)
             k, v = self.kv[i](i_s).chunk(2, dim=-1)
             k, v = self._heads(k), self._heads(v)
-            ctx.append((k.transpose(-2, -1) @ v * self.scale).softmax(dim=-2))  # (B, h, d, d)
+            logits = k.transpose(-2, -1) @ v * self.scale  # (B, h, d, d)
+            ctx.append(context_softmax(logits, dim=-2) if self.flush_denormals else logits.softmax(dim=-2))
             inter.append(self._heads(i_s))
             resid.append(u_s)
         out = []
@@ -127,13 +147,14 @@ class FRMFFMFusion(nn.Module):
 
     @configurable
     def __init__(self, *, channels: int, stage: int, num_heads: int, reduction: int = 1,
-                 lambda_c: float = 0.5, lambda_s: float = 0.5, feedback: bool = True) -> None:
+                 lambda_c: float = 0.5, lambda_s: float = 0.5, feedback: bool = True,
+                 flush_denormals: bool = True) -> None:
         super().__init__()
         self.channels = channels
         self.stage = stage
         self.feedback = feedback
         self.frm = FeatureRectify(channels, reduction, lambda_c, lambda_s)
-        self.exchange = CrossExchange(channels, num_heads)
+        self.exchange = CrossExchange(channels, num_heads, flush_denormals)
         self.fuse = ChannelFuse(channels)
 
     @classmethod
@@ -142,7 +163,7 @@ class FRMFFMFusion(nn.Module):
         return {
             "channels": channels, "stage": stage, "num_heads": MIT_HEADS[stage - 1],
             "reduction": opt.REDUCTION, "lambda_c": opt.LAMBDA_C, "lambda_s": opt.LAMBDA_S,
-            "feedback": opt.FEEDBACK,
+            "feedback": opt.FEEDBACK, "flush_denormals": opt.FLUSH_DENORMALS,
         }
 
     def forward(self, rgb: torch.Tensor, aux: torch.Tensor) -> FusionOutput:
