@@ -8,4 +8,6 @@ setup(
     python_requires=">=3.9",
     # Detectron2 has no PyPI release: `make setup` installs it (tools/install_detectron2.sh).
     install_requires=["torch", "torchvision", "timm", "numpy", "opencv-python-headless", "pycocotools", "tabulate"],
+    # optional OpenVINO runtime (tools/export.py --format openvino); requirements.txt pins the versions
+    extras_require={"openvino": ["openvino==2026.4.1", "nncf==3.4.0"]},
 )
