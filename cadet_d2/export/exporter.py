@@ -173,7 +173,8 @@ def openvino_exports(onnx_path: str, output_dir: str, precisions, calibration: l
                 "shapes": "compiled for each input shape (static), the dynamic graph is never run"}
         if p == "int8":
             info["calibration"] = {"source": calibration_source, "images": len(calibration or []),
-                                   "resized_to": list(hw), "method": "nncf.quantize, per-tensor activations"}
+                                   "resized_to": list(hw), "method": "nncf.quantize (transformer, mixed preset, per-tensor activations), "
+                                             "RPN and RoI heads left in float"}
         if reference is not None:
             runner = OpenVinoRunner(path, 0, PRECISION_HINTS[p], cache_size=1)
             if p == "fp32":
