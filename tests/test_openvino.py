@@ -129,7 +129,7 @@ def test_deploy_benchmark_times_openvino_beside_the_others(ov_export, data_root,
                                      "--iters", "2", "--warmup", "1", "--threads", "1",
                                      "--image", os.path.join(data_root, "images", "img0000.npy"), *opts])
     assert set(r["runtimes"]) == {"pytorch", "onnx", "openvino", "openvino_bf16", "openvino_int8"}
-    assert r["openvino"] == openvino.__version__
+    assert r["openvino"] == openvino.__version__ and r["runtimes"]["onnx"]["time_ratio_to_onnx"] == 1.0
     assert all(v["median_ms"] > 0 and len(v["times_ms"]) == 2 for v in r["runtimes"].values())
 
 

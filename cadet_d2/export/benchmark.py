@@ -1,8 +1,9 @@
 """Inference speed of the PyTorch model against its exported files, one image at a time.
 
 The runtimes are called in turn, round after round (pytorch, onnx, onnx_int8, torchscript,
-openvino, openvino_bf16, openvino_int8, pytorch, ...), so a load that drifts over minutes slows them all alike; each gets its median
-latency, 90th percentile, images/s and the median over rounds of its time / PyTorch's time.
+openvino, openvino_bf16, openvino_int8, pytorch, ...), so a load that drifts over minutes slows
+them all alike; each gets its median latency, 90th percentile, images/s and the median over
+rounds of its time / PyTorch's time and / ONNX Runtime fp32's.
 """
 from __future__ import annotations
 
@@ -69,14 +70,14 @@ def benchmark_runtimes(cfg, export_dir: str, height: int = 320, width: int = 404
            "load_avg_after": os.getloadavg()[0], "export_dir": export_dir, "image": image_file or "random",
            "weights": cfg.MODEL.WEIGHTS, "backbone_size": cfg.CADET.BACKBONE.SIZE, "backbone": cfg.MODEL.BACKBONE.NAME,
            "fusion": cfg.CADET.FUSION.NAME, "runtimes": {}}
-    base = times.get("pytorch")
     for name, ts in times.items():
         s = sorted(ts)
         med = upper_median(ts)
         entry = {"median_ms": 1e3 * med, "p90_ms": 1e3 * s[min(len(s) - 1, int(0.9 * len(s)))],
                  "mean_ms": 1e3 * sum(s) / len(s), "images_per_s": 1.0 / med, "detections": len(last[name].scores),
                  "times_ms": [1e3 * t for t in ts]}
-        if base:
-            entry["time_ratio_to_pytorch"] = upper_median([a / b for a, b in zip(ts, base)])
+        for ref in ("pytorch", "onnx"):  # median over rounds of this runtime's time / the reference's
+            if times.get(ref):
+                entry[f"time_ratio_to_{ref}"] = upper_median([a / b for a, b in zip(ts, times[ref])])
         out["runtimes"][name] = entry
     return out
