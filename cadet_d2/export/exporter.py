@@ -172,9 +172,9 @@ def openvino_exports(onnx_path: str, output_dir: str, precisions, calibration: l
                 "inference_precision_hint": PRECISION_HINTS[p], "openvino": version,
                 "shapes": "compiled for each input shape (static), the dynamic graph is never run"}
         if p == "int8":
-            info["calibration"] = {"source": calibration_source, "images": len(calibration or []),
-                                   "resized_to": list(hw), "method": "nncf.quantize (transformer, mixed preset, per-tensor activations), "
-                                             "RPN and RoI heads left in float"}
+            info["calibration"] = {
+                "source": calibration_source, "images": len(calibration or []), "resized_to": list(hw),
+                "method": "nncf.quantize (transformer, mixed preset, per-tensor activations), RPN and RoI heads in float"}
         if reference is not None:
             runner = OpenVinoRunner(path, 0, PRECISION_HINTS[p], cache_size=1)
             if p == "fp32":
@@ -199,8 +199,11 @@ def previous_exports(output_dir: str, fingerprint: str, new: dict) -> dict:
         return old
     for info in old.values():
         path = os.path.join(output_dir, info["file"])
-        if os.path.isfile(path) and info["file"] not in {v["file"] for v in new.values()}:
-            os.remove(path)
+        if info["file"] in {v["file"] for v in new.values()}:
+            continue
+        for f in (path, path[:-4] + ".bin") if path.endswith(".xml") else (path,):  # an OpenVINO IR: .xml + .bin
+            if os.path.isfile(f):
+                os.remove(f)
     logger.warning(f"[cadet] {output_dir}: removed {', '.join(v['file'] for v in old.values())}, exported from "
                    f"another model (weights {sorted({v.get('weights') or '(none)' for v in old.values()})}, or "
                    "another config); export that format again for this model")

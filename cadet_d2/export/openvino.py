@@ -30,7 +30,6 @@ PRECISIONS = ("fp32", "bf16", "int8")
 # INFERENCE_PRECISION_HINT of each precision: int8's unquantized ops run in bf16 (on a CPU without
 # native bf16 the plugin falls back to f32 by itself)
 PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "bf16"}
-FILES = {"fp32": "model_openvino.xml", "bf16": "model_openvino.xml", "int8": "model_openvino_int8.xml"}
 SHAPE_CACHE = 8
 # ops int8 leaves in float (node-name patterns): the RPN and RoI heads, whose box regression int8
 # coarsens (demo model: AP -2 to -6 with them quantized, within 0.6 without)
