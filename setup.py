@@ -8,6 +8,8 @@ setup(
     python_requires=">=3.9",
     # Detectron2 has no PyPI release: `make setup` installs it (tools/install_detectron2.sh).
     install_requires=["torch", "torchvision", "timm", "numpy", "opencv-python-headless", "pycocotools", "tabulate"],
-    # Event-camera readers beyond the built-in EVT 2.0/3.0, DAT and NPY ones: AEDAT 4.0, HDF5 (DSEC).
-    extras_require={"events": ["aedat", "h5py", "hdf5plugin"]},
+    # Optional: event-camera readers beyond the built-in EVT 2.0/3.0, DAT and NPY ones (AEDAT 4.0,
+    # DSEC-style HDF5), and the OpenVINO runtime (tools/export.py --format openvino); requirements.txt
+    # pins the versions that `make setup` installs.
+    extras_require={"events": ["aedat", "h5py", "hdf5plugin"], "openvino": ["openvino==2026.4.1", "nncf==3.4.0"]},
 )

@@ -15,7 +15,7 @@
     # every pixel decoded with 1 and 2 worker processes, and --headers-only
     python tools/benchmark.py --config-file configs/Base-CADET.yaml --mode check_data --iters 200
     # inference, one image: PyTorch eager vs the exported files of --export-dir (ONNX Runtime fp32,
-    # int8, TorchScript), in turn; exports ONNX there first when the folder is empty
+    # int8, TorchScript, OpenVINO fp32/bf16/int8), in turn; exports ONNX there first when the folder is empty
     python tools/benchmark.py --config-file configs/demo/demo_frm_ffm.yaml --mode deploy --export-dir output/export/frm \
         --size 320 404 --threads 1 --iters 20 MODEL.WEIGHTS output/demo_frm_ffm/model_final.pth
     # paired: steps of the base config and of each --vs variant alternate in one process
@@ -48,6 +48,7 @@ from cadet_d2.engine import load_config
 from cadet_d2.bench.speed import benchmark
 from cadet_d2.utils.io import atomic_write_json
 from cadet_d2.bench.planner import DEFAULT_SETTINGS, SETTINGS
+from cadet_d2.export.openvino import MissingPackageError
 from cadet_d2.utils.tool import run_tool
 
 
@@ -136,7 +137,7 @@ def main(argv=None) -> dict:
                    default="train", help="deploy: one-image inference of PyTorch vs the exported files of "
                    "--export-dir; ops: fp32 against bf16 autocast, op by op, at the config's MiT shapes (CPU)")
     p.add_argument("--export-dir", default="", help="deploy mode: export folder (tools/export.py)")
-    p.add_argument("--runtimes", default="pytorch,onnx,onnx_int8,torchscript",
+    p.add_argument("--runtimes", default="pytorch,onnx,onnx_int8,torchscript,openvino,openvino_bf16,openvino_int8",
                    help="deploy mode: comma-separated runtimes to time (those the folder has)")
     p.add_argument("--image", default="", help="deploy mode: an (H, W, C) .npy image instead of a random --size one")
     p.add_argument("--iters", type=int, default=10, help="timed iterations (after --warmup)")
@@ -241,4 +242,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    run_tool(main)  # bad path, config key or value: "error: ...", no traceback
+    run_tool(main, also=(MissingPackageError,))  # bad path, config key or value: "error: ...", no traceback

@@ -1,8 +1,9 @@
 """Inference speed of the PyTorch model against its exported files, one image at a time.
 
 The runtimes are called in turn, round after round (pytorch, onnx, onnx_int8, torchscript,
-pytorch, ...), so a load that drifts over minutes slows them all alike; each gets its median
-latency, 90th percentile, images/s and the median over rounds of its time / PyTorch's time.
+openvino, openvino_bf16, openvino_int8, pytorch, ...), so a load that drifts over minutes slows
+them all alike; each gets its median latency, 90th percentile, images/s and the median over
+rounds of its time / PyTorch's time and / ONNX Runtime fp32's.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from .exporter import build_export_model, export_model
 from .runtime import TorchRunner, load_runner
 from .tracing import example_image
 
-RUNTIMES = ("pytorch", "onnx", "onnx_int8", "torchscript")
+RUNTIMES = ("pytorch", "onnx", "onnx_int8", "torchscript", "openvino", "openvino_bf16", "openvino_int8")
 
 
 def _runners(cfg, model, export_dir: str, runtimes, threads: int) -> dict:
@@ -35,11 +36,18 @@ def _runners(cfg, model, export_dir: str, runtimes, threads: int) -> dict:
     return out
 
 
+def _version(module: str) -> str:
+    from .openvino import require
+
+    return require(module).__version__
+
+
 def benchmark_runtimes(cfg, export_dir: str, height: int = 320, width: int = 404, iters: int = 20,
                        warmup: int = 3, threads: int = 1, runtimes=RUNTIMES, image_file: str = "") -> dict:
     """Latency of one (1, C, ``height``, ``width``) image through each runtime of ``runtimes`` that
     ``export_dir`` has (the folder is exported to ONNX first when it holds no export).
-    ``threads``: torch intra-op threads and ONNX Runtime intra-op threads. ``image_file``: an
+    ``threads``: torch intra-op threads, ONNX Runtime intra-op threads and OpenVINO inference
+    threads (each OpenVINO runner compiles the image's shape in the warm-up). ``image_file``: an
     (H, W, file channels) ``.npy`` image, preprocessed by the contract, instead of a random image
     (a trained model finds objects in it, so NMS does real work). Returns a JSON-ready dict."""
     import onnxruntime
@@ -56,18 +64,20 @@ def benchmark_runtimes(cfg, export_dir: str, height: int = 320, width: int = 404
                                       iters, warmup)
     out = {"mode": "deploy", "height": int(x.shape[-2]), "width": int(x.shape[-1]), "channels": int(x.shape[1]),
            "iters": iters, "warmup": warmup, "threads": threads, "machine": machine_label(), "cpus": os.cpu_count(),
-           "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "load_avg_before": load_before,
+           "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
+           "openvino": _version("openvino") if any(n.startswith("openvino") for n in runners) else None,
+           "load_avg_before": load_before,
            "load_avg_after": os.getloadavg()[0], "export_dir": export_dir, "image": image_file or "random",
            "weights": cfg.MODEL.WEIGHTS, "backbone_size": cfg.CADET.BACKBONE.SIZE, "backbone": cfg.MODEL.BACKBONE.NAME,
            "fusion": cfg.CADET.FUSION.NAME, "runtimes": {}}
-    base = times.get("pytorch")
     for name, ts in times.items():
         s = sorted(ts)
         med = upper_median(ts)
         entry = {"median_ms": 1e3 * med, "p90_ms": 1e3 * s[min(len(s) - 1, int(0.9 * len(s)))],
                  "mean_ms": 1e3 * sum(s) / len(s), "images_per_s": 1.0 / med, "detections": len(last[name].scores),
                  "times_ms": [1e3 * t for t in ts]}
-        if base:
-            entry["time_ratio_to_pytorch"] = upper_median([a / b for a, b in zip(ts, base)])
+        for ref in ("pytorch", "onnx"):  # median over rounds of this runtime's time / the reference's
+            if times.get(ref):
+                entry[f"time_ratio_to_{ref}"] = upper_median([a / b for a, b in zip(ts, times[ref])])
         out["runtimes"][name] = entry
     return out

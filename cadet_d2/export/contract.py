@@ -85,6 +85,17 @@ def build_meta(cfg, export_hw: tuple[int, int], files: dict[str, str], **extra) 
     }
 
 
+def check_contract(meta: dict, cfg, export_dir: str) -> None:
+    """Raise ValueError unless the export's input contract and classes (``meta``) are those
+    ``cfg`` gives (the tracing size aside): the images are read for ``cfg``'s model."""
+    mine = build_meta(cfg, (0, 0), {})
+    keys = [f"input.{k}" for k, v in mine["input"].items() if k != "export_hw" and meta["input"].get(k) != v]
+    keys += ["classes"] if meta.get("classes") != mine["classes"] else []
+    if keys:
+        raise ValueError(f"{export_dir}: exported for another config than this one ({', '.join(keys)} differ); "
+                         "give the config the folder was exported with")
+
+
 def write_meta(export_dir: str, meta: dict) -> str:
     from ..utils.io import atomic_write_json
 

@@ -8,12 +8,13 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 from detectron2.data import DatasetCatalog
-from detectron2.modeling.postprocessing import detector_postprocess
-from detectron2.structures import Boxes, Instances
 
+from ..inference.predictor import to_instances
 from .runtime import Detections
 
 logger = logging.getLogger("cadet_d2")
+# the AP (points) an export may lose or gain against the PyTorch model: int8 quantizes by design
+AP_TOLERANCE = {"fp32": 0.5, "int8": 1.0}
 
 
 def model_inputs(cfg, dataset_name: str, limit: int = 0) -> Iterator[tuple[dict, np.ndarray]]:
@@ -25,16 +26,6 @@ def model_inputs(cfg, dataset_name: str, limit: int = 0) -> Iterator[tuple[dict,
     dicts = DatasetCatalog.get(dataset_name)
     for d in itertools.islice(dicts, limit or None):
         yield d, mapper(d)["image"][None].numpy()
-
-
-def to_instances(det: Detections, input_hw: tuple[int, int], height: int, width: int) -> Instances:
-    """Detections in input pixels -> Instances in original pixels, as the model's own
-    postprocessing does (rescale, clip, drop empty boxes: ``detector_postprocess``)."""
-    inst = Instances(tuple(input_hw))
-    inst.pred_boxes = Boxes(torch.from_numpy(det.boxes))
-    inst.scores = torch.from_numpy(det.scores)
-    inst.pred_classes = torch.from_numpy(det.classes)
-    return detector_postprocess(inst, height, width)
 
 
 def evaluate_runner(runner: Callable[[np.ndarray], Detections], cfg, dataset_name: str,
@@ -60,7 +51,8 @@ def evaluate_runner(runner: Callable[[np.ndarray], Detections], cfg, dataset_nam
 def evaluate_export(cfg, model: torch.nn.Module, export_dir: str, datasets: list[str], limit: int = 0,
                     threads: int = 0) -> dict[str, dict[str, dict[str, float]]]:
     """{dataset: {runtime: metrics}} for the PyTorch model and every file of ``export_dir``
-    (``onnx``, ``onnx_int8``, ``torchscript``), each through the same pre- and postprocessing."""
+    (``onnx``, ``onnx_int8``, ``torchscript``, ``openvino``, ...), each through the same pre- and
+    postprocessing."""
     import os
 
     from .contract import read_meta
@@ -74,6 +66,32 @@ def evaluate_export(cfg, model: torch.nn.Module, export_dir: str, datasets: list
         out[ds] = {name: evaluate_runner(r, cfg, ds, os.path.join(export_dir, "eval", name, ds), limit)
                    for name, r in runners.items()}
     return out
+
+
+def ap_parity(results: dict[str, dict[str, dict[str, float]]]) -> dict[str, dict[str, dict]]:
+    """{runtime: {dataset: {"delta", "tolerance", "within"}}}: each export's AP minus PyTorch's
+    (``results`` of :func:`evaluate_export`), against :data:`AP_TOLERANCE` (int8 kinds: 1.0 AP,
+    the others, bf16 included: 0.5)."""
+    out: dict = {}
+    for ds, by_runtime in results.items():
+        base = by_runtime["pytorch"]["AP"]
+        for name, m in by_runtime.items():
+            if name == "pytorch":
+                continue
+            tol = AP_TOLERANCE["int8" if name.endswith("int8") else "fp32"]
+            delta = float(m["AP"] - base)
+            out.setdefault(name, {})[ds] = {"delta": round(delta, 4), "tolerance": tol, "within": abs(delta) <= tol}
+    return out
+
+
+def record_evaluation(export_dir: str, results: dict[str, dict[str, dict[str, float]]]) -> dict:
+    """Write ``results`` (:func:`evaluate_export`) and their :func:`ap_parity` into the folder's
+    ``export_meta.json`` ("evaluation", "ap_parity"); returns the meta."""
+    from .contract import read_meta, write_meta
+
+    meta = dict(read_meta(export_dir), evaluation=results, ap_parity=ap_parity(results))
+    write_meta(export_dir, meta)
+    return meta
 
 
 def format_ap_table(results: dict[str, dict[str, dict[str, float]]]) -> str:

@@ -15,7 +15,9 @@ from .tracing import example_image
 from .wrapper import ExportableDetector
 
 logger = logging.getLogger("cadet_d2")
-FORMATS = ("onnx", "torchscript")
+FORMATS = ("onnx", "torchscript", "openvino")
+# the exports made from model.onnx: a new model.onnx makes those of an older one stale
+FROM_ONNX = ("onnx_int8", "openvino", "openvino_bf16", "openvino_int8")
 
 
 class ExportMismatchError(RuntimeError):
@@ -74,8 +76,10 @@ def agreement(runner, reference: TorchRunner, images: list[torch.Tensor], min_io
 
 def export_model(cfg, fmt: str, output_dir: str, height: int = 0, width: int = 0, opset: int = 17,
                  int8: bool = False, int8_method: str = "static", calibration: list | None = None,
-                 calibration_source: str = "", check: bool = True, model: torch.nn.Module | None = None) -> dict:
-    """Export the full detector of ``cfg`` to ``output_dir`` as ``fmt`` ("onnx" or "torchscript").
+                 calibration_source: str = "", check: bool = True, model: torch.nn.Module | None = None,
+                 precisions: tuple[str, ...] = ("fp32",)) -> dict:
+    """Export the full detector of ``cfg`` to ``output_dir`` as ``fmt`` ("onnx", "torchscript" or
+    "openvino").
 
     Writes ``model.onnx`` (and ``model_int8.onnx`` with ``int8``) or ``model.ts``, and
     ``export_meta.json`` (the contract, see :mod:`.contract`; an existing meta of the folder keeps
@@ -86,12 +90,14 @@ def export_model(cfg, fmt: str, output_dir: str, height: int = 0, width: int = 0
     IoU >= 0.99, scores within 1e-3); the int8 file's :func:`agreement` on the same images is
     recorded (``exports.onnx_int8.agreement``), not enforced. ``calibration``:
     (1, C, H, W) images for ``int8_method="static"`` (``calibration_source``: where they come
-    from, for the meta). Returns the meta.
+    from, for the meta; also OpenVINO int8's). ``openvino``: ``model.onnx`` as above, then its
+    OpenVINO IRs of ``precisions`` ("fp32", "bf16", "int8"; :func:`openvino_exports`). Returns
+    the meta.
     """
     if fmt not in FORMATS:
         raise ValueError(f"format {fmt!r}: choose from {list(FORMATS)}")
-    if int8 and fmt != "onnx":
-        raise ValueError("--int8 needs --format onnx (quantization by ONNX Runtime)")
+    if int8 and fmt == "torchscript":
+        raise ValueError("--int8 needs --format onnx or openvino (ONNX Runtime quantizes model.onnx)")
     model = model if model is not None else build_export_model(cfg)
     wrapper = ExportableDetector(model)
     dh, dw = default_export_hw(cfg)
@@ -99,8 +105,9 @@ def export_model(cfg, fmt: str, output_dir: str, height: int = 0, width: int = 0
     channels = len(cfg.MODEL.PIXEL_MEAN)
     image = example_image(channels, height, width)
     os.makedirs(output_dir, exist_ok=True)
-    path = os.path.join(output_dir, FILES[fmt])
-    if fmt == "onnx":
+    source = "torchscript" if fmt == "torchscript" else "onnx"  # OpenVINO converts model.onnx
+    path = os.path.join(output_dir, FILES[source])
+    if source == "onnx":
         from .to_onnx import export_onnx
 
         found = export_onnx(wrapper, image, path, opset)
@@ -109,15 +116,16 @@ def export_model(cfg, fmt: str, output_dir: str, height: int = 0, width: int = 0
 
         found = export_torchscript(wrapper, image, path)
     logger.info(f"[cadet] {path}: traced with {len(found)} distinct warnings (expected, see docs/export.md)")
-    exports = {fmt: {"file": FILES[fmt], "trace_warnings": found, "weights": cfg.MODEL.WEIGHTS}}
-    if fmt == "onnx":
-        exports[fmt].update(opset=opset, exporter="torch.onnx.export(dynamo=False)")
+    exports = {source: {"file": FILES[source], "trace_warnings": found, "weights": cfg.MODEL.WEIGHTS}}
+    if source == "onnx":
+        exports[source].update(opset=opset, exporter="torch.onnx.export(dynamo=False)")
     # the example, an image of another size, and up to two real (calibration) images
     check_images = [image, example_image(channels, height + 32, max(32, width - 32), seed=1),
                     *(torch.as_tensor(c) for c in (calibration or [])[:2])]
+    reference = TorchRunner(wrapper) if check else None
     if check:
-        runner = OnnxRunner(path) if fmt == "onnx" else TorchScriptRunner(path)
-        exports[fmt]["checks"] = verify(runner, TorchRunner(wrapper), check_images)
+        runner = OnnxRunner(path) if source == "onnx" else TorchScriptRunner(path)
+        exports[source]["checks"] = verify(runner, reference, check_images)
     if int8:
         from .quantize import quantize_int8
 
@@ -127,16 +135,54 @@ def export_model(cfg, fmt: str, output_dir: str, height: int = 0, width: int = 0
         if int8_method == "static":
             exports["onnx_int8"]["calibration"] = {"source": calibration_source, "images": len(calibration or [])}
         if check:
-            exports["onnx_int8"]["agreement"] = agreement(OnnxRunner(int8_path), TorchRunner(wrapper), check_images)
+            exports["onnx_int8"]["agreement"] = agreement(OnnxRunner(int8_path), reference, check_images)
+    if fmt == "openvino":
+        exports.update(openvino_exports(path, output_dir, precisions, calibration, calibration_source,
+                                        (height, width), check_images, reference))
     fingerprint = model_fingerprint(model, build_meta(cfg, (height, width), {}), cfg)
     old = previous_exports(output_dir, fingerprint, exports)
-    if fmt == "onnx":  # a new model.onnx makes an older model_int8.onnx stale
-        old.pop("onnx_int8", None)
+    if source == "onnx":  # a new model.onnx makes the files made from an older one stale
+        old = {k: v for k, v in old.items() if k not in FROM_ONNX}
     exports = {**old, **exports}
     meta = build_meta(cfg, (height, width), {k: v["file"] for k, v in exports.items()}, exports=exports,
                       model_fingerprint=fingerprint)
     write_meta(output_dir, meta)
     return meta
+
+
+def openvino_exports(onnx_path: str, output_dir: str, precisions, calibration: list | None,
+                     calibration_source: str, hw: tuple[int, int], check_images: list[torch.Tensor],
+                     reference: TorchRunner | None) -> dict:
+    """The OpenVINO IRs of ``onnx_path`` in ``output_dir`` (:mod:`.openvino`): fp32 always (bf16
+    runs the same file), int8 by NNCF on ``calibration`` resized to ``hw``. With ``reference``,
+    fp32 is checked like the ONNX file (:func:`verify`, raises on a mismatch) and bf16 / int8
+    report their :func:`agreement` on the same ``check_images``. Returns {kind: meta entry}."""
+    from .openvino import PRECISION_HINTS, OpenVinoRunner, convert_onnx, kind_of, quantize_int8, require
+
+    version = require("openvino").__version__
+    out = {}
+    for p in dict.fromkeys(("fp32", *precisions)):  # fp32 first: the others are made from its IR
+        kind = kind_of(p)
+        path = os.path.join(output_dir, FILES[kind])
+        if p == "fp32":
+            convert_onnx(onnx_path, path)
+        elif p == "int8":
+            quantize_int8(os.path.join(output_dir, FILES["openvino"]), path, calibration or [], hw)
+        info = {"file": FILES[kind], "from": os.path.basename(onnx_path), "precision": p,
+                "inference_precision_hint": PRECISION_HINTS[p], "openvino": version,
+                "shapes": "compiled for each input shape (static), the dynamic graph is never run"}
+        if p == "int8":
+            info["calibration"] = {
+                "source": calibration_source, "images": len(calibration or []), "resized_to": list(hw),
+                "method": "nncf.quantize (transformer, mixed preset, per-tensor activations), RPN and RoI heads in float"}
+        if reference is not None:
+            runner = OpenVinoRunner(path, 0, PRECISION_HINTS[p], cache_size=1)
+            if p == "fp32":
+                info["checks"] = verify(runner, reference, check_images)
+            else:  # bf16 and int8 move boxes and scores by design: AP (--evaluate) is their measure
+                info["agreement"] = agreement(runner, reference, check_images)
+        out[kind] = info
+    return out
 
 
 def previous_exports(output_dir: str, fingerprint: str, new: dict) -> dict:
@@ -153,8 +199,11 @@ def previous_exports(output_dir: str, fingerprint: str, new: dict) -> dict:
         return old
     for info in old.values():
         path = os.path.join(output_dir, info["file"])
-        if os.path.isfile(path) and info["file"] not in {v["file"] for v in new.values()}:
-            os.remove(path)
+        if info["file"] in {v["file"] for v in new.values()}:
+            continue
+        for f in (path, path[:-4] + ".bin") if path.endswith(".xml") else (path,):  # an OpenVINO IR: .xml + .bin
+            if os.path.isfile(f):
+                os.remove(f)
     logger.warning(f"[cadet] {output_dir}: removed {', '.join(v['file'] for v in old.values())}, exported from "
                    f"another model (weights {sorted({v.get('weights') or '(none)' for v in old.values()})}, or "
                    "another config); export that format again for this model")

@@ -1,4 +1,4 @@
-"""Running an exported detector: ONNX Runtime, TorchScript, or the PyTorch model, one interface.
+"""Running an exported detector: ONNX Runtime, TorchScript, OpenVINO, or the PyTorch model, one interface.
 
 Each runner maps one model input (1, C, H, W) float32 numpy array (see :mod:`.contract`) to
 :class:`Detections`.
@@ -13,7 +13,13 @@ import torch
 
 from .contract import INPUT_NAME, read_meta
 
-FILES = {"onnx": "model.onnx", "onnx_int8": "model_int8.onnx", "torchscript": "model.ts"}
+FILES = {"onnx": "model.onnx", "onnx_int8": "model_int8.onnx", "torchscript": "model.ts",
+         "openvino": "model_openvino.xml", "openvino_bf16": "model_openvino.xml",
+         "openvino_int8": "model_openvino_int8.xml"}
+# how each kind of export is made (tools/export.py options), for the message of a missing one
+HOW = {"onnx": "--format onnx", "onnx_int8": "--format onnx --int8", "torchscript": "--format torchscript",
+       "openvino": "--format openvino --precision fp32", "openvino_bf16": "--format openvino --precision bf16",
+       "openvino_int8": "--format openvino --precision int8"}
 
 
 @dataclass
@@ -74,13 +80,28 @@ class TorchRunner:
         return _as_detections(*self.wrapper(torch.as_tensor(np.asarray(image, dtype=np.float32), device=device)))
 
 
+def _openvino_runner(path: str, threads: int, info: dict):
+    from .openvino import OpenVinoRunner
+
+    return OpenVinoRunner(path, threads, info["inference_precision_hint"])
+
+
+# kind -> runner of (file path, threads, the kind's entry of the meta's "exports")
+RUNNERS = {
+    "onnx": lambda path, threads, info: OnnxRunner(path, threads),
+    "onnx_int8": lambda path, threads, info: OnnxRunner(path, threads),
+    "torchscript": lambda path, threads, info: TorchScriptRunner(path),
+    "openvino": _openvino_runner, "openvino_bf16": _openvino_runner, "openvino_int8": _openvino_runner,
+}
+
+
 def load_runner(export_dir: str, kind: str = "onnx", threads: int = 0):
-    """The runner of ``kind`` ("onnx", "onnx_int8", "torchscript") in an export folder."""
-    if kind not in FILES:
-        raise KeyError(f"unknown kind {kind!r}; choose from {list(FILES)}")
-    name = read_meta(export_dir).get("files", {}).get(kind)
+    """The runner of ``kind`` (a key of :data:`RUNNERS`: "onnx", "onnx_int8", "torchscript",
+    "openvino", "openvino_bf16", "openvino_int8") in an export folder."""
+    if kind not in RUNNERS:
+        raise KeyError(f"unknown kind {kind!r}; choose from {list(RUNNERS)}")
+    meta = read_meta(export_dir)
+    name = meta.get("files", {}).get(kind)
     if name is None:
-        how = "--format onnx --int8" if kind == "onnx_int8" else f"--format {kind}"
-        raise FileNotFoundError(f"{export_dir}: no {kind} export in its export_meta.json (tools/export.py {how})")
-    path = os.path.join(export_dir, name)
-    return TorchScriptRunner(path) if kind == "torchscript" else OnnxRunner(path, threads)
+        raise FileNotFoundError(f"{export_dir}: no {kind} export in its export_meta.json (tools/export.py {HOW[kind]})")
+    return RUNNERS[kind](os.path.join(export_dir, name), threads, meta.get("exports", {}).get(kind, {}))

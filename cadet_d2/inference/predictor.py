@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from detectron2.config import CfgNode
 from detectron2.modeling import build_model
+from detectron2.modeling.postprocessing import detector_postprocess
+from detectron2.structures import Boxes, Instances
 
 from ..data.errors import DataError
 from ..data.mapper import MultiModalDatasetMapper
@@ -59,6 +61,17 @@ def load_model(cfg: CfgNode) -> torch.nn.Module:
     return model.eval()
 
 
+def to_instances(det, input_hw: tuple[int, int], height: int, width: int) -> Instances:
+    """Detections of an exported model (``det.boxes`` (N, 4) xyxy in input pixels, ``det.scores``
+    (N,), ``det.classes`` (N,)) -> Instances in original (``height``, ``width``) pixels, as the
+    model's own postprocessing does (rescale, clip, drop empty boxes: ``detector_postprocess``)."""
+    inst = Instances(tuple(input_hw))
+    inst.pred_boxes = Boxes(torch.as_tensor(det.boxes))
+    inst.scores = torch.as_tensor(det.scores)
+    inst.pred_classes = torch.as_tensor(det.classes)
+    return detector_postprocess(inst, height, width)
+
+
 def input_record(item: Input, modalities, file_channels: int) -> dict:
     """The dataset dict of one input (no annotations): ``file_name``, ``height``, ``width`` and,
     for a pair, ``pair`` {modality: file} of ``modalities``. A pair without one of them, or with a
@@ -83,10 +96,16 @@ class BatchPredictor:
     raises :class:`~cadet_d2.data.DataError` naming it; with ``on_error`` "skip" (default:
     ``CADET.DATA.ON_ERROR``) it is left out instead, logged, and listed in :attr:`skipped`
     (index in the inputs, message) of the last call.
+
+    ``runner``: instead of the PyTorch model, an exported model (``cadet_d2.export.load_runner``:
+    one (1, C, H, W) float32 array -> boxes in input pixels, scores, classes), one image at a time
+    (``batch_size`` is then 1); its boxes are mapped back like the model's (:func:`to_instances`).
     """
 
     def __init__(self, cfg: CfgNode, batch_size: int = 4, score_thresh: float = 0.0,
-                 model: torch.nn.Module | None = None, on_error: str | None = None):
+                 model: torch.nn.Module | None = None, on_error: str | None = None, runner=None):
+        if runner is not None:
+            batch_size = 1
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if not 0.0 <= score_thresh <= 1.0:
@@ -94,7 +113,8 @@ class BatchPredictor:
         self.cfg = cfg
         self.batch_size = batch_size
         self.score_thresh = score_thresh
-        self.model = load_model(cfg) if model is None else model.eval()
+        self.runner = runner
+        self.model = None if runner is not None else load_model(cfg) if model is None else model.eval()
         self.mapper = MultiModalDatasetMapper(cfg, is_train=False)
         self.channels = cfg.CADET.INPUT.FILE_CHANNELS
         self.modalities = list(cfg.CADET.INPUT.MODALITIES)
@@ -128,8 +148,12 @@ class BatchPredictor:
 
     def run_batch(self, inputs: list[dict]) -> list[Prediction]:
         """Detections of mapped inputs (:meth:`map`), in original image coordinates."""
-        with torch.no_grad():
-            outputs = self.model(inputs)
+        if self.runner is not None:
+            outputs = [{"instances": to_instances(self.runner(x["image"][None].numpy()), x["image"].shape[-2:],
+                                                  x["height"], x["width"])} for x in inputs]
+        else:
+            with torch.no_grad():
+                outputs = self.model(inputs)
         preds = []
         for x, out in zip(inputs, outputs):
             inst = out["instances"].to("cpu")

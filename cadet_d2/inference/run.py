@@ -32,12 +32,13 @@ def save_prediction_picture(path: str, cfg: CfgNode, pred: Prediction, names: li
 
 def predict_files(cfg: CfgNode, inputs: list[str], output_dir: str, batch_size: int = 4,
                   score_thresh: float = 0.0, vis: bool = False, vis_fusion: bool = False,
-                  recursive: bool = False, progress: bool = True) -> dict:
+                  recursive: bool = False, progress: bool = True, runner=None) -> dict:
     """Predict every image of ``inputs`` (``.npy`` files, folders, pairs.csv indexes: see
     ``collect_inputs``); write
     ``output_dir/predictions.json`` and, with ``vis`` / ``vis_fusion``, ``output_dir/vis/<name>.png``.
 
-    A bad file stops the run naming it (:class:`~cadet_d2.data.DataError`), or with
+    ``runner``: an exported model instead of the PyTorch one (:class:`BatchPredictor`; no fusion
+    maps then). A bad file stops the run naming it (:class:`~cadet_d2.data.DataError`), or with
     ``CADET.DATA.ON_ERROR skip`` is left out and counted.
 
     Returns the summary that is also logged: images, detections, per-class counts, seconds,
@@ -46,7 +47,9 @@ def predict_files(cfg: CfgNode, inputs: list[str], output_dir: str, batch_size: 
     from tqdm import tqdm
 
     files = collect_inputs(inputs, recursive)
-    predictor = BatchPredictor(cfg, batch_size, score_thresh)
+    if vis_fusion and runner is not None:
+        raise ValueError("--vis-fusion draws the PyTorch model's fusion maps: use it with --runtime pytorch")
+    predictor = BatchPredictor(cfg, batch_size, score_thresh, runner=runner)
     names = class_names(cfg)
     pictures = output_names(files) if vis or vis_fusion else []
     bottom_up = getattr(getattr(predictor.model, "backbone", None), "bottom_up", None)
