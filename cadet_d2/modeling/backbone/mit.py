@@ -8,9 +8,9 @@ spatial reduction 8/4/2/1, Mix-FFN with a depth-wise 3x3 conv) and parameter cou
 from __future__ import annotations
 
 import torch
-from timm.models._manipulate import checkpoint
 from timm.models.pvt_v2 import PyramidVisionTransformerV2
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from ...layout import MIT_HEADS, MIT_SPECS, MIT_SR_RATIOS, MIT_STRIDES  # noqa: F401 (re-exported)
 
@@ -75,7 +75,7 @@ class MiT(nn.Module):
         x = x.reshape(b, h * w, c)
         for blk in stage.blocks:
             if stage.grad_checkpointing and not torch.jit.is_scripting():
-                x = checkpoint(blk, x, (h, w))
+                x = checkpoint(blk, x, (h, w), use_reentrant=False)
             else:
                 x = blk(x, (h, w))
         x = stage.norm(x).reshape(b, h, w, c).permute(0, 3, 1, 2)
