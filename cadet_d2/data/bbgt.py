@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from .errors import DataError
+from .errors import DataError, read_lines
 
 BBGT_FOLDER = "bbgt"  # <set>/bbgt/<stem>.txt: the frame's annotation file, copied as it is
 IGNORE_LABELS = ("people", "cyclist", "person?")  # the devkit's ilbls
@@ -35,11 +35,7 @@ def read_bbgt(path: str) -> list[tuple[str, float, float, float, float, int, boo
     than 6 fields, a non-numeric field, an occlusion level outside 0-2 or an ``ign`` flag other
     than 0/1 raises DataError naming the file and line.
     """
-    try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(path, f"unreadable annotation file: {e}") from None
+    lines = read_lines(path, "annotation")
     if not any(line.strip() for line in lines):
         return None
     if not lines[0].startswith("% bbGt"):

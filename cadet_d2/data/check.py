@@ -38,7 +38,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from .datasets import read_classes
-from .errors import DataError
+from .errors import DataError, read_lines
 from ..layout import DEFAULT_GREY_TOLERANCE
 from .event_frames import decode_event_file, event_file_header, file_channels, read_event_file
 from .images import ORIENTATIONS, decode_grey, image_header, is_jpeg, read_grey, read_rgb
@@ -366,10 +366,9 @@ class _Scanner:
 
     def scan_labels(self, path: str, hw: tuple[int, int] | None, per_class: Counter) -> int:
         try:
-            with open(path, encoding="utf-8") as f:
-                lines = f.read().splitlines()
-        except (OSError, UnicodeDecodeError) as e:
-            self.problem("error", path, f"unreadable label file: {e}")
+            lines = read_lines(path, "label")
+        except DataError as e:
+            self.problem("error", e.path, e.problem)
             return 0
         boxes = 0
         for lineno, line in enumerate(lines, start=1):

@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from ..layout import OCCLUSION_LEVELS
-from .errors import DataError
+from .errors import DataError, read_lines
 
 MIN_BOX_PIXELS = 1e-3  # a box narrower or lower than this (pixels) is degenerate: dropped, counted
 
@@ -71,11 +71,7 @@ def read_yolo_labels(
     from detectron2.structures import BoxMode
 
     annotations, dropped = [], 0
-    try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(path, f"unreadable label file: {e}") from None
+    lines = read_lines(path, "label")
     for lineno, line in enumerate(lines, start=1):
         if not line.strip():
             continue

@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 
-from ..data.errors import DataError
+from ..data.errors import DataError, read_lines
 from .formats import open_recording
 from .homography import EventMapper
 from .recording import EventStats, checked_chunks
@@ -27,11 +27,7 @@ def read_timestamps(path: str) -> np.ndarray:
     comments skipped); a bad line or a time earlier than the one before is a DataError naming
     the line."""
     times, lines = [], []
-    try:
-        with open(path, encoding="utf-8") as f:
-            rows = f.read().splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(path, f"unreadable timestamps file: {e}") from None
+    rows = read_lines(path, "timestamps")
     for lineno, row in enumerate(rows, start=1):
         text = row.split("#", 1)[0].strip()
         if not text:
