@@ -3,8 +3,9 @@
 The forward is torchvision's ``roi_align`` (same output). torchvision's CPU backward is a
 single-threaded loop over every (RoI, channel, bin, sample); here the backward builds, from the
 RoIs alone, the sparse bilinear sampling matrix ``A`` (rows: RoI x bin, columns: pixels of the
-feature map; one entry per sample corner, weight / samples in the bin) and computes
-``grad_input = A^T @ grad_output`` with torch's sparse CSR product, all channels at once.
+feature map; entry: the bin's bilinear weights on that pixel summed over its samples, divided by
+their number) and computes ``grad_input = A^T @ grad_output`` with torch's sparse (COO) product,
+all channels at once (rows of C channels, channels-last).
 The sample positions and weights follow torchvision's CPU kernel (``roi_align_kernel.cpp``):
 
 * the box, scaled by ``spatial_scale`` (in double), minus 0.5 when ``aligned``; its size is at
