@@ -210,7 +210,7 @@ def add_cadet_config(cfg: CN) -> CN:
     _C.CADET.ROI = CN()
     # Box pooler RoIAlign with a multi-threaded backward (one sparse product, modeling/roi_align.py)
     # instead of torchvision's single-threaded CPU loop; same forward output and gradients (to float
-    # rounding). Only used where a gradient is needed; inference and export call torchvision. False = torchvision's.
+    # rounding). CPU training only; inference, export and CUDA call torchvision. False = torchvision's.
     _C.CADET.ROI.FAST_ALIGN_BACKWARD = True
 
     # ---- initialisation -------------------------------------------------------------------

@@ -14,8 +14,9 @@ The sample positions and weights follow torchvision's CPU kernel (``roi_align_ke
 * a sample with ``y < -1`` or ``y > H`` (or ``x < -1`` or ``x > W``) contributes nothing;
   ``y <= 0`` is moved to 0; ``y_low >= H - 1`` gives ``y_low = y_high = H - 1``, ``y = y_low``.
 
-Used only where a gradient is needed (training); without one (inference, tracing for export) the
-module calls torchvision directly.
+Used only on CPU where a gradient is needed (training); without one (inference, tracing for
+export) and on other devices (torchvision's CUDA backward is already parallel) the module calls
+torchvision directly.
 """
 from __future__ import annotations
 
@@ -128,11 +129,11 @@ class _ROIAlignFunction(torch.autograd.Function):
 
 class FastBackwardROIAlign(ROIAlign):
     """Detectron2's :class:`ROIAlign` (same arguments and output) with the sparse-product backward
-    when a gradient is needed. ``input`` (N, C, H, W), ``rois`` (R, 5) -> (R, C, PH, PW)."""
+    on CPU when a gradient is needed. ``input`` (N, C, H, W), ``rois`` (R, 5) -> (R, C, PH, PW)."""
 
     def forward(self, input, rois):
-        if not (torch.is_grad_enabled() and input.requires_grad) or torch.jit.is_tracing() \
-                or torch.jit.is_scripting() or input.is_quantized:
+        if not (torch.is_grad_enabled() and input.requires_grad) or input.device.type != "cpu" \
+                or torch.jit.is_tracing() or torch.jit.is_scripting() or input.is_quantized:
             return super().forward(input, rois)
         assert rois.dim() == 2 and rois.size(1) == 5
         size = self.output_size
