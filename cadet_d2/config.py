@@ -206,6 +206,13 @@ def add_cadet_config(cfg: CN) -> CN:
     # MODEL.WEIGHTS, when set, is loaded after these and replaces them.
     _C.CADET.LATE.WEIGHTS = []
 
+    # ---- RoI heads (MODEL.ROI_HEADS.NAME CadetROIHeads; cadet_d2/modeling/roi_heads.py) ----------
+    _C.CADET.ROI = CN()
+    # Box pooler RoIAlign with a multi-threaded backward (one sparse product, modeling/roi_align.py)
+    # instead of torchvision's single-threaded CPU loop; same forward output and gradients (to float
+    # rounding). CPU training only; inference, export and CUDA call torchvision. False = torchvision's.
+    _C.CADET.ROI.FAST_ALIGN_BACKWARD = True
+
     # ---- initialisation -------------------------------------------------------------------
     _C.CADET.INIT = CN()
     # Single-stream RGB checkpoint of this project (same MiT size, classes and FPN/heads) that a
