@@ -39,11 +39,17 @@ demo: data
 
 # pytest's exit code 5 (no test collected) fails too. TEST_WORKERS pytest-xdist processes (0: one
 # process), each with one intra-op thread (tests/conftest.py); a test file stays on one worker, so
-# its module fixtures are built once and the SLURM tests share one cluster.
+# its module fixtures are built once and the SLURM tests share one cluster. The OpenVINO tests run
+# afterwards in a process of their own (ISOLATED), so that no other test shares a process with the
+# OpenVINO runtime and its thread pool (an xdist worker that had run them died in a later test).
 TEST_WORKERS ?= 2
+ISOLATED ?= tests/test_openvino.py
 test: setup
-	@$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15 tests; rc=$$?; \
-	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
+	@$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15 $(addprefix --ignore=,$(ISOLATED)) tests; \
+	rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; rc=1; fi; \
+	$(PY) -m pytest -q -p no:xdist --durations=5 $(ISOLATED); rc2=$$?; \
+	if [ $$rc2 -eq 5 ]; then echo "pytest collected no OpenVINO tests: failing" >&2; rc2=1; fi; \
+	[ $$rc -eq 0 ] && [ $$rc2 -eq 0 ]
 
 # The whole suite again, on official Detectron2 (D2_SOURCE) in the venv D2_VENV.
 test-d2: setup
