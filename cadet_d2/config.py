@@ -14,8 +14,8 @@ import signal
 
 from detectron2.config import CfgNode as CN
 
-from .layout import (DEFAULT_GREY_TOLERANCE, DEFAULT_STOP_SIGNALS, LATE_MERGE_RULES, MIT_SIZES, MISS_RATE_SETTINGS,
-                     MODALITY_CHANNELS, ON_ERROR_POLICIES, SIZE_MISMATCH_POLICIES, TEST_MODES, TRAIN_MODES,
+from .layout import (DEFAULT_GREY_TOLERANCE, DEFAULT_STOP_SIGNALS, LATE_MERGE_RULES, MIT_ATTENTION_KINDS, MIT_SIZES,
+                     MISS_RATE_SETTINGS, MODALITY_CHANNELS, ON_ERROR_POLICIES, SIZE_MISMATCH_POLICIES, TEST_MODES, TRAIN_MODES,
                      UNLABELED_POLICIES, file_channel_indices, group_channels, group_modalities, modality_slices)
 
 
@@ -128,6 +128,10 @@ def add_cadet_config(cfg: CN) -> CN:
     # so the convolutions after them (patch embeddings, fusion convs, FPN) run without layout
     # reorders (modeling/backbone/mit.py). Same values; speed in docs/benchmarks.md.
     _C.CADET.BACKBONE.CHANNELS_LAST = False
+    # MiT's attention kernel: "fused" (scaled_dot_product_attention), "math" (q k^T, softmax, @ v:
+    # matrix products that run on AMX in bf16; faster on CPU, docs/benchmarks.md) or "auto"
+    # (math when MODEL.DEVICE is cpu, fused otherwise). Same parameters; values equal to rounding.
+    _C.CADET.BACKBONE.ATTENTION = "auto"
 
     # ---- fusion (dual-stream backbone) ------------------------------------------------------
     _C.CADET.FUSION = CN()
@@ -343,6 +347,7 @@ def validate_cadet_config(cfg: CN) -> None:
         raise ValueError(f"CADET.INIT.FREEZE_ITERS {freeze}: must be >= 0, and > 0 only with "
                          "CADET.INIT.RGB_DETECTOR (it freezes the tensors copied from that detector)")
     _check_choice("CADET.BACKBONE.SIZE", cfg.CADET.BACKBONE.SIZE, MIT_SIZES)
+    _check_choice("CADET.BACKBONE.ATTENTION", cfg.CADET.BACKBONE.ATTENTION, ("auto", *MIT_ATTENTION_KINDS))
     _check_choice("CADET.DATA.UNLABELED", cfg.CADET.DATA.UNLABELED, UNLABELED_POLICIES)
     _check_choice("CADET.DATA.ON_ERROR", cfg.CADET.DATA.ON_ERROR, ON_ERROR_POLICIES)
     _check_choice("CADET.SOLVER.OPTIMIZER", cfg.CADET.SOLVER.OPTIMIZER.upper(), ("SGD", "ADAMW"))

@@ -17,6 +17,7 @@ MIT_SPECS = {
 MIT_SIZES = tuple(MIT_SPECS)
 MIT_HEADS = (1, 2, 5, 8)
 MIT_SR_RATIOS = (8, 4, 2, 1)
+MIT_ATTENTION_KINDS = ("fused", "math")  # MiT attention kernels (MiT.set_attention)
 MIT_STRIDES = (4, 8, 16, 32)
 
 # The modalities a data file can hold and the file channels each takes by default.

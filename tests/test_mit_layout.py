@@ -51,3 +51,42 @@ def test_checkpointed_stages_keep_the_layout_and_values():
     g_ckpt = torch.autograd.grad(sum(o.sum() for o in ckpt), x)[0]
     torch.testing.assert_close(g_plain, g_ckpt)
 
+
+
+def test_math_attention_gives_the_fused_kernels_values_and_gradients():
+    torch.manual_seed(0)
+    stream = MiT("b0", in_chans=2, drop_path_rate=0.0)
+    x = torch.randn(2, 2, 64, 96)
+
+    def run(kind):
+        stream.set_attention(kind)
+        outs = stream(x)
+        loss = sum((o * o.detach().sin()).sum() for o in outs)
+        return outs, torch.autograd.grad(loss, list(stream.parameters()))
+
+    fused, g_fused = run("fused")
+    math, g_math = run("math")
+    assert {blk.attn.fused_attn for s in stream.stages for blk in s.blocks} == {False}
+    for a, b in zip(math, fused):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    for a, b in zip(g_math, g_fused):
+        torch.testing.assert_close(a, b, atol=1e-5 * float(b.abs().max()), rtol=1e-5)
+    with pytest.raises(ValueError, match="flash"):
+        stream.set_attention("flash")
+
+
+@pytest.mark.parametrize("setting, device, kind", [("auto", "cpu", "math"), ("auto", "cuda", "fused"),
+                                                   ("fused", "cpu", "fused"), ("math", "cuda", "math")])
+def test_attention_setting_resolves_by_device(setting, device, kind):
+    from cadet_d2.engine import load_config
+    from cadet_d2.modeling.backbone.common import attention_kind
+
+    cfg = load_config("configs/demo.yaml", ["CADET.BACKBONE.ATTENTION", setting, "MODEL.DEVICE", device])
+    assert attention_kind(cfg) == kind
+
+
+def test_unknown_attention_setting_fails_when_the_config_loads():
+    from cadet_d2.engine import load_config
+
+    with pytest.raises(ValueError, match="CADET.BACKBONE.ATTENTION"):
+        load_config("configs/demo.yaml", ["CADET.BACKBONE.ATTENTION", "flash"])

@@ -95,6 +95,18 @@ def test_compiled_shapes_are_bounded(ov_export):
         runner(np.zeros((2, 5, 64, 64), np.float32))
 
 
+def test_int8_quantization_prints_no_log_lines(ov_export, tmp_path, capfd):
+    from cadet_d2.export.openvino import quantize_int8
+
+    _, out, _ = ov_export
+    calib = [np.random.default_rng(i).uniform(0, 255, (1, 5, 64, 85)).astype(np.float32) for i in range(2)]
+    capfd.readouterr()
+    quantize_int8(os.path.join(out, "model_openvino.xml"), str(tmp_path / "q.xml"), calib, (64, 96))
+    printed = "".join(capfd.readouterr())
+    assert os.path.isfile(tmp_path / "q.xml")
+    assert "INFO:nncf" not in printed and "ignored nodes" not in printed and "No CUDA runtime" not in printed, printed
+
+
 def test_predict_tool_runs_openvino_like_pytorch(ov_export, data_root, tmp_path):  # noqa: F811
     opts, out, _ = ov_export
     cli = load_tool("predict")

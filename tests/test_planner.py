@@ -124,3 +124,13 @@ def test_plan_command_line(tmp_path, capsys):
                              "--settings", "bf16", "--from-json", str(out), *TINY])
     with pytest.raises(SystemExit):
         benchmark_tool.main(["--config-file", "configs/Base-CADET.yaml", "--mode", "plan"])
+
+
+def test_settings_measure_the_attention_kernel_a_gpu_runs(cfg):
+    # the plan is for GPUs: "auto" resolves as on CUDA even where the planner runs on a CPU
+    assert cfg.MODEL.DEVICE == "cpu" and cfg.CADET.BACKBONE.ATTENTION == "auto"
+    assert setting_cfg(cfg, "bf16").CADET.BACKBONE.ATTENTION == "fused"
+    math = cfg.clone()
+    math.defrost()
+    math.CADET.BACKBONE.ATTENTION = "math"
+    assert setting_cfg(math, "fp32").CADET.BACKBONE.ATTENTION == "math"

@@ -54,15 +54,18 @@ DEFAULT_SETTINGS = ("fp32", "bf16", "fp32+ckpt", "bf16+ckpt")
 
 
 def setting_cfg(cfg, name: str):
-    """A copy of ``cfg`` with the overrides of setting ``name`` (one of :data:`SETTINGS`), and
-    ``SOLVER.ACCUM_STEPS`` 1 (the planner chooses the accumulation)."""
+    """A copy of ``cfg`` with the overrides of setting ``name`` (one of :data:`SETTINGS`),
+    ``SOLVER.ACCUM_STEPS`` 1 (the planner chooses the accumulation) and the attention kernel
+    that the configuration runs on a GPU, which the plan is for, wherever it is measured."""
     from ..config import validate_cadet_config
+    from ..modeling.backbone.common import attention_kind
 
     if name not in SETTINGS:
         raise ValueError(f"unknown setting {name!r}; choose from {sorted(SETTINGS)}")
     out = cfg.clone()
     out.defrost()
-    out.merge_from_list(SETTINGS[name] + ["SOLVER.ACCUM_STEPS", "1"])
+    out.merge_from_list(SETTINGS[name] + ["SOLVER.ACCUM_STEPS", "1",
+                                          "CADET.BACKBONE.ATTENTION", attention_kind(cfg, "cuda")])
     validate_cadet_config(out)
     out.freeze()
     return out

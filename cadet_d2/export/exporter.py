@@ -174,7 +174,7 @@ def openvino_exports(onnx_path: str, output_dir: str, precisions, calibration: l
         if p == "int8":
             info["calibration"] = {
                 "source": calibration_source, "images": len(calibration or []), "resized_to": list(hw),
-                "method": "nncf.quantize (transformer, mixed preset, per-tensor activations), RPN and RoI heads in float"}
+                "method": "nncf.quantize (CNN type, mixed preset, per-tensor activations), RPN and RoI heads in float"}
         if reference is not None:
             runner = OpenVinoRunner(path, 0, PRECISION_HINTS[p], cache_size=1)
             if p == "fp32":

@@ -5,8 +5,9 @@
   plugin's ``INFERENCE_PRECISION_HINT`` "bf16" (fp32: "f32", which must be asked for: on CPUs
   with AMX or AVX-512-BF16 the plugin's default is bf16).
 * int8 (``model_openvino_int8.xml``): NNCF post-training quantization (``nncf.quantize``,
-  transformer model type, mixed preset: fake-quantize nodes on the backbone's and FPN's
-  convolutions and matrix products, ranges from calibration images) of the fp32 IR; the RPN
+  default (CNN) model type, mixed preset: fake-quantize nodes on the weighted layers of the
+  backbone and FPN, convolutions and linear layers, not on the attention's products of two
+  activations; ranges from calibration images) of the fp32 IR; the RPN
   and RoI heads (:data:`FLOAT_SCOPES`) and the other ops run at the meta's
   ``INFERENCE_PRECISION_HINT``.
 * Shapes: the IR keeps the ONNX file's dynamic H, W, but it is compiled for each input's static
@@ -30,10 +31,10 @@ PRECISIONS = ("fp32", "bf16", "int8")
 # INFERENCE_PRECISION_HINT of each precision: int8's unquantized ops run in bf16 (on a CPU without
 # native bf16 the plugin falls back to f32 by itself)
 PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "bf16"}
-SHAPE_CACHE = 8
+SHAPE_CACHE = 8  # compiled shapes an OpenVinoRunner keeps (least recently used dropped first)
 # ops int8 leaves in float (node-name patterns): the RPN and RoI heads, whose box regression int8
 # coarsens (demo model: AP -2 to -6 with them quantized, within 0.6 without)
-FLOAT_SCOPES = (".*proposal_generator.*", ".*roi_heads.*")  # compiled shapes an OpenVinoRunner keeps (least recently used dropped first)
+FLOAT_SCOPES = (".*proposal_generator.*", ".*roi_heads.*")
 
 
 def kind_of(precision: str) -> str:
@@ -116,10 +117,16 @@ def quantize_int8(fp32_xml: str, int8_xml: str, calibration: list[np.ndarray], h
     static shape (the dynamic graph is not run: see the module docstring); the quantized model
     is saved with dynamic H, W again.
     """
+    import logging
+
     import torch
     import torch.nn.functional as F
 
+    # quiet: importing nncf loads torch.utils.cpp_extension, which warns of a missing CUDA runtime,
+    # and nncf logs every ignored node at INFO; its progress bars stay
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     ov, nncf = require("openvino"), require("nncf")
+    nncf.set_log_level(logging.WARNING)
     if not calibration:
         raise ValueError("OpenVINO int8 needs calibration images (e.g. --calib-images 32 from the training set)")
     model = ov.Core().read_model(fp32_xml)
@@ -133,7 +140,7 @@ def quantize_int8(fp32_xml: str, int8_xml: str, calibration: list[np.ndarray], h
         activations_quantization_params=nncf.quantization.advanced_parameters.QuantizationParameters(
             per_channel=False))
     quantized = nncf.quantize(model, nncf.Dataset(inputs), subset_size=len(inputs), advanced_parameters=per_tensor,
-                              preset=nncf.QuantizationPreset.MIXED, model_type=nncf.ModelType.TRANSFORMER,
+                              preset=nncf.QuantizationPreset.MIXED,
                               ignored_scope=nncf.IgnoredScope(patterns=list(FLOAT_SCOPES), validate=False))
     quantized.reshape({INPUT_NAME: ov.PartialShape([1, channels, -1, -1])})
     ov.save_model(quantized, int8_xml, compress_to_fp16=False)

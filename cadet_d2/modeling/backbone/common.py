@@ -17,7 +17,7 @@ def build_stream(cfg, in_chans: int) -> MiT:
 
     Loads ``CADET.BACKBONE.PRETRAINED`` when set (first patch embedding adapted to
     ``in_chans``), turns on activation checkpointing for ``CHECKPOINT_STAGES`` and sets the
-    stage outputs' memory order (``CHANNELS_LAST``).
+    stage outputs' memory order (``CHANNELS_LAST``) and the attention kernel (:func:`attention_kind`).
     """
     b = cfg.CADET.BACKBONE
     stream = MiT(b.SIZE, in_chans, drop_path_rate=b.DROP_PATH_RATE)
@@ -27,7 +27,18 @@ def build_stream(cfg, in_chans: int) -> MiT:
         load_pretrained_mit(stream, b.PRETRAINED)
     stream.set_grad_checkpointing(list(b.CHECKPOINT_STAGES))
     stream.set_channels_last(b.CHANNELS_LAST)
+    stream.set_attention(attention_kind(cfg))
     return stream
+
+
+def attention_kind(cfg, device: str | None = None) -> str:
+    """``CADET.BACKBONE.ATTENTION`` on ``device`` (default ``MODEL.DEVICE``): ``"auto"`` is
+    ``"math"`` on CPU, where it is the faster kernel (docs/benchmarks.md), and ``"fused"``
+    elsewhere (flash attention's memory saving on GPUs)."""
+    kind = cfg.CADET.BACKBONE.ATTENTION
+    if kind == "auto":
+        return "math" if str(device or cfg.MODEL.DEVICE).startswith("cpu") else "fused"
+    return kind
 
 
 def check_out_features(out_features) -> list[str]:

@@ -12,7 +12,7 @@ from timm.models.pvt_v2 import PyramidVisionTransformerV2
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ...layout import MIT_HEADS, MIT_SPECS, MIT_SR_RATIOS, MIT_STRIDES  # noqa: F401 (re-exported)
+from ...layout import MIT_ATTENTION_KINDS, MIT_HEADS, MIT_SPECS, MIT_SR_RATIOS, MIT_STRIDES  # noqa: F401 (re-exported)
 
 
 class MiT(nn.Module):
@@ -60,6 +60,16 @@ class MiT(nn.Module):
     def set_channels_last(self, on: bool) -> None:
         """Stage outputs in channels-last memory order (see the class doc)."""
         self.channels_last = bool(on)
+
+    def set_attention(self, kind: str) -> None:
+        """Attention kernel of every block: ``"fused"`` (``scaled_dot_product_attention``) or
+        ``"math"`` (softmax(q k^T / sqrt(d)) v as three ops: matrix products that oneDNN runs on
+        AMX in bf16). Same parameters and values up to rounding."""
+        if kind not in MIT_ATTENTION_KINDS:
+            raise ValueError(f"attention kind {kind!r}: choose from {list(MIT_ATTENTION_KINDS)}")
+        for stage in self.stages:
+            for blk in stage.blocks:
+                blk.attn.fused_attn = kind == "fused"
 
     def forward_stage(self, i: int, x: torch.Tensor) -> torch.Tensor:
         """Stage ``i`` (timm's stage: downsampling patch embedding, blocks, norm) on
