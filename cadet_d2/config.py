@@ -15,8 +15,9 @@ import signal
 from detectron2.config import CfgNode as CN
 
 from .layout import (DEFAULT_GREY_TOLERANCE, DEFAULT_STOP_SIGNALS, LATE_MERGE_RULES, MIT_ATTENTION_KINDS, MIT_SIZES,
-                     MISS_RATE_SETTINGS, MODALITY_CHANNELS, ON_ERROR_POLICIES, SIZE_MISMATCH_POLICIES, TEST_MODES, TRAIN_MODES,
-                     UNLABELED_POLICIES, file_channel_indices, group_channels, group_modalities, modality_slices)
+                     MISS_RATE_SETTINGS, MODALITY_CHANNELS, ON_ERROR_POLICIES, SIZE_MISMATCH_POLICIES, TEST_MODES,
+                     TRAIN_MODES, UNLABELED_POLICIES, file_channel_indices, group_channels, group_modalities,
+                     modality_slices)
 
 
 def add_cadet_config(cfg: CN) -> CN:

@@ -122,8 +122,8 @@ def quantize_int8(fp32_xml: str, int8_xml: str, calibration: list[np.ndarray], h
     import torch
     import torch.nn.functional as F
 
-    # quiet: importing nncf loads torch.utils.cpp_extension, which warns of a missing CUDA runtime,
-    # and nncf logs every ignored node at INFO; its progress bars stay
+    # quiet: nncf.quantize loads torch.utils.cpp_extension, which warns of a missing CUDA runtime,
+    # and logs every ignored node at INFO; its progress bars stay
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     ov, nncf = require("openvino"), require("nncf")
     nncf.set_log_level(logging.WARNING)
